@@ -1,0 +1,37 @@
+# emoctx: the two set-up commands of the README are `make demo` and `make test`.
+# Both create the virtual environment in .venv (with the tested torch/torchvision pins) when it is missing
+# or older than pyproject.toml / constraints.txt.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export YOLO_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: demo test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## generate EMOTIC-synth, train, evaluate and predict end to end (outputs in runs/demo)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+test: $(STAMP)  ## the test suite CI runs (< 10 min on 2 CPU cores)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  ## heavier variants kept out of the default run
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check emoctx tests scripts
+	$(BIN)/ruff format --check emoctx tests scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format emoctx tests scripts
+	$(BIN)/ruff check --fix emoctx tests scripts
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

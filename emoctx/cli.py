@@ -1,0 +1,64 @@
+"""The ``emoctx`` command line: a thin shell over the Python API.
+
+Each sub-command lives in ``emoctx/commands/<name>.py`` with three things: ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import heavy libraries inside ``run``
+so that ``emoctx --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from emoctx import __version__
+from emoctx.errors import EmoctxError
+
+# Sub-commands in the order ``--help`` lists them (the order of the data flow).
+COMMANDS: tuple[str, ...] = ("convert", "synth")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="emoctx",
+        description="Context-aware emotion recognition: EMOTIC data tools, training, evaluation and prediction.",
+        epilog="Run 'emoctx COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"emoctx {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"emoctx.commands.{name}")
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``emoctx`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except (EmoctxError, FileNotFoundError) as e:
+        print(f"emoctx {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"emoctx {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Canonical annotation records: one row per annotated person, the format every other part of emoctx reads.
+
+The schema is documented for users in ``annotations/README.md``; this module is its implementation.
+Records live in a :class:`pandas.DataFrame` with the columns of :data:`COLUMNS` (extra columns are allowed
+and preserved, so later streams such as a face box can add their own). Datasets are stored as Parquet;
+JSONL is offered for files people read.
+
+Conventions:
+
+* ``image`` is a POSIX path relative to the dataset root (for EMOTIC: ``<root>/emotic``).
+* boxes are ``x1 y1 x2 y2`` in pixels of the stored image, inside ``[0, width] x [0, height]``.
+* ``valence``/``arousal``/``dominance`` are on the 1-10 scale; NaN means missing.
+* ``categories`` holds the ground truth (for EMOTIC val/test: the combined labels); the per-annotator
+  labels, where the source has them, are in ``annotator_categories`` and ``annotator_vad``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emoctx.errors import EmoctxError
+from emoctx.io import atomic_path
+from emoctx.labels import AGES, CATEGORY_INDEX, GENDERS, SPLITS, VAD_MAX, VAD_MIN, VAD_NAMES
+
+SCHEMA_VERSION = 1
+
+# name -> (arrow type, required, description). Order is the column order of written files.
+COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
+    "image": (pa.string(), True, "image path relative to the dataset root (POSIX separators)"),
+    "width": (pa.int32(), True, "image width in pixels"),
+    "height": (pa.int32(), True, "image height in pixels"),
+    "split": (pa.string(), True, "train, val or test"),
+    "person": (pa.int32(), True, "index of the person within the image (0-based, in source order)"),
+    "x1": (pa.float32(), True, "body box left edge, pixels"),
+    "y1": (pa.float32(), True, "body box top edge, pixels"),
+    "x2": (pa.float32(), True, "body box right edge, pixels"),
+    "y2": (pa.float32(), True, "body box bottom edge, pixels"),
+    "categories": (pa.list_(pa.string()), True, "ground-truth category names (combined labels for val/test)"),
+    "valence": (pa.float32(), True, "valence on 1-10, NaN when missing"),
+    "arousal": (pa.float32(), True, "arousal on 1-10, NaN when missing"),
+    "dominance": (pa.float32(), True, "dominance on 1-10, NaN when missing"),
+    "annotator_categories": (
+        pa.list_(pa.list_(pa.string())),
+        False,
+        "per-annotator category lists (empty when the source has one annotator only)",
+    ),
+    "annotator_vad": (
+        pa.list_(pa.list_(pa.float32())),
+        False,
+        "per-annotator [valence, arousal, dominance] on 1-10, NaN when missing",
+    ),
+    "gender": (pa.string(), False, "Male, Female, or null"),
+    "age": (pa.string(), False, "Kid, Teenager, Adult, or null"),
+    "source": (pa.string(), False, "original database (mscoco, ade20k, emodb_small, framesdb, synth...)"),
+}
+BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+_DEFAULTS: dict[str, Any] = {
+    "annotator_categories": [],
+    "annotator_vad": [],
+    "gender": None,
+    "age": None,
+    "source": None,
+}
+
+
+class RecordError(EmoctxError, ValueError):
+    """Raised when records do not follow the canonical schema. The message names file, entry and field."""
+
+
+def records_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Build a canonical records frame from dicts (missing optional fields get their defaults).
+
+    Columns are put in schema order; unknown keys are kept after the schema columns.
+    """
+    rows = [dict(r) for r in rows]
+    for r in rows:
+        for k, v in _DEFAULTS.items():
+            if k not in r:
+                r[k] = list(v) if isinstance(v, list) else v
+    df = pd.DataFrame(rows, columns=_column_order(rows))
+    if df.empty:
+        df = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+    return _normalise_dtypes(df)
+
+
+def _column_order(rows: list[dict]) -> list[str]:
+    extra: list[str] = []
+    for r in rows:
+        extra.extend(k for k in r if k not in COLUMNS and k not in extra)
+    return list(COLUMNS) + extra
+
+
+def _normalise_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for c in ("width", "height", "person"):
+        if c in df and len(df):
+            df[c] = df[c].astype("int64")
+    for c in (*BOX_COLUMNS, *VAD_NAMES):
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in ("categories", "annotator_categories", "annotator_vad"):
+        if c in df:
+            df[c] = [_plain(v) for v in df[c]]
+    return df.reset_index(drop=True)
+
+
+def _plain(v: Any) -> Any:
+    """Turn numpy arrays (as pyarrow returns list columns) into nested Python lists."""
+    if isinstance(v, np.ndarray):
+        return [_plain(x) for x in v.tolist()] if v.dtype == object else v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if v is None:
+        return []
+    return v
+
+
+def _isnan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def validate_records(df: pd.DataFrame, source: str | os.PathLike = "<records>", max_errors: int = 20) -> None:
+    """Check a records frame against the schema; raise :class:`RecordError` listing every problem found.
+
+    Each problem names the file (``source``), the entry (row number, image and person) and the field.
+    """
+    source = str(source)
+    missing = [c for c, (_, required, _) in COLUMNS.items() if required and c not in df.columns]
+    if missing:
+        raise RecordError(f"{source}: missing required column(s) {missing}; expected {list(COLUMNS)}")
+    problems: list[str] = []
+
+    def bad(i: int, row: Mapping, field: str, msg: str) -> None:
+        problems.append(
+            f"{source}: entry {i} (image {row.get('image')!r}, person {row.get('person')}): field '{field}': {msg}"
+        )
+
+    for i, row in enumerate(df.to_dict("records")):
+        if len(problems) >= max_errors:
+            break
+        if not isinstance(row["image"], str) or not row["image"]:
+            bad(i, row, "image", "must be a non-empty relative path")
+        elif row["image"].startswith("/") or "\\" in row["image"]:
+            bad(i, row, "image", "must be relative to the dataset root with '/' separators")
+        w, h = row["width"], row["height"]
+        if not (isinstance(w, (int, np.integer)) and w > 0):
+            bad(i, row, "width", f"must be a positive integer, got {w!r}")
+        if not (isinstance(h, (int, np.integer)) and h > 0):
+            bad(i, row, "height", f"must be a positive integer, got {h!r}")
+        if row["split"] not in SPLITS:
+            bad(i, row, "split", f"must be one of {SPLITS}, got {row['split']!r}")
+        box = [row[c] for c in BOX_COLUMNS]
+        if any(_isnan(v) for v in box):
+            bad(i, row, "x1..y2", f"box has missing values: {box}")
+        else:
+            x1, y1, x2, y2 = box
+            if not (x2 > x1 and y2 > y1):
+                bad(i, row, "x1..y2", f"box is empty or inverted: {box}")
+            sized = isinstance(w, (int, np.integer)) and isinstance(h, (int, np.integer))
+            if sized and (x1 < 0 or y1 < 0 or x2 > w or y2 > h):
+                bad(i, row, "x1..y2", f"box {box} extends outside the {w}x{h} image")
+        cats = row["categories"]
+        if not isinstance(cats, list):
+            bad(i, row, "categories", f"must be a list of names, got {type(cats).__name__}")
+        else:
+            unknown = [c for c in cats if c not in CATEGORY_INDEX]
+            if unknown:
+                bad(i, row, "categories", f"unknown category name(s) {unknown}")
+            if len(set(cats)) != len(cats):
+                bad(i, row, "categories", f"duplicate names in {cats}")
+        for name in VAD_NAMES:
+            v = row[name]
+            if not _isnan(v) and not (VAD_MIN <= v <= VAD_MAX):
+                bad(i, row, name, f"{v} is outside the {VAD_MIN:g}-{VAD_MAX:g} scale")
+        for ann in row.get("annotator_categories") or []:
+            unknown = [c for c in ann if c not in CATEGORY_INDEX]
+            if unknown:
+                bad(i, row, "annotator_categories", f"unknown category name(s) {unknown}")
+        for ann in row.get("annotator_vad") or []:
+            if len(ann) != len(VAD_NAMES):
+                bad(i, row, "annotator_vad", f"each entry must be [valence, arousal, dominance], got {ann}")
+            elif any(not _isnan(v) and not (VAD_MIN <= v <= VAD_MAX) for v in ann):
+                bad(i, row, "annotator_vad", f"{ann} has values outside {VAD_MIN:g}-{VAD_MAX:g}")
+        if row.get("gender") not in (None, *GENDERS) and not _isnan(row.get("gender")):
+            bad(i, row, "gender", f"must be one of {GENDERS} or null, got {row['gender']!r}")
+        if row.get("age") not in (None, *AGES) and not _isnan(row.get("age")):
+            bad(i, row, "age", f"must be one of {AGES} or null, got {row['age']!r}")
+    if problems:
+        more = " (first problems only)" if len(problems) >= max_errors else ""
+        raise RecordError(f"{len(problems)} invalid record field(s){more}:\n" + "\n".join(problems))
+
+
+def arrow_schema(df: pd.DataFrame) -> pa.Schema:
+    """The Arrow schema for writing ``df``: schema columns typed, extra columns inferred."""
+    fields = []
+    for c in df.columns:
+        if c in COLUMNS:
+            fields.append(pa.field(c, COLUMNS[c][0]))
+        else:
+            fields.append(
+                pa.field(c, pa.Table.from_pandas(df[[c]], preserve_index=False).schema.field(c).type)
+            )
+    return pa.schema(fields, metadata={"emoctx_schema_version": str(SCHEMA_VERSION)})
+
+
+def write_records(df: pd.DataFrame, path: str | os.PathLike, validate: bool = True) -> Path:
+    """Validate and write records atomically; ``.parquet`` or ``.jsonl`` chosen by suffix."""
+    path = Path(path)
+    df = _normalise_dtypes(df)
+    if validate:
+        validate_records(df, source=path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            table = pa.Table.from_pandas(df, schema=arrow_schema(df), preserve_index=False)
+            pq.write_table(table, tmp)
+        elif path.suffix == ".jsonl":
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in df.to_dict("records"):
+                    f.write(json.dumps(_jsonable(row), ensure_ascii=False) + "\n")
+        else:
+            raise ValueError(f"{path}: records are written as .parquet or .jsonl, not {path.suffix!r}")
+    return path
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def read_records(path: str | os.PathLike, validate: bool = True) -> pd.DataFrame:
+    """Read records from ``.parquet`` or ``.jsonl`` (``null`` VAD read back as NaN) and validate them."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such records file")
+    if path.suffix == ".parquet":
+        df = pq.read_table(path).to_pandas()
+    elif path.suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise RecordError(f"{path}: line {n}: not valid JSON ({e})") from e
+        for r in rows:
+            for k in ("annotator_vad",):
+                if r.get(k):
+                    r[k] = [[float("nan") if x is None else x for x in ann] for ann in r[k]]
+        df = records_frame(rows)
+    else:
+        raise ValueError(f"{path}: records are read from .parquet or .jsonl, not {path.suffix!r}")
+    df = _normalise_dtypes(df)
+    if validate:
+        validate_records(df, source=path)
+    return df
+
+
+def category_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The (N, number of categories) float32 multi-hot matrix of the ``categories`` column."""
+    out = np.zeros((len(df), len(CATEGORY_INDEX)), dtype=np.float32)
+    for i, cats in enumerate(df["categories"]):
+        for c in cats:
+            out[i, CATEGORY_INDEX[c]] = 1.0
+    return out
+
+
+def vad_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The (N, 3) float32 V/A/D matrix on the 1-10 scale, NaN where missing."""
+    return df[list(VAD_NAMES)].to_numpy(dtype=np.float32)

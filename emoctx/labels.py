@@ -1,0 +1,101 @@
+"""The EMOTIC label space: the one place that names the categories and the V/A/D scale.
+
+Everything else in emoctx imports from here. Nothing else spells out the category list or its length.
+
+* ``CATEGORIES``: the 26 discrete emotion categories in the canonical EMOTIC order (the order of the
+  authors' code and of every common implementation; metric vectors and model outputs follow it).
+* ``SLUGS``: a file-name- and metric-key-safe form of each name (``Doubt/Confusion`` -> ``doubt_confusion``).
+* ``VAD_NAMES``: the continuous dimensions, rated as integers on a 1-10 scale by annotators.
+* ``vad_to_model`` / ``vad_from_model``: the conversion between the 1-10 annotation scale and the model's
+  internal 0-1 scale. The model predicts and the losses compare on the internal scale; everything a user
+  reads (records, predictions, metrics) is on the 1-10 scale.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+CATEGORIES: tuple[str, ...] = (
+    "Affection",
+    "Anger",
+    "Annoyance",
+    "Anticipation",
+    "Aversion",
+    "Confidence",
+    "Disapproval",
+    "Disconnection",
+    "Disquietment",
+    "Doubt/Confusion",
+    "Embarrassment",
+    "Engagement",
+    "Esteem",
+    "Excitement",
+    "Fatigue",
+    "Fear",
+    "Happiness",
+    "Pain",
+    "Peace",
+    "Pleasure",
+    "Sadness",
+    "Sensitivity",
+    "Suffering",
+    "Surprise",
+    "Sympathy",
+    "Yearning",
+)
+NUM_CATEGORIES: int = len(CATEGORIES)
+
+
+def slugify(name: str) -> str:
+    """Lower-case a label and replace every run of non-alphanumerics by one underscore."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+SLUGS: tuple[str, ...] = tuple(slugify(c) for c in CATEGORIES)
+CATEGORY_INDEX: dict[str, int] = {c: i for i, c in enumerate(CATEGORIES)}
+_LOOKUP: dict[str, str] = {**{slugify(c): c for c in CATEGORIES}, **{c.lower(): c for c in CATEGORIES}}
+
+VAD_NAMES: tuple[str, ...] = ("valence", "arousal", "dominance")
+NUM_VAD: int = len(VAD_NAMES)
+VAD_MIN: float = 1.0
+VAD_MAX: float = 10.0
+VAD_MID: float = (VAD_MIN + VAD_MAX) / 2  # 5.5: the scale's midpoint (used by SAGR)
+VAD_RANGE: float = VAD_MAX - VAD_MIN
+
+GENDERS: tuple[str, ...] = ("Male", "Female")
+AGES: tuple[str, ...] = ("Kid", "Teenager", "Adult")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def canonical_category(name: str) -> str | None:
+    """Return the canonical spelling of a category name, or None when it is not an EMOTIC category.
+
+    Accepts the canonical name, any capitalisation of it, or its slug (``doubt_confusion``).
+    """
+    key = name.strip()
+    return _LOOKUP.get(key.lower()) or _LOOKUP.get(slugify(key))
+
+
+def multi_hot(categories) -> np.ndarray:
+    """Encode an iterable of canonical category names as a float32 multi-hot vector in canonical order."""
+    out = np.zeros(NUM_CATEGORIES, dtype=np.float32)
+    for c in categories:
+        out[CATEGORY_INDEX[c]] = 1.0
+    return out
+
+
+def vad_to_model(x):
+    """Map V/A/D from the 1-10 annotation scale to the model's internal 0-1 scale."""
+    return (x - VAD_MIN) / VAD_RANGE
+
+
+def vad_from_model(x):
+    """Map V/A/D from the model's internal 0-1 scale back to the 1-10 annotation scale."""
+    return x * VAD_RANGE + VAD_MIN
+
+
+def vad_points_to_model(points: float) -> float:
+    """Convert a distance in scale points (e.g. a one-point dead zone) to the internal scale."""
+    return points / VAD_RANGE

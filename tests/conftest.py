@@ -1,0 +1,34 @@
+"""Test-wide set-up: no network, no writes to the home folder, deterministic seeds."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Set before any test imports ultralytics or wandb: ultralytics otherwise probes the network and writes its
+# settings to the home folder; wandb in online mode with no network hangs.
+_CONFIG_DIR = tempfile.mkdtemp(prefix="emoctx-tests-yolo-")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_CONFIG_DIR", _CONFIG_DIR)
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+
+        torch.manual_seed(0)
+    except ImportError:  # pragma: no cover
+        pass
