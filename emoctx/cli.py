@@ -16,7 +16,7 @@ from emoctx import __version__
 from emoctx.errors import EmoctxError
 
 # Sub-commands in the order ``--help`` lists them (the order of the data flow).
-COMMANDS: tuple[str, ...] = ("convert", "synth")
+COMMANDS: tuple[str, ...] = ("convert", "synth", "places365", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,16 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
             help=module.HELP,
             description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            add_help=getattr(module, "ADD_HELP", True),
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _forward=getattr(module, "FORWARD_ARGS", False))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``emoctx`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands that wrap another parser (train: LightningCLI) receive the arguments they do not declare.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_forward", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.forwarded = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

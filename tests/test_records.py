@@ -95,3 +95,15 @@ def test_bad_jsonl_line_names_line(tmp_path):
     p.write_text('{"image": "a.jpg"}\nnot json\n')
     with pytest.raises(RecordError, match="line 2"):
         read_records(p)
+
+
+def test_empty_records_round_trip(tmp_path):
+    path = write_records(records_frame([]), tmp_path / "empty.parquet")
+    back = read_records(path)
+    assert len(back) == 0 and list(back.columns) == list(records_frame([_row()]).columns)
+
+
+def test_missing_optional_text_is_none(tmp_path):
+    df = records_frame([_row(gender=None, age=float("nan"), source=None)])
+    back = read_records(write_records(df, tmp_path / "r.parquet"))
+    assert back.loc[0, "gender"] is None and back.loc[0, "age"] is None and back.loc[0, "source"] is None

@@ -87,10 +87,14 @@ def records_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         for k, v in _DEFAULTS.items():
             if k not in r:
                 r[k] = list(v) if isinstance(v, list) else v
-    df = pd.DataFrame(rows, columns=_column_order(rows))
-    if df.empty:
-        df = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
-    return _normalise_dtypes(df)
+    if not rows:
+        return _empty_frame()
+    return _normalise_dtypes(pd.DataFrame(rows, columns=_column_order(rows)))
+
+
+def _empty_frame() -> pd.DataFrame:
+    """A frame with the schema's columns and no rows (Arrow-writable)."""
+    return pa.schema([pa.field(c, t) for c, (t, _, _) in COLUMNS.items()]).empty_table().to_pandas()
 
 
 def _column_order(rows: list[dict]) -> list[str]:
@@ -110,7 +114,10 @@ def _normalise_dtypes(df: pd.DataFrame) -> pd.DataFrame:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     for c in ("categories", "annotator_categories", "annotator_vad"):
         if c in df:
-            df[c] = [_plain(v) for v in df[c]]
+            df[c] = pd.Series([_plain(v) for v in df[c]], index=df.index, dtype=object)
+    for c in ("gender", "age", "source"):
+        if c in df:  # one spelling of "missing" for optional text fields: None
+            df[c] = pd.Series([None if _isnan(v) else v for v in df[c]], index=df.index, dtype=object)
     return df.reset_index(drop=True)
 
 

@@ -1,0 +1,162 @@
+"""Self-describing model checkpoints: weights plus everything needed to rebuild and use the model.
+
+A model file is a single ``.safetensors`` file: the network's tensors, and in the safetensors metadata a JSON
+description (format version, package version, the categories, the V/A/D scale, each stream's backbone, input
+size and normalisation, the network config, the training config, the score activation and, after calibration,
+per-category thresholds). Loading it cannot run code. Lightning's ``.ckpt`` files written by ``emoctx train``
+carry the same description and are read with ``torch.load(weights_only=True)``.
+
+A model is rebuilt from the file alone (``load_model``), never from command-line flags that must match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from emoctx import __version__, labels
+from emoctx.errors import EmoctxError
+from emoctx.io import atomic_path
+from emoctx.models.network import EmotionNet
+
+log = logging.getLogger(__name__)
+
+FORMAT = "emoctx-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelInfo:
+    """The description stored with the weights (see the module docstring)."""
+
+    network: dict[str, Any]
+    streams: dict[str, dict[str, Any]]
+    score_activation: str = "sigmoid"
+    thresholds: dict[str, float] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    categories: list[str] = field(default_factory=lambda: list(labels.CATEGORIES))
+    vad: dict[str, Any] = field(
+        default_factory=lambda: {
+            "names": list(labels.VAD_NAMES),
+            "min": labels.VAD_MIN,
+            "max": labels.VAD_MAX,
+        }
+    )
+    emoctx_version: str = __version__
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def threshold_vector(self, default: float = 0.5) -> torch.Tensor:
+        """Per-category thresholds in canonical order (``default`` where none was calibrated)."""
+        th = self.thresholds or {}
+        return torch.tensor([float(th.get(s, default)) for s in labels.SLUGS])
+
+
+def _jsonable(obj: Any) -> Any:
+    """Reduce a config to JSON types (tuples -> lists; unknown objects -> their repr)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.__dict__ if hasattr(o, "__dict__") else repr(o)))
+
+
+def describe(
+    net: EmotionNet,
+    training: dict[str, Any] | None = None,
+    score_activation: str = "sigmoid",
+    thresholds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The JSON-serialisable description of ``net`` stored in every checkpoint."""
+    info = ModelInfo(
+        network=net.config(),
+        streams=net.stream_specs(),
+        score_activation=score_activation,
+        thresholds=thresholds,
+        training=training or {},
+    )
+    return _jsonable(info.__dict__)
+
+
+def _check(meta: dict[str, Any], source: str | os.PathLike) -> ModelInfo:
+    if meta.get("format") != FORMAT:
+        raise EmoctxError(f"{source}: not an emoctx model file (no '{FORMAT}' description found)")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise EmoctxError(
+            f"{source}: written by emoctx {meta.get('emoctx_version')} in model format v{meta['format_version']}; "
+            f"this emoctx {__version__} reads format v{FORMAT_VERSION} or older: upgrade emoctx"
+        )
+    cats = list(meta.get("categories", []))
+    if cats != list(labels.CATEGORIES):
+        missing = [c for c in labels.CATEGORIES if c not in cats]
+        extra = [c for c in cats if c not in labels.CATEGORIES]
+        detail = (
+            f"missing {missing}, unknown {extra}" if (missing or extra) else "same names in another order"
+        )
+        raise EmoctxError(f"{source}: the model predicts other categories than this emoctx ({detail})")
+    vad = meta.get("vad", {})
+    if (vad.get("min"), vad.get("max")) != (labels.VAD_MIN, labels.VAD_MAX):
+        raise EmoctxError(
+            f"{source}: V/A/D scale {vad.get('min')}-{vad.get('max')} differs from {labels.VAD_MIN:g}-{labels.VAD_MAX:g}"
+        )
+    known = set(ModelInfo.__dataclass_fields__)
+    return ModelInfo(**{k: v for k, v in meta.items() if k in known})
+
+
+def save_model(path: str | os.PathLike, net: EmotionNet, info: ModelInfo | dict[str, Any]) -> Path:
+    """Write ``net``'s weights and ``info`` to one ``.safetensors`` file, atomically."""
+    path = Path(path)
+    meta = info if isinstance(info, dict) else _jsonable(info.__dict__)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"emoctx": json.dumps(meta)})
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("emoctx", "{}"))
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise EmoctxError(f"{path}: not a readable safetensors file ({e})") from e
+        return state, meta
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # an unpicklable or foreign object is refused here, never executed
+        raise EmoctxError(f"{path}: cannot be loaded safely as a checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "emoctx" not in ckpt:
+        raise EmoctxError(f"{path}: not an emoctx checkpoint (no 'emoctx' description inside)")
+    prefix = "net."
+    state = {k[len(prefix) :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}
+    return state, ckpt["emoctx"]
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[EmotionNet, ModelInfo]:
+    """Rebuild the network from a model file alone and load its weights (safely; no code runs).
+
+    Raises:
+        EmoctxError: the file is not an emoctx model, comes from a newer format, predicts other
+            categories, or its weights do not fit the described network.
+    """
+    path = Path(path)
+    state, meta = _read(path)
+    info = _check(meta, path)
+    net = EmotionNet.from_config(info.network)
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise EmoctxError(
+            f"{path}: weights do not fit the described network: missing {result.missing_keys[:10]}, "
+            f"unexpected {result.unexpected_keys[:10]}"
+        )
+    net.to(map_location).eval()
+    return net, info

@@ -1,0 +1,43 @@
+r"""Train a model with Lightning from a YAML config, test it, and write a self-describing model file.
+
+All arguments go to Lightning's LightningCLI: ``--config FILE`` (repeatable), dotted overrides such as
+``--trainer.max_epochs 5``, ``--model.lr 0.001``, ``--data.root DIR``, ``--data.batch_size 32``.
+Extra options: ``--resume last`` continues an interrupted run from its last checkpoint; ``--skip_test``.
+
+Examples:
+  emoctx train --config configs/synth_tiny.yaml --data.root runs/demo/synth
+  emoctx train --config configs/emotic_kosti_resnet18.yaml --data.root /data/emotic \\
+      --trainer.accelerator gpu --trainer.devices 4 --trainer.strategy ddp
+  emoctx train --config configs/synth_tiny.yaml --resume last
+
+Outputs (in trainer.default_root_dir): config.yaml, checkpoints/{best,last}.ckpt, model.safetensors, logs.
+Run 'emoctx train --help' for every option LightningCLI accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a model from a YAML config (LightningCLI), test it, write model.safetensors"
+ADD_HELP = False  # --help goes to LightningCLI, which lists every config key
+FORWARD_ARGS = True  # every argument is LightningCLI's
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Nothing of its own: everything is forwarded to LightningCLI."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, test and report."""
+    from emoctx.training.cli import train
+
+    results = train(args.forwarded)
+    if "test/mAP" in results:
+        from emoctx import labels
+
+        maes = "  ".join(
+            f"{d}={results.get(f'test/vad_mae/{d}', float('nan')):.2f}" for d in labels.VAD_NAMES
+        )
+        print(f"test mAP: {100 * results['test/mAP']:.2f}%   V/A/D MAE (1-10 scale): {maes}")
+    print(f"model: {results['model_path']}")
+    return 0

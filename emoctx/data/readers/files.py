@@ -1,0 +1,57 @@
+"""Finding the split files of a source layout: which split a file name names."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from emoctx.errors import EmoctxError
+from emoctx.labels import SPLITS
+
+# Words in a file name that name a split ("EMOTIC_val_x1y1x2y2.json", "annot_arrs_test.csv").
+_SPLIT_WORDS: dict[str, str] = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+
+
+def split_from_name(path: str | Path) -> str | None:
+    """The split a file name names by one of its words (train, val/valid/validation, test), or None.
+
+    Words are the runs of letters in the file's stem; a name with words for two different splits is ambiguous
+    and gives None.
+    """
+    words = re.findall(r"[a-z]+", Path(path).stem.lower())
+    found = {_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS}
+    return found.pop() if len(found) == 1 else None
+
+
+def split_files(files: list[Path], what: str, splits: list[str] | None, where: Path) -> dict[str, Path]:
+    """Map each split to its file among ``files`` by name; error on two files for one split.
+
+    Args:
+        files: candidate files.
+        what: what the files are, for messages ("COCO-style JSON").
+        splits: the splits wanted (None: every split found).
+        where: the folder or file the user gave, for messages.
+    """
+    by_split: dict[str, list[Path]] = {}
+    for f in files:
+        split = split_from_name(f)
+        if split is not None:
+            by_split.setdefault(split, []).append(f)
+    for split, found in by_split.items():
+        if len(found) > 1:
+            raise EmoctxError(f"{where}: several {what} files for split '{split}': {[str(f) for f in found]}")
+    wanted = [s for s in SPLITS if s in by_split] if splits is None else list(splits)
+    if not wanted:
+        raise EmoctxError(
+            f"{where}: no {what} file with train, val or test in its name (found {[f.name for f in files]})"
+        )
+    missing = [s for s in wanted if s not in by_split]
+    if missing:
+        raise EmoctxError(f"{where}: no {what} file for split(s) {missing} (found {[f.name for f in files]})")
+    return {s: by_split[s][0] for s in wanted}

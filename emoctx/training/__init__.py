@@ -1,0 +1,1 @@
+"""Lightning training: a thin wrapper around :class:`emoctx.models.network.EmotionNet`."""

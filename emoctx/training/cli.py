@@ -1,0 +1,125 @@
+"""Training entry point built on Lightning's ``LightningCLI``: typed YAML configs, CLI overrides, saved configs.
+
+``emoctx train --config configs/synth_tiny.yaml --trainer.max_epochs 5`` fits, tests the best checkpoint and
+writes ``model.safetensors`` (the self-describing model file) into the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+
+from emoctx.data.datamodule import EmotionDataModule
+from emoctx.errors import EmoctxError
+from emoctx.training.callbacks import ReplicaCheck
+from emoctx.training.module import EmotionModule
+
+log = logging.getLogger(__name__)
+
+
+def _stream_value(model: EmotionModule, stream: str, key: str, default: Any) -> Any:
+    """A resolved stream property (input size, mean, std) for the data pipeline, or ``default`` if absent."""
+    spec = model.net.stream_specs().get(stream)
+    if spec is None:
+        return default
+    value = spec[key]
+    return tuple(value) if isinstance(value, list) else value
+
+
+class EmoctxCLI(LightningCLI):
+    """LightningCLI with the data pipeline's input sizes and normalisation linked to the model's streams."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102 (LightningCLI hook)
+        parser.add_argument(
+            "--resume",
+            default=None,
+            help="continue an interrupted run: 'last' (the run folder's last.ckpt) or a path to a .ckpt",
+        )
+        parser.add_argument("--skip_test", action="store_true", help="do not evaluate on the test split")
+        imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        for stream in ("body", "scene"):
+            for key, default in (("input_size", 224), ("mean", imagenet[0]), ("std", imagenet[1])):
+                target = f"data.{stream}_{'size' if key == 'input_size' else key}"
+                parser.link_arguments(
+                    "model",
+                    target,
+                    compute_fn=lambda m, s=stream, k=key, d=default: _stream_value(m, s, k, d),
+                    apply_on="instantiate",
+                )
+
+
+def train(args: list[str] | None = None) -> dict[str, float]:
+    """Fit a model from a config (and overrides), test its best checkpoint, and write ``model.safetensors``.
+
+    Args:
+        args: LightningCLI arguments, e.g. ``["--config", "configs/synth_tiny.yaml", "--trainer.max_epochs", "2"]``.
+
+    Returns:
+        The test metrics (empty when ``--skip_test``), with ``model_path`` and ``run_dir`` added as strings.
+    """
+    # args are given explicitly (also when the command line holds other words, e.g. under pytest).
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    cli = EmoctxCLI(
+        EmotionModule,
+        EmotionDataModule,
+        run=False,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "callbacks": [
+                # best.ckpt: the best val/mAP so far. last.ckpt: every completed epoch (Lightning's own
+                # save_last refreshes only when the metric improves). Both are written when the epoch is
+                # complete, so that resuming continues with the next epoch.
+                ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", save_on_train_epoch_end=True),
+                ModelCheckpoint(filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
+                ReplicaCheck(),
+            ],
+        },
+    )
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    run_dir = Path(trainer.default_root_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    for cb in trainer.checkpoint_callbacks:
+        if cb.dirpath is None:
+            cb.dirpath = str(
+                ckpt_dir
+            )  # a fixed place (not inside a logger's version folder), for --resume last
+    ckpt_cb = trainer.checkpoint_callback
+    resume = cli.config.get("resume")
+    if resume == "last":
+        resume = ckpt_dir / "last.ckpt"
+        if not resume.is_file():
+            raise EmoctxError(f"{resume}: nothing to resume (no last checkpoint in this run folder)")
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        results: dict[str, Any] = {}
+        if not cli.config.get("skip_test") and dm.records_path("test") is not None:
+            best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+            tested = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
+            results.update(tested[0] if tested else {})
+        model_path = run_dir / "model.safetensors"
+        if trainer.is_global_zero:
+            from emoctx.checkpoint import describe, save_model
+
+            info = describe(
+                model.net, training=dict(model.hparams), score_activation=model.criterion.score_activation
+            )
+            save_model(model_path, model.net, info)
+            log.info("model written to %s", model_path)
+        results.update(model_path=str(model_path), run_dir=str(run_dir))
+        return results
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # else the process aborts at exit
+
+
+def is_rank_zero() -> bool:
+    """True in the main process of a (possibly distributed) run."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0

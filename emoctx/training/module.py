@@ -1,0 +1,246 @@
+"""The LightningModule: EmotionNet + EmotionLoss + metrics, one code path for train/val/test.
+
+Everything a run needs is an ``__init__`` argument, so LightningCLI turns it into a typed YAML config
+(see ``configs/``). The network itself (``emoctx.models``) runs without Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+
+from emoctx import labels
+from emoctx.losses import EmotionLoss, scores_from_logits
+from emoctx.metrics import EmotionMetrics
+from emoctx.models.backbones import StreamConfig
+from emoctx.models.network import EmotionNet
+
+log = logging.getLogger(__name__)
+
+
+def _default_streams() -> dict[str, StreamConfig]:
+    return {
+        "body": StreamConfig(backbone="resnet18", input_size=128),
+        "scene": StreamConfig(backbone="resnet18", input_size=224),
+    }
+
+
+class EmotionModule(pl.LightningModule):
+    """Trains an :class:`EmotionNet` on EMOTIC-format data.
+
+    Args:
+        streams: one :class:`StreamConfig` per input stream (``body``, ``scene``; one stream for ablations).
+        fusion: fusion head by name (``concat`` is the paper's; ``gated``, ``attention`` are learned).
+        hidden: width of the fused representation.
+        dropout: dropout before the output heads.
+        discrete_loss: ``emotic`` (the authors' weighted squared error) or ``bce``.
+        continuous_loss: ``deadzone`` (the authors' one-point dead zone), ``smoothl1``, ``l1`` or ``l2``.
+        discrete_weights: category weights from each ``batch``, from the training-set counts (``dataset``)
+            or ``none``; default ``batch`` for ``emotic`` (the authors'), ``none`` for ``bce``.
+        combine: ``fixed`` task weights or ``shake`` (random mixing of the two task losses during training).
+        loss_weights: (discrete, continuous) weights for ``fixed`` (and for evaluation under ``shake``).
+        optimizer: ``sgd`` or ``adamw``.
+        lr: learning rate of the fusion head (and of the backbones times ``backbone_lr_scale``).
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        backbone_lr_scale: learning-rate multiplier for the (pretrained) backbones.
+        freeze_backbone_epochs: keep the backbones frozen for this many epochs (warm-up of the head).
+        scheduler: ``step`` (lr x ``gamma`` every ``step_size`` epochs), ``cosine`` (per step, with linear
+            warm-up of ``warmup_epochs``) or ``none``.
+        step_size: epochs between decays for ``step``.
+        gamma: decay factor for ``step``.
+        warmup_epochs: linear warm-up length for ``cosine`` (may be fractional).
+        channels_last: run the network in channels-last memory format (faster convolutions on CPU and GPU).
+        compile: wrap the network in ``torch.compile``.
+        ap_variant: average-precision variant of the validation/test metrics (``sklearn`` or ``voc``).
+    """
+
+    def __init__(
+        self,
+        streams: dict[str, StreamConfig] | None = None,
+        fusion: str = "concat",
+        hidden: int = 256,
+        dropout: float = 0.5,
+        discrete_loss: Literal["emotic", "bce"] = "emotic",
+        continuous_loss: Literal["deadzone", "smoothl1", "l1", "l2"] = "deadzone",
+        discrete_weights: Literal["batch", "dataset", "none"] | None = None,
+        combine: Literal["fixed", "shake"] = "fixed",
+        loss_weights: tuple[float, float] = (0.5, 0.5),
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        backbone_lr_scale: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+        scheduler: Literal["step", "cosine", "none"] = "step",
+        step_size: int = 7,
+        gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        ap_variant: Literal["sklearn", "voc"] = "sklearn",
+    ) -> None:
+        super().__init__()
+        streams = streams or _default_streams()
+        streams = {k: v if isinstance(v, StreamConfig) else StreamConfig(**v) for k, v in streams.items()}
+        self.save_hyperparameters(ignore=["streams"])
+        # Plain types only in the hyper-parameters, so checkpoints load with torch.load(weights_only=True).
+        self.hparams["streams"] = {k: asdict(v) for k, v in streams.items()}
+        self.net = EmotionNet(streams, fusion=fusion, hidden=hidden, dropout=dropout)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # Kept outside the module registry so the compiled wrapper adds no duplicate keys to the state dict.
+        object.__setattr__(self, "_forward", torch.compile(self.net) if compile else self.net)
+        # With dataset weights, the training-set counts arrive in setup(); until then every count is 0.
+        self.criterion = self._make_criterion(torch.zeros(labels.NUM_CATEGORIES))
+        self.val_metrics = EmotionMetrics(ap_variant=ap_variant)
+        self.test_metrics = EmotionMetrics(ap_variant=ap_variant)
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _make_criterion(self, category_counts: torch.Tensor) -> EmotionLoss:
+        hp = self.hparams
+        return EmotionLoss(
+            discrete=hp.discrete_loss,
+            continuous=hp.continuous_loss,
+            discrete_weights=hp.discrete_weights,
+            category_counts=category_counts if hp.discrete_weights == "dataset" else None,
+            combine=hp.combine,
+            weights=tuple(hp.loss_weights),
+        )
+
+    def setup(self, stage: str) -> None:
+        """Give the loss the training-set category counts when it weights categories by dataset counts."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.hparams.discrete_weights == "dataset" and dm is not None:
+            counts = torch.as_tensor(dm.category_counts(), dtype=torch.float32)
+            self.criterion = self._make_criterion(counts).to(self.device)
+            log.info("category weights from the training-set counts (%d positives)", int(counts.sum()))
+
+    def on_train_epoch_start(self) -> None:
+        """Freeze the backbones during the warm-up epochs, then unfreeze them."""
+        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        for p in self.net.backbone_parameters():
+            p.requires_grad_(not frozen)
+        if self.trainer.optimizers:
+            self.log(
+                "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, on_step=False
+            )
+
+    # -------------------------------------------------------------------------------------------- one step
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the network on the streams it has; returns ``logits`` and ``vad`` (internal scale)."""
+        inputs = {name: batch[name] for name in self.net.stream_names}
+        if self.hparams.channels_last:
+            inputs = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
+        return self._forward(inputs)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-category scores in [0, 1] with the activation that fits the training loss."""
+        return scores_from_logits(logits, self.criterion.score_activation)
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        out = self(batch)
+        losses = self.criterion(
+            out["logits"], out["vad"], batch["categories"], batch["vad"], batch["vad_mask"]
+        )
+        n = batch["categories"].shape[0]
+        for k, v in losses.items():
+            self.log(
+                f"{stage}/{k}",
+                v,
+                batch_size=n,
+                on_step=stage == "train",
+                on_epoch=True,
+                sync_dist=stage != "train",
+            )
+        skipped = int(batch.get("skipped", 0))
+        if skipped:
+            log.warning("%s: %d unreadable image(s) skipped in this batch", stage, skipped)
+            self.log(f"{stage}/skipped_images", float(skipped), batch_size=n, reduce_fx="sum", on_epoch=True)
+        if stage != "train":
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            vad_true = labels.vad_from_model(batch["vad"]).masked_fill(~batch["vad_mask"], math.nan)
+            metrics.update(
+                out["logits"].float(),
+                batch["categories"],
+                labels.vad_from_model(out["vad"].float()),
+                vad_true,
+            )
+        return losses["loss"]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimisation step."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate validation metrics."""
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate test metrics."""
+        self._step(batch, "test")
+
+    def _log_metrics(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        values = metrics.compute()
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/mAP``, ``val/ap/<slug>``, ``val/vad_mae``."""
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log ``test/mAP``, ``test/ap/<slug>``, ``test/vad_mae``."""
+        self._log_metrics("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Scores in [0, 1] and V/A/D on the 1-10 scale for each person of the batch."""
+        out = self(batch)
+        return {
+            "index": batch["index"],
+            "scores": self.scores(out["logits"].float()),
+            "vad": labels.vad_from_model(out["vad"].float()).clamp(labels.VAD_MIN, labels.VAD_MAX),
+        }
+
+    # ---------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Optimiser with a separate (scaled) learning rate for the backbones, and the schedule."""
+        hp = self.hparams
+        groups = [
+            {"params": list(self.net.head_parameters()), "lr": hp.lr},
+            {"params": list(self.net.backbone_parameters()), "lr": hp.lr * hp.backbone_lr_scale},
+        ]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return {"optimizer": opt}
+        if hp.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = int(hp.warmup_epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the self-description (labels, scale, stream specs, versions) next to the weights."""
+        from emoctx.checkpoint import describe
+
+        checkpoint["emoctx"] = describe(self.net, training=dict(self.hparams))

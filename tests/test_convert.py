@@ -1,0 +1,153 @@
+"""`emoctx convert` end to end through cli.main, on annotation files written by the tests."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from test_readers import image, person, shared_content, write_coco, write_kaggle, write_mat
+
+from emoctx.cli import main
+from emoctx.data.records import read_records
+from emoctx.labels import CATEGORIES
+
+
+def _content_with_problems():
+    content = shared_content()
+    content["train"].append(
+        image(
+            "bad.jpg",
+            [
+                person([-20, 10, 900, 300], ["Happiness", "Glee"], [7, 4, 6]),  # clipped + unknown name
+                person([50, 50, 40, 80], ["Peace"], [5, 5, 5]),  # inverted box: dropped
+                person([10, 10, 60, 60], ["Peace"], [float("nan"), 3, 12]),  # NaN kept, 12 set to missing
+            ],
+        )
+    )
+    return content
+
+
+def test_convert_mat_end_to_end(tmp_path, capsys):
+    mat = write_mat(tmp_path / "Annotations.mat", _content_with_problems())
+    out = tmp_path / "out"
+    assert main(["convert", str(mat), "--out", str(out), "--jsonl"]) == 0
+    text = capsys.readouterr().out
+
+    frames = {s: read_records(out / f"{s}.parquet") for s in ("train", "val", "test")}
+    assert [len(frames[s]) for s in ("train", "val", "test")] == [5, 1, 2]
+    assert len(read_records(out / "train.jsonl")) == 5
+    train = frames["train"]
+    bad = train[train["image"] == "mscoco/images/bad.jpg"]
+    assert list(bad["person"]) == [0, 2]
+    assert bad.iloc[0][["x1", "x2"]].tolist() == [0, 640] and bad.iloc[0]["categories"] == ["Happiness"]
+    assert (
+        pd.isna(bad.iloc[1]["valence"]) and pd.isna(bad.iloc[1]["dominance"]) and bad.iloc[1]["arousal"] == 3
+    )
+
+    assert "mat layout): 5 images, 8 persons" in text
+    table = {
+        line.split()[0]: line.split()[1:]
+        for line in text.splitlines()
+        if line.split()[:1] in (["train"], ["val"], ["test"])
+    }
+    # images, persons, dropped, repairs, persons with a missing V/A/D value
+    assert table == {
+        "train": ["3", "5", "1", "3", "1"],
+        "val": ["1", "1", "0", "0", "0"],
+        "test": ["1", "2", "0", "0", "0"],
+    }
+    assert "Report: 1 dropped, 3 repaired, 1 kept with a note" in text
+    assert (
+        "[dropped] train mscoco/images/bad.jpg person 1: box: box [50, 50, 40, 80] is empty or inverted"
+        in text
+    )
+    assert "clipped to [0, 10, 640, 300]" in text
+    assert "unknown category name 'Glee' removed" in text
+    assert "12 is outside 1-10; set to missing" in text
+    happiness = next(line for line in text.splitlines() if line.startswith("Happiness "))
+    assert happiness.split()[1:5] == ["2", "0", "0", "2"]  # train, val, test, total
+    assert all(any(line.startswith(c + " ") for line in text.splitlines()) for c in CATEGORIES)
+
+    report = [json.loads(line) for line in (out / "conversion_report.jsonl").read_text().splitlines()]
+    assert len(report) == 5
+    assert {r["action"] for r in report} == {"dropped", "repaired", "kept"}
+    assert all(r["file"] == str(mat) for r in report)
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_convert_images_root_reports_missing(tmp_path, capsys):
+    from PIL import Image
+
+    src = write_coco(tmp_path / "coco", shared_content())
+    root = tmp_path / "emotic"
+    (root / "mscoco" / "images").mkdir(parents=True)
+    Image.new("RGB", (640, 480)).save(root / "mscoco" / "images" / "t1.jpg")
+    out = tmp_path / "out"
+    assert (
+        main(["convert", str(src), "--out", str(out), "--images-root", str(root), "--splits", "train", "val"])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "conversion_report.jsonl",
+        "train.parquet",
+        "val.parquet",
+    ]
+    assert "3 checked, 2 missing" in text
+    assert "missing: framesdb/images/t2.jpg" in text and "missing: ade20k/images/v1.jpg" in text
+    assert "missing: mscoco/images/t1.jpg" not in text
+    report = [json.loads(line) for line in (out / "conversion_report.jsonl").read_text().splitlines()]
+    assert sorted(r["image"] for r in report if r["field"] == "image") == [
+        "ade20k/images/v1.jpg",
+        "framesdb/images/t2.jpg",
+    ]
+
+
+def test_convert_kaggle_with_explicit_format(tmp_path, capsys):
+    src = write_kaggle(tmp_path / "annots_arrs", shared_content())
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "--format", "kaggle", "--out", str(out), "--splits", "test"]) == 0
+    assert "kaggle layout): 1 images, 2 persons" in capsys.readouterr().out
+    assert list(read_records(out / "test.parquet")["categories"]) == [
+        ["Sadness"],
+        ["Pain", "Sadness", "Suffering"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (
+            lambda d: write_kaggle(d, {"val": shared_content()["val"]}, drop_columns=("BBox",)),
+            "annot_arrs_val.csv",
+        ),
+        (
+            lambda d: (
+                (d / "Annotations.mat").write_bytes(b"\x00not a mat file" * 20) and d / "Annotations.mat"
+            ),
+            "Annotations.mat",
+        ),
+    ],
+)
+def test_convert_errors_are_clear(tmp_path, capsys, make, expected):
+    src = make(tmp_path)
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emoctx convert: error:") and expected in err
+    assert "Traceback" not in err
+    assert not out.exists()  # nothing written when the source is bad
+
+
+def test_convert_skips_a_split_left_empty(tmp_path, capsys):
+    content = {
+        "val": shared_content()["val"],
+        "test": [image("x.jpg", [person([5, 5, 5, 9], ["Fear"], [3, 3, 3])])],
+    }
+    src = write_coco(tmp_path / "coco", content)
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no persons left in split 'test'" in text
+    assert sorted(p.name for p in out.iterdir()) == ["conversion_report.jsonl", "val.parquet"]

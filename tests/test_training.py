@@ -1,0 +1,186 @@
+"""Training end to end on a tiny EMOTIC-synth: model files, resuming, safe loading, the paper config, DDP."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from emoctx import labels
+from emoctx.checkpoint import load_model, save_model
+from emoctx.data.synth import generate
+from emoctx.errors import EmoctxError
+from emoctx.training.cli import train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "synth_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, n_train=24, n_val=10, n_test=10, image_size=(160, 120), seed=1, progress=False)
+    return root
+
+
+def _args(root, run_dir, *extra, config=TINY, logger=False):
+    return [
+        "--config", config,
+        "--data.root", str(root),
+        "--trainer.default_root_dir", str(run_dir),
+        *(["--trainer.logger.init_args.save_dir", str(run_dir)] if logger else ["--trainer.logger", "false"]),
+        "--trainer.enable_progress_bar", "false",
+        "--data.num_workers", "0",
+        "--data.batch_size", "16",
+        *extra,
+    ]  # fmt: skip
+
+
+def _inputs(net, n=3):
+    g = torch.Generator().manual_seed(0)
+    return {
+        k: torch.randn(n, 3, s["input_size"], s["input_size"], generator=g)
+        for k, s in net.stream_specs().items()
+    }
+
+
+def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the config's wandb logger, offline: files only, no network
+    run = tmp_path / "run"
+    results = train(_args(synth_root, run, "--trainer.max_epochs", "1", logger=True))
+    assert 0.0 <= results["test/mAP"] <= 1.0
+    assert {f"test/vad_mae/{d}" for d in labels.VAD_NAMES} <= set(results)
+    assert any(k.startswith("test/ap/") for k in results)
+    assert list((run / "wandb").glob("offline-run-*")), "wandb logged offline into the run folder"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["streams"]["body"]["backbone"] == "test_resnet"
+
+    net, info = load_model(run / "model.safetensors")
+    assert info.categories == list(labels.CATEGORIES) and info.score_activation == "sigmoid"
+    assert info.streams["body"]["input_size"] == 64 and info.streams["scene"]["input_size"] == 128
+    assert info.training["optimizer"] == "adamw"
+    # The best Lightning checkpoint (read with weights_only=True) holds the same network and weights.
+    net_ckpt, _ = load_model(run / "checkpoints" / "best.ckpt")
+    x = _inputs(net)
+    with torch.no_grad():
+        a, b = net(x), net_ckpt(x)
+    assert a["logits"].shape == (3, labels.NUM_CATEGORIES) and a["vad"].shape == (3, labels.NUM_VAD)
+    torch.testing.assert_close(a["logits"], b["logits"])
+
+
+def test_resume_continues_to_planned_steps(synth_root, tmp_path):
+    run = tmp_path / "run"
+    planned = ["--trainer.max_epochs", "3", "--skip_test"]
+    stop_early = json.dumps(
+        [{"class_path": "pytorch_lightning.callbacks.EarlyStopping",
+          "init_args": {"monitor": "train/loss_epoch", "stopping_threshold": 1e9, "check_on_train_epoch_end": True}}]
+    )  # fmt: skip
+    train(_args(synth_root, run, *planned, "--trainer.callbacks", stop_early))  # "interrupted" after epoch 1
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["epoch"] == 0
+    steps_per_epoch = first["global_step"]
+    train(_args(synth_root, run, *planned, "--resume", "last"))
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["epoch"] == 2
+    assert final["global_step"] == 3 * steps_per_epoch
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_loading_is_safe_and_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "evil.ckpt"
+    with open(bad, "wb") as f:
+        pickle.dump({"emoctx": {}, "state_dict": {}, "x": _Evil()}, f)
+    with pytest.raises(EmoctxError, match="cannot be loaded safely"):
+        load_model(bad)
+    assert not (tmp_path / "pwned").exists()
+
+    from emoctx.checkpoint import describe
+    from emoctx.models.backbones import StreamConfig
+    from emoctx.models.network import EmotionNet
+
+    net = EmotionNet({"body": StreamConfig("test_resnet", input_size=32)}, hidden=16)
+    info = describe(net)
+    good = save_model(tmp_path / "m.safetensors", net, info)
+    back, _ = load_model(good)
+    torch.testing.assert_close(back.state_dict(), net.state_dict())
+
+    other = dict(info, categories=list(reversed(labels.CATEGORIES)))
+    with pytest.raises(EmoctxError, match="other categories"):
+        load_model(save_model(tmp_path / "o.safetensors", net, other))
+    newer = dict(info, format_version=info["format_version"] + 1)
+    with pytest.raises(EmoctxError, match="upgrade emoctx"):
+        load_model(save_model(tmp_path / "n.safetensors", net, newer))
+    with pytest.raises(EmoctxError, match="not an emoctx model"):
+        load_model(save_model(tmp_path / "f.safetensors", net, {"format": "other"}))
+
+
+def _random_init_config(src: str, dst: Path) -> str:
+    cfg = yaml.safe_load((REPO / "configs" / src).read_text())
+    for stream in cfg["model"]["streams"].values():
+        stream["pretrained"] = None  # no downloads in tests: same architecture, random weights
+    for split in ("train", "val", "test"):
+        cfg["data"].pop(f"{split}_records", None)
+    dst.write_text(yaml.safe_dump(cfg))
+    return str(dst)
+
+
+def test_paper_config_runs_a_few_steps(synth_root, tmp_path):
+    config = _random_init_config("emotic_kosti_resnet18.yaml", tmp_path / "kosti.yaml")
+    run = tmp_path / "run"
+    results = train(
+        _args(
+            synth_root, run,
+            "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--data.batch_size", "8",
+            config=config,
+        )
+    )  # fmt: skip
+    _, info = load_model(run / "model.safetensors")
+    assert info.streams["body"]["input_size"] == 128 and info.streams["scene"]["input_size"] == 224
+    assert info.network["fusion"] == "concat" and info.score_activation == "clamp"  # the authors' L2 loss
+    assert info.training["optimizer"] == "sgd" and info.training["lr"] == 0.01
+    assert "test/mAP" in results
+
+
+def test_strong_config_builds(tmp_path):
+    from emoctx.training.module import EmotionModule
+
+    cfg = yaml.safe_load(Path(_random_init_config("emotic_strong.yaml", tmp_path / "s.yaml")).read_text())
+    module = EmotionModule(**cfg["model"])
+    assert module.net.stream_specs()["scene"]["input_size"] == 224
+    with torch.no_grad():
+        out = module.net.eval()(_inputs(module.net, n=2))
+    assert out["logits"].shape == (2, labels.NUM_CATEGORIES)
+
+
+def test_ddp_two_processes_agree(synth_root, tmp_path):
+    run = tmp_path / "ddp"
+    args = _args(
+        synth_root, run,
+        "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
+        "--trainer.max_steps", "3", "--trainer.precision", "32-true", "--skip_test",
+    )  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "emoctx", "train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    replicas = json.loads((run / "replicas.json").read_text())
+    assert replicas["world_size"] == 2 and replicas["agree"] is True
+    assert replicas["fingerprints"][0] == replicas["fingerprints"][1]
+    assert (run / "model.safetensors").exists()
