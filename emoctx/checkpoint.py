@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class ModelInfo:
     network: dict[str, Any]
     streams: dict[str, dict[str, Any]]
     score_activation: str = "sigmoid"
-    thresholds: dict[str, float] | None = None
+    thresholds: dict[str, float | None] | None = None  # None for a category: never predicted
     training: dict[str, Any] = field(default_factory=dict)
     categories: list[str] = field(default_factory=lambda: list(labels.CATEGORIES))
     vad: dict[str, Any] = field(
@@ -55,9 +56,15 @@ class ModelInfo:
     format_version: int = FORMAT_VERSION
 
     def threshold_vector(self, default: float = 0.5) -> torch.Tensor:
-        """Per-category thresholds in canonical order (``default`` where none was calibrated)."""
+        """Per-category thresholds in canonical order (``default`` where none was calibrated).
+
+        A category stored as ``None`` (``null`` in the file: calibrated, but without positive validation
+        examples) is never predicted: its threshold is ``+inf``.
+        """
         th = self.thresholds or {}
-        return torch.tensor([float(th.get(s, default)) for s in labels.SLUGS])
+        return torch.tensor(
+            [math.inf if s in th and th[s] is None else float(th.get(s, default)) for s in labels.SLUGS]
+        )
 
 
 def _jsonable(obj: Any) -> Any:

@@ -16,7 +16,7 @@ from emoctx import __version__
 from emoctx.errors import EmoctxError
 
 # Sub-commands in the order ``--help`` lists them (the order of the data flow).
-COMMANDS: tuple[str, ...] = ("convert", "synth", "places365", "train")
+COMMANDS: tuple[str, ...] = ("convert", "synth", "places365", "train", "calibrate", "evaluate", "predict", "predict-records", "summarize", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"emoctx.commands.{name}")
+        module = importlib.import_module(f"emoctx.commands.{name.replace('-', '_')}")
         p = sub.add_parser(
             name,
             help=module.HELP,

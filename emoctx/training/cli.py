@@ -106,13 +106,24 @@ def train(args: list[str] | None = None) -> dict[str, float]:
             results.update(tested[0] if tested else {})
         model_path = run_dir / "model.safetensors"
         if trainer.is_global_zero:
-            from emoctx.checkpoint import describe, save_model
+            from emoctx.checkpoint import save_model
 
-            info = describe(
-                model.net, training=dict(model.hparams), score_activation=model.criterion.score_activation
-            )
-            save_model(model_path, model.net, info)
+            save_model(model_path, model.net, model.description())
             log.info("model written to %s", model_path)
+            if dm.records_path("val") is not None:  # decision thresholds fitted on val, stored in the model
+                from emoctx.evaluation.calibrate import calibrate_model
+
+                calibrate_model(
+                    model_path,
+                    dm.records("val"),
+                    dm.root,
+                    batch_size=dm.batch_size,
+                    num_workers=dm.num_workers,
+                    progress=False,
+                    records_name=str(dm.records_path("val")),
+                    mask_subject=dm.preprocessing["mask_subject"],
+                    max_side=dm.max_side,
+                )
         results.update(model_path=str(model_path), run_dir=str(run_dir))
         return results
     finally:

@@ -143,7 +143,10 @@ class EmotionModule(pl.LightningModule):
         """Per-category scores in [0, 1] with the activation that fits the training loss."""
         return scores_from_logits(logits, self.criterion.score_activation)
 
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+        if "categories" not in batch:  # every image of this batch was unreadable (each one logged by the dataset)
+            log.warning("%s: a batch of %d unreadable image(s) skipped", stage, int(batch.get("skipped", 0)))
+            return None
         out = self(batch)
         losses = self.criterion(
             out["logits"], out["vad"], batch["categories"], batch["vad"], batch["vad_mask"]
@@ -173,7 +176,7 @@ class EmotionModule(pl.LightningModule):
             )
         return losses["loss"]
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimisation step."""
         return self._step(batch, "train")
 
@@ -241,6 +244,16 @@ class EmotionModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the self-description (labels, scale, stream specs, versions) next to the weights."""
+        checkpoint["emoctx"] = self.description()
+
+    def description(self) -> dict[str, Any]:
+        """The model's self-description (see :mod:`emoctx.checkpoint`), with the data preprocessing it was
+        trained with (``training["data"]``; ``training["mask_subject"]`` tells prediction how to build the scene)."""
         from emoctx.checkpoint import describe
 
-        checkpoint["emoctx"] = describe(self.net, training=dict(self.hparams))
+        training = dict(self.hparams)
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None:
+            training["data"] = dict(dm.hparams)
+            training["mask_subject"] = bool(dm.preprocessing["mask_subject"])
+        return describe(self.net, training=training, score_activation=self.criterion.score_activation)

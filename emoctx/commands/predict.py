@@ -1,0 +1,203 @@
+"""Find the people in photos and videos and predict each person's emotions into one table.
+
+SOURCE is any mix of image files, folders (searched recursively), glob patterns (quote them; '**' matches any
+depth) and video files. Persons are found by an ultralytics YOLO model (--detector-weights; offline, pass a
+weights file) or taken from a box file (--boxes: CSV, JSONL or Parquet with source/image, x1, y1, x2, y2 and,
+for videos, frame). The output has one row per person: source, frame (-1 for photos), person, track_id, box
+(x1 y1 x2 y2, original pixels), det_score, p_<category> for every category, categories (those above the
+model's thresholds), valence/arousal/dominance (1-10), model, error, width, height. A file that cannot be read
+gives one row with 'error' set; the others go on.
+
+The table is written when the run ends; meanwhile finished sources go to OUT.partial, and an interrupted run
+re-run with --resume (same OUT, same options) skips them and ends with the same table.
+
+Examples:
+  emoctx predict photos/ --model runs/exp/model.safetensors --out photos.jsonl --annotate photos_annotated/
+  emoctx predict "shots/**/*.jpg" --model model.safetensors --boxes boxes.csv --out shots.parquet
+  emoctx predict clip.mp4 --model model.safetensors --detector-weights yolo11n.pt --video-stride 2 --smooth 0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "detect people in photos, folders and videos and predict their emotions (JSONL/CSV/Parquet)"
+
+
+def _smoothing(text: str) -> float:
+    if text.lower() in ("off", "none", "no"):
+        return 1.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'off', got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1] (1 or 'off' = no smoothing), got {value}"
+        )
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``predict`` options to ``parser``."""
+    parser.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="image files, folders, glob patterns, videos"
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="FILE", help="emoctx model file (model.safetensors)"
+    )
+    parser.add_argument(
+        "--out", default="predictions.jsonl", metavar="FILE", help="output table (default: predictions.jsonl)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "parquet"),
+        default=None,
+        help="table format (default: from the --out suffix, else jsonl)",
+    )
+    det = parser.add_argument_group("persons")
+    det.add_argument(
+        "--boxes",
+        metavar="FILE",
+        help="take person boxes from this CSV/JSONL/Parquet file instead of detecting",
+    )
+    det.add_argument(
+        "--detector-weights",
+        default=None,
+        metavar="PATH",
+        help="YOLO weights file or ultralytics model name (default: yolo11n.pt, downloaded where possible)",
+    )
+    det.add_argument("--conf", type=float, default=0.25, help="minimum detection confidence (default 0.25)")
+    det.add_argument(
+        "--min-box",
+        type=float,
+        default=32.0,
+        metavar="PX",
+        help="ignore detected persons smaller than this many pixels in width or height (default 32)",
+    )
+    det.add_argument("--imgsz", type=int, default=640, help="detector input size (default 640)")
+    vid = parser.add_argument_group("videos")
+    vid.add_argument(
+        "--video-stride", type=_positive, default=1, metavar="N", help="process every N-th frame (default 1)"
+    )
+    vid.add_argument(
+        "--smooth",
+        type=_smoothing,
+        default=0.5,
+        metavar="ALPHA",
+        help="moving-average weight of the current frame for each tracked person, in (0, 1]; 'off' or 1 "
+        "gives per-frame values (default 0.5)",
+    )
+    vid.add_argument("--no-track", action="store_true", help="do not track persons across frames")
+    run_group = parser.add_argument_group("running")
+    run_group.add_argument("--annotate", metavar="DIR", help="write annotated images (and videos) into DIR")
+    run_group.add_argument(
+        "--batch-size", type=_positive, default=64, help="persons per model forward (default 64)"
+    )
+    run_group.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="image-decoding processes (default 2; 0 decodes in the main process)",
+    )
+    run_group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    run_group.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto (default): bfloat16 where the CPU/GPU supports it natively, else fp32",
+    )
+    run_group.add_argument("--fp32", action="store_true", help="same as --precision fp32")
+    run_group.add_argument(
+        "--scene-mode",
+        choices=("auto", "shared", "masked"),
+        default="auto",
+        help="shared: one scene pass per image (fast); masked: the person masked out of the scene, one pass per "
+        "person; auto (default): masked if the model was trained with mask_subject, else shared",
+    )
+    run_group.add_argument(
+        "--max-side",
+        type=int,
+        default=1280,
+        metavar="PX",
+        help="decode larger images at this longest side (default 1280; 0 = full size)",
+    )
+    run_group.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run with the same --out"
+    )
+    run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict, write the table, and print a summary; returns 0, or 1 when no source could be read."""
+    from emoctx.inference.detect import BoxFileDetector
+    from emoctx.inference.pipeline import Predictor
+    from emoctx.inference.runner import predict_to_file
+
+    detector = BoxFileDetector(args.boxes) if args.boxes else None
+    if args.workers < 0:
+        from emoctx.errors import EmoctxError
+
+        raise EmoctxError(f"--workers must be 0 or more, got {args.workers}")
+    predictor = Predictor(
+        args.model,
+        detector=detector,
+        batch_size=args.batch_size,
+        precision="fp32" if args.fp32 else args.precision,
+        scene_mode=args.scene_mode,
+        device=args.device,
+        num_workers=args.workers,
+        max_side=args.max_side or None,
+        conf=args.conf,
+        min_box=args.min_box,
+        detector_weights=args.detector_weights or "yolo11n.pt",
+        imgsz=args.imgsz,
+        track=not args.no_track,
+        smoothing=args.smooth,
+        video_stride=args.video_stride,
+    )
+    if detector is None:
+        _ = predictor.detector  # resolve the weights now: a missing file is reported before any work
+    try:
+        summary = predict_to_file(
+            predictor,
+            args.sources,
+            args.out,
+            fmt=args.format,
+            resume=args.resume,
+            annotate_dir=args.annotate,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: finished sources are kept in {args.out}.partial; re-run with --resume to continue"
+        )
+        raise
+
+    print(
+        f"{summary.sources} source(s): {summary.images} image(s) and {summary.frames} video frame(s) processed"
+        + (f", {summary.resumed} taken from the interrupted run" if summary.resumed else "")
+    )
+    print(
+        f"{summary.persons} person(s) in {summary.seconds:.1f} s ({summary.persons_per_second:.1f} persons/s); "
+        f"{summary.images_without_persons} image(s)/frame(s) without a person"
+    )
+    if summary.error_rows:
+        print(f"{summary.error_rows} error row(s) (see the 'error' column), for example:")
+        for message in summary.errors[:5]:
+            print(f"  {message}")
+    print(f"wrote {summary.rows} row(s) to {summary.output}")
+    if args.annotate:
+        print(f"wrote {summary.annotated} annotated file(s) to {args.annotate}")
+    processed = summary.images + summary.frames
+    return 1 if processed == 0 and summary.resumed == 0 and summary.error_rows > 0 else 0

@@ -1,0 +1,89 @@
+r"""Predict every person of a records file at scale: Lightning's Trainer.predict, DDP, one shard per process.
+
+For very large collections of people whose boxes are known (canonical records: image path, box, image size per
+person; see 'emoctx convert'). Lightning splits the records between the processes (--devices per node,
+--num-nodes machines, --strategy ddp); each process streams its predictions into OUT's shard
+<OUT stem>.shard-<rank>.parquet, and when all are done the first process merges them into OUT (Parquet, one
+row per record in records order, every record exactly once) and removes the shards. Columns: record (row in
+the records file), then those of 'emoctx predict' (source = the records' image path, frame = -1, person, box,
+det_score = 1, p_<category>, categories, valence/arousal/dominance, model, error, width, height). A person whose
+image cannot be read gets a row with 'error' set. Input sizes and normalisation come from the model file.
+
+Examples:
+  emoctx predict_records --model model.safetensors --records data/synth/annotations/test.parquet \
+      --root data/synth --out runs/test_predictions.parquet
+  emoctx predict_records --model model.safetensors --records people.parquet --root /data/images \
+      --out predictions.parquet --accelerator gpu --devices 4 --strategy ddp --batch-size 256 --workers 8
+  emoctx predict_records ... --accelerator cpu --devices 2 --strategy ddp
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "predict every person of a records file with Lightning (DDP, one shard per process, merged Parquet)"
+
+
+def _devices(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``predict_records`` options to ``parser``."""
+    parser.add_argument("--model", required=True, help="model file (.safetensors, or a training .ckpt)")
+    parser.add_argument("--records", required=True, help="canonical records file (.parquet or .jsonl)")
+    parser.add_argument(
+        "--root", required=True, metavar="DIR", help="folder the records' image paths are relative to"
+    )
+    parser.add_argument("--out", required=True, metavar="FILE", help="merged predictions (.parquet)")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default auto)")
+    parser.add_argument(
+        "--devices", type=_devices, default=1, help="devices (processes) per node, or 'auto' (default 1)"
+    )
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    parser.add_argument("--num-nodes", type=int, default=1, help="machines taking part (default 1)")
+    parser.add_argument(
+        "--precision", default="32-true", help="32-true, 16-mixed or bf16-mixed (default 32-true)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="people per batch and process (default 64)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="data-loading processes per process (default 2)"
+    )
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="decode images with their longest side at most this many pixels (faster for large JPEGs)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the prediction; the first process prints where the merged table is."""
+    from emoctx.inference.distributed import predict_records
+
+    result = predict_records(
+        args.model,
+        args.records,
+        args.root,
+        args.out,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        max_side=args.max_side,
+        progress=not args.no_progress,
+    )
+    if result is not None:
+        print(
+            f"{result.rows} people predicted by {result.world_size} process(es) in {result.seconds:.1f} s "
+            f"({result.persons_per_second:.1f} persons/s); {result.errors} error row(s) -> {result.out}"
+        )
+        if result.duplicates:
+            print(f"  {result.duplicates} duplicate prediction(s) from sampler padding dropped")
+    return 0

@@ -1,0 +1,399 @@
+"""Person detection behind a small interface: ultralytics YOLO, or boxes the user already has.
+
+* :class:`PersonDetector` is the interface: ``detect(images)`` takes a list of RGB ``uint8`` arrays and returns,
+  per image, a list of :class:`Detection` (``x1 y1 x2 y2`` pixel box of that image, a score, and a track id
+  where there is one). It is batched: the pipeline hands over several images at once.
+* :class:`UltralyticsDetector` runs an ultralytics YOLO model, keeps persons only (COCO class 0), and for
+  videos tracks them with ultralytics' ByteTrack (:meth:`UltralyticsDetector.track`).
+* :class:`BoxFileDetector` reads boxes from a CSV, JSONL or Parquet file (:class:`BoxSource` interface: boxes
+  looked up by source path and frame, in pixels of the original image).
+
+Weights for YOLO (:func:`resolve_weights`): an existing file path; else a name ultralytics knows (such as
+``yolo11n.pt``), looked up in the working folder and ultralytics' weights folder, then downloaded by
+ultralytics where the network allows. Offline with no such file is an :class:`~emoctx.errors.EmoctxError`
+saying what to pass. A ``.yaml`` model name builds the architecture with random weights (tests only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from emoctx.errors import EmoctxError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = "yolo11n.pt"
+"""The YOLO weights used when none are named (downloaded by ultralytics on first use where possible)."""
+
+PERSON_CLASS = 0  # "person" in the COCO classes every ultralytics detection model is trained on
+
+FrameKey = tuple[str, int]
+"""``(source path, frame index)`` identifying an image (frame ``-1``) or a video frame."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected (or given) person.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` in pixels.
+        score: detector confidence in 0-1 (``1.0`` for given boxes).
+        track_id: the track id when the detection comes from a tracker or a box file with ``track_id``.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float = 1.0
+    track_id: int | None = None
+
+
+@runtime_checkable
+class PersonDetector(Protocol):
+    """Finds persons in a batch of images."""
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Person boxes for each image.
+
+        Args:
+            images: RGB ``uint8`` arrays ``(H, W, 3)``.
+
+        Returns:
+            One list per image of :class:`Detection`, boxes in pixels of that image.
+        """
+        ...
+
+
+@runtime_checkable
+class BoxSource(Protocol):
+    """Gives the person boxes of an image by its path (and video frame), in pixels of the original image."""
+
+    def boxes_for(self, source: str, frame: int = -1) -> list[Detection] | None:
+        """The boxes of ``source`` (frame ``-1`` for a still image), or ``None`` when it has no entry."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------- ultralytics
+def restore_pil_open() -> None:
+    """Undo ultralytics' replacement of ``PIL.Image.open`` if ultralytics has been imported (else do nothing).
+
+    On import, ultralytics wraps ``PIL.Image.open`` so that a file Pillow cannot identify makes it install a
+    package (``pi-heif``) with pip and retry. emoctx decodes user files with Pillow: a text file named ``.jpg``
+    must give an error row, not a package installation.
+    """
+    patches = sys.modules.get("ultralytics.utils.patches")
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = original
+
+
+def import_ultralytics() -> Any:
+    """Import ultralytics and undo its ``PIL.Image.open`` replacement (:func:`restore_pil_open`)."""
+    import ultralytics
+
+    restore_pil_open()
+    return ultralytics
+
+
+def resolve_weights(weights: str | os.PathLike | None) -> str:
+    """Where YOLO weights come from: a path, a known name, or a clear error (see the module docstring).
+
+    Returns:
+        A path or a name to pass to ``ultralytics.YOLO``.
+
+    Raises:
+        EmoctxError: a named path does not exist, or the weights are not on this machine and it is offline.
+    """
+    name = os.fspath(weights) if weights is not None else DEFAULT_WEIGHTS
+    path = Path(name).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.suffix in (".yaml", ".yml"):
+        return name  # an architecture: built with random weights (no download)
+    if path.parent != Path("."):
+        raise EmoctxError(
+            f"{path}: no such detector weights file; pass an existing file with --detector-weights PATH, "
+            "or give the person boxes with --boxes FILE"
+        )
+    import_ultralytics()
+    from ultralytics.utils import SETTINGS, is_online
+
+    local = Path(SETTINGS.get("weights_dir", "weights")) / name
+    if local.is_file():
+        return str(local)
+    if not is_online():
+        raise EmoctxError(
+            f"no detector weights: '{name}' is not on this machine (looked in the working folder and {local.parent}) "
+            "and there is no network to download it. Pass a YOLO weights file with --detector-weights PATH, "
+            "or give the person boxes yourself with --boxes FILE (CSV/JSONL/Parquet: source, x1, y1, x2, y2)"
+        )
+    return name
+
+
+def _load_yolo(weights: str) -> Any:
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(weights)
+    except (ConnectionError, TimeoutError, OSError) as e:  # ultralytics reports download failures as these
+        raise EmoctxError(
+            f"could not obtain detector weights '{weights}' ({e}). Download them where the network allows and pass "
+            "--detector-weights PATH, or give the person boxes with --boxes FILE"
+        ) from e
+
+
+class UltralyticsDetector:
+    """Persons from an ultralytics YOLO detection model.
+
+    Args:
+        weights: weights file or ultralytics model name (see :func:`resolve_weights`).
+        conf: minimum detection confidence.
+        min_box: drop boxes narrower or lower than this many pixels (of the image given to :meth:`detect`).
+        imgsz: the detector's input size (longest side, pixels).
+        device: an ultralytics device: ``"cpu"``, ``"0"`` (first GPU), ``"mps"``, ... (``None``: its choice).
+        tracker: ultralytics tracker configuration for :meth:`track` (``bytetrack.yaml``, ``botsort.yaml``).
+        batch_size: images per detector forward in :meth:`detect`.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
+        conf: float = 0.25,
+        min_box: float = 0.0,
+        imgsz: int = 640,
+        device: str | None = "cpu",
+        tracker: str = "bytetrack.yaml",
+        batch_size: int = 8,
+    ):
+        if not 0.0 <= conf <= 1.0:
+            raise EmoctxError(f"detector confidence must be within 0-1, got {conf}")
+        self.weights = resolve_weights(weights)
+        self.conf = float(conf)
+        self.min_box = float(min_box)
+        self.imgsz = int(imgsz)
+        self.device = device
+        self.tracker = tracker
+        self.batch_size = max(1, int(batch_size))
+        self.model = _load_yolo(self.weights)
+        if getattr(self.model, "task", "detect") != "detect":
+            raise EmoctxError(
+                f"{self.weights}: a '{self.model.task}' model; person detection needs a detection model"
+            )
+
+    def describe(self) -> str:
+        """A short description for logs and the resume settings."""
+        return f"yolo:{Path(self.weights).name}"
+
+    def _kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "classes": [PERSON_CLASS],
+            "conf": self.conf,
+            "imgsz": self.imgsz,
+            "verbose": False,
+        }
+        if self.device is not None:
+            kw["device"] = self.device
+        return kw
+
+    def _detections(self, result: Any, with_ids: bool) -> list[Detection]:
+        boxes = result.boxes
+        if boxes is None or len(boxes) == 0:
+            return []
+        xyxy = boxes.xyxy.cpu().numpy().astype(np.float64)
+        scores = boxes.conf.cpu().numpy().astype(np.float64)
+        classes = boxes.cls.cpu().numpy().astype(int)
+        ids = boxes.id.cpu().numpy().astype(int) if (with_ids and boxes.id is not None) else None
+        out = []
+        for k in range(len(xyxy)):
+            if classes[k] != PERSON_CLASS:
+                continue
+            x1, y1, x2, y2 = (float(v) for v in xyxy[k])
+            if min(x2 - x1, y2 - y1) < self.min_box:
+                continue
+            if with_ids and ids is None:
+                continue  # tracking: only confirmed tracks carry an id
+            out.append(Detection((x1, y1, x2, y2), float(scores[k]), None if ids is None else int(ids[k])))
+        return out
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Person boxes for each RGB image (see :class:`PersonDetector`)."""
+        out: list[list[Detection]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = [
+                np.ascontiguousarray(im[..., ::-1]) for im in images[start : start + self.batch_size]
+            ]  # RGB -> BGR
+            results = self.model.predict(chunk, save=False, stream=False, **self._kwargs())
+            out.extend(self._detections(r, with_ids=False) for r in results)
+        return out
+
+    def track(self, frame: np.ndarray) -> list[Detection]:
+        """Persons in the next frame of a video, with track ids that persist across frames.
+
+        Call :meth:`reset_tracks` before the first frame of each video.
+        """
+        bgr = np.ascontiguousarray(frame[..., ::-1])
+        results = self.model.track(bgr, persist=True, tracker=self.tracker, save=False, **self._kwargs())
+        return self._detections(results[0], with_ids=True)
+
+    def reset_tracks(self) -> None:
+        """Forget all tracks (a new video starts; ids restart at 1)."""
+        predictor = getattr(self.model, "predictor", None)
+        for tracker in getattr(predictor, "trackers", None) or []:
+            tracker.reset()
+
+
+# ------------------------------------------------------------------------------------------------ box file
+_KEY_COLUMNS = ("source", "image", "path", "file")
+_SCORE_COLUMNS = ("det_score", "score", "conf")
+
+
+def _norm_parts(path: str) -> tuple[str, ...]:
+    parts = Path(os.path.normpath(path.replace("\\", "/"))).parts
+    return tuple(p for p in parts if p not in ("", "."))
+
+
+class BoxFileDetector:
+    """Person boxes read from a file, looked up by image path (and frame for videos).
+
+    The file is CSV, JSONL or Parquet (by suffix) with one row per person:
+
+    * the image path in a column ``source``, ``image``, ``path`` or ``file`` (an EMOTIC-format records file
+      works as is);
+    * ``x1 y1 x2 y2`` in pixels of the original image (or a ``box`` list of four numbers in JSONL);
+    * optional ``frame`` (video frame index; missing or ``-1`` for still images), ``score``/``det_score``, and
+      ``track_id`` (kept as the person's track in videos).
+
+    An entry matches a source when its path equals the source path, or is the trailing part of it (whole
+    folder names): an entry ``images/a.jpg`` matches the source ``data/images/a.jpg``; the longest match wins.
+    Relative entries are also tried against the box file's folder.
+
+    Args:
+        path: the box file.
+
+    Raises:
+        EmoctxError: unreadable file, no path column, missing or non-numeric coordinates (naming the row).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EmoctxError(f"{self.path}: no such box file")
+        self._index: dict[tuple[tuple[str, ...], int], list[Detection]] = {}
+        self._sources: set[tuple[str, ...]] = set()
+        self._missing: set[str] = set()
+        for n, row in self._rows():
+            key = next((row[c] for c in _KEY_COLUMNS if row.get(c) not in (None, "")), None)
+            if key is None:
+                raise EmoctxError(f"{self.path}, row {n}: no image path (columns {', '.join(_KEY_COLUMNS)})")
+            det = self._detection(row, n)
+            frame = row.get("frame")
+            frame = (
+                -1 if frame in (None, "") or (isinstance(frame, float) and math.isnan(frame)) else int(frame)
+            )
+            key = str(key)
+            for parts in {_norm_parts(key), _norm_parts(str(self.path.parent.resolve() / key))}:
+                self._index.setdefault((parts, frame), []).append(det)
+                self._sources.add(parts)
+        log.info(
+            "%s: %d boxes for %d images/frames",
+            self.path,
+            sum(len(v) for v in self._index.values()),
+            len(self._index),
+        )
+
+    def describe(self) -> str:
+        """A short description for logs and the resume settings."""
+        return f"boxes:{self.path.name}"
+
+    def _rows(self) -> list[tuple[int, dict[str, Any]]]:
+        suffix = self.path.suffix.lower()
+        try:
+            if suffix in (".jsonl", ".json", ".ndjson"):
+                rows = []
+                with open(self.path, encoding="utf-8") as f:
+                    for n, line in enumerate(f, 1):
+                        if line.strip():
+                            try:
+                                rows.append((n, json.loads(line)))
+                            except json.JSONDecodeError as e:
+                                raise EmoctxError(f"{self.path}, line {n}: not valid JSON ({e.msg})") from e
+                return rows
+            import pandas as pd
+
+            if suffix == ".csv":
+                df = pd.read_csv(self.path)
+            elif suffix in (".parquet", ".pq"):
+                df = pd.read_parquet(self.path)
+            else:
+                raise EmoctxError(
+                    f"{self.path}: unsupported box file type '{suffix}'; use .csv, .jsonl or .parquet"
+                )
+        except (OSError, ValueError) as e:
+            raise EmoctxError(f"{self.path}: cannot read the box file ({e})") from e
+        df = df.astype(object).where(df.notna(), None)
+        return [(n + 2 if suffix == ".csv" else n + 1, r) for n, r in enumerate(df.to_dict(orient="records"))]
+
+    def _detection(self, row: dict[str, Any], n: int) -> Detection:
+        if row.get("box") is not None and row.get("x1") is None:
+            box = row["box"]
+            if not isinstance(box, (list, tuple)) or len(box) != 4:
+                raise EmoctxError(f"{self.path}, row {n}: 'box' must be [x1, y1, x2, y2], got {box!r}")
+            row = {**row, "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
+        coords = []
+        for c in ("x1", "y1", "x2", "y2"):
+            try:
+                v = float(row[c])
+            except (KeyError, TypeError, ValueError):
+                raise EmoctxError(
+                    f"{self.path}, row {n}: '{c}' must be a number of pixels, got {row.get(c)!r}"
+                ) from None
+            if not math.isfinite(v):
+                raise EmoctxError(f"{self.path}, row {n}: '{c}' is not finite ({v})")
+            coords.append(v)
+        if coords[2] <= coords[0] or coords[3] <= coords[1]:
+            raise EmoctxError(
+                f"{self.path}, row {n}: empty or inverted box {coords} (need x2 > x1 and y2 > y1)"
+            )
+        score = next((row[c] for c in _SCORE_COLUMNS if row.get(c) is not None), 1.0)
+        track = row.get("track_id")
+        return Detection(tuple(coords), float(score), None if track in (None, "") else int(track))  # type: ignore[arg-type]
+
+    def boxes_for(self, source: str, frame: int = -1) -> list[Detection] | None:
+        """The boxes of ``source`` at ``frame`` (``-1``: still image), or ``None`` when the file has no entry."""
+        parts = _norm_parts(os.path.abspath(source))
+        for start in range(len(parts)):
+            hit = self._index.get((parts[start:], frame))
+            if hit is not None:
+                return list(hit)
+        hit = self._index.get((_norm_parts(source), frame))
+        if hit is not None:
+            return list(hit)
+        if frame == -1 or not self._has_source(parts):
+            self._missing.add(source)
+        return None
+
+    def _has_source(self, parts: tuple[str, ...]) -> bool:
+        return any(parts[s:] in self._sources for s in range(len(parts)))
+
+    def detect(
+        self, images: list[np.ndarray], keys: Sequence[FrameKey] | None = None
+    ) -> list[list[Detection]]:
+        """The boxes of each image, looked up by ``keys`` (source, frame); images without an entry get none."""
+        if keys is None or len(keys) != len(images):
+            raise EmoctxError("a box file gives boxes by image path: pass one (source, frame) key per image")
+        return [self.boxes_for(s, f) or [] for s, f in keys]
+
+    @property
+    def missing(self) -> set[str]:
+        """Sources looked up that have no entry in the file."""
+        return set(self._missing)

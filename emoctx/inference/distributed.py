@@ -1,0 +1,437 @@
+r"""Scale-out prediction over very large collections of people with known boxes, on Lightning's ``Trainer.predict``.
+
+The input is a canonical records file (one row per person: image path relative to a root, box, image size;
+:mod:`emoctx.data.records`). Lightning runs the model over it on any number of devices and nodes (DDP): the
+records are split between the processes by Lightning's distributed sampler, data loading runs in worker
+processes, and each process streams its predictions, batch by batch, into its own shard
+``<out>.shard-<rank>.parquet`` (:class:`ShardWriter`, a ``BasePredictionWriter``; a shard appears under its
+name only once complete). When every process is done, rank 0 merges the shards into ``<out>``: one row per
+record, sorted by record index, every record exactly once (a record a sampler gave to two processes is kept
+once), then removes the shards.
+
+Output (Parquet): the columns of the prediction table (:data:`emoctx.inference.results.COLUMNS`) preceded by
+``record``, the row of the person in the records file. ``source`` is the records' image path (relative to the
+root), ``frame`` is ``-1``, ``person`` the records' person index, the box and image size come from the records,
+``det_score`` is 1.0 (given boxes). A person whose image could not be read, or whose box does not fit its image,
+gets a row with ``error`` set and null predictions.
+
+Preprocessing (input sizes, normalisation) comes from the model file, as in ``emoctx predict``.
+
+Example (4 GPUs; ``--accelerator cpu --devices 2`` runs two CPU processes)::
+
+    emoctx predict_records --model model.safetensors --records people.parquet --root /data/images \
+        --out predictions.parquet --accelerator gpu --devices 4 --strategy ddp --batch-size 256 --workers 8
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from emoctx import labels
+from emoctx.checkpoint import ModelInfo, load_model
+from emoctx.data.datamodule import EmotionDataModule
+from emoctx.data.images import ImageError, read_image
+from emoctx.errors import EmoctxError
+from emoctx.inference.export import ScoringNet
+from emoctx.inference.pipeline import model_identity
+from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, PROB_COLUMNS
+from emoctx.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("body", "scene")
+"""The streams the records data module provides (a model may use one or both)."""
+
+_SHARD_SCHEMA = pa.schema(
+    [("record", pa.int64())]
+    + [(c, pa.float32()) for c in PROB_COLUMNS]
+    + [(d, pa.float32()) for d in labels.VAD_NAMES]
+)
+
+
+class PredictionModule(pl.LightningModule):
+    """A thin inference wrapper: batches of body/scene crops in, 0-1 scores and 1-10 V/A/D out.
+
+    Args:
+        net: the emotion network (weights loaded).
+        score_activation: the model's score activation (``ModelInfo.score_activation``).
+    """
+
+    def __init__(self, net: torch.nn.Module, score_activation: str = "sigmoid") -> None:
+        super().__init__()
+        self.scoring = ScoringNet(net, score_activation)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """``{"index", "scores", "vad"}`` for the readable people of the batch (none when none is readable)."""
+        if "index" not in batch:  # every image of the batch was unreadable (each one logged by the dataset)
+            return {
+                "index": torch.zeros(0, dtype=torch.int64),
+                "scores": torch.zeros(0, labels.NUM_CATEGORIES),
+                "vad": torch.zeros(0, labels.NUM_VAD),
+            }
+        scores, vad = self.scoring(*(batch[name] for name in self.scoring.stream_names))
+        return {"index": batch["index"], "scores": scores.float(), "vad": vad.float()}
+
+
+class ShardWriter(BasePredictionWriter):
+    """Streams each process's predictions into its own Parquet shard, batch by batch.
+
+    The shard is written to a hidden temporary file and renamed to :meth:`shard_path` at the end of the epoch,
+    so a shard under its final name is always complete.
+
+    Args:
+        out: the merged output path; shards are ``<out>.shard-<rank>.parquet`` beside it.
+    """
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        super().__init__(write_interval="batch")
+        self.out = Path(out)
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self.rows = 0
+
+    def shard_path(self, rank: int) -> Path:
+        """The shard of process ``rank``."""
+        return shard_path(self.out, rank)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Open this process's temporary shard."""
+        final = self.shard_path(trainer.global_rank)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = final.with_name(f".{final.name}.tmp")
+        self._writer = pq.ParquetWriter(self._tmp, _SHARD_SCHEMA)
+        self.rows = 0
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: dict[str, torch.Tensor] | None,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Append one batch of predictions to the shard."""
+        if prediction is None or self._writer is None or len(prediction["index"]) == 0:
+            return
+        index = prediction["index"].detach().cpu().numpy().astype(np.int64)
+        scores = prediction["scores"].detach().cpu().numpy().astype(np.float32)
+        vad = prediction["vad"].detach().cpu().numpy().astype(np.float32)
+        arrays = [pa.array(index)]
+        arrays += [pa.array(scores[:, i]) for i in range(scores.shape[1])]
+        arrays += [pa.array(vad[:, i]) for i in range(vad.shape[1])]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=_SHARD_SCHEMA))
+        self.rows += len(index)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Close the shard and give it its final name."""
+        if self._writer is None or self._tmp is None:
+            return
+        self._writer.close()
+        self._writer = None
+        os.replace(self._tmp, self.shard_path(trainer.global_rank))
+        log.info(
+            "rank %d: %d predictions in %s",
+            trainer.global_rank,
+            self.rows,
+            self.shard_path(trainer.global_rank),
+        )
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Remove the unfinished temporary shard."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+
+
+def shard_path(out: str | os.PathLike, rank: int) -> Path:
+    """The shard of process ``rank`` for the merged output ``out``: ``<out stem>.shard-<rank>.parquet``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.shard-{rank}.parquet")
+
+
+def datamodule_for(
+    info: ModelInfo,
+    root: str | os.PathLike,
+    records: str | os.PathLike,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    max_side: int | None = None,
+    pin_memory: bool = False,
+) -> EmotionDataModule:
+    """An :class:`EmotionDataModule` for prediction with the model's own input sizes and normalisation.
+
+    Raises:
+        EmoctxError: the model has a stream the records data module cannot provide.
+    """
+    unknown = [s for s in info.streams if s not in STREAMS]
+    if unknown:
+        raise EmoctxError(
+            f"the model has stream(s) {unknown} that prediction from records cannot provide "
+            f"(it provides {list(STREAMS)})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, spec in info.streams.items():
+        kwargs[f"{name}_size"] = int(spec["input_size"])
+        kwargs[f"{name}_mean"] = tuple(float(v) for v in spec["mean"])
+        kwargs[f"{name}_std"] = tuple(float(v) for v in spec["std"])
+    return EmotionDataModule(
+        root=str(root),
+        predict_records=str(records),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        augment="none",
+        # The person is masked out of the scene only if the model was trained that way.
+        mask_subject=bool(info.training.get("mask_subject", False)),
+        max_side=max_side,
+        pin_memory=pin_memory,
+        **kwargs,
+    )
+
+
+@dataclass
+class RecordsPrediction:
+    """The outcome of :func:`predict_records` (in rank 0; other ranks get ``None``).
+
+    Attributes:
+        out: the merged Parquet file.
+        rows: records written (one per record).
+        errors: records that could not be predicted (rows with ``error`` set).
+        duplicates: predictions dropped because a record was predicted by more than one process.
+        world_size: processes that took part.
+        seconds: wall time of ``Trainer.predict`` (rank 0's view).
+    """
+
+    out: Path
+    rows: int
+    errors: int
+    duplicates: int
+    world_size: int
+    seconds: float
+
+    @property
+    def persons_per_second(self) -> float:
+        """Throughput of the prediction loop (all processes together)."""
+        return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+
+def predict_records(
+    model: str | os.PathLike,
+    records: str | os.PathLike,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    precision: str = "32-true",
+    batch_size: int = 64,
+    num_workers: int = 2,
+    max_side: int | None = None,
+    progress: bool = True,
+) -> RecordsPrediction | None:
+    """Predict every person of a records file with ``Trainer.predict`` and write one merged Parquet table.
+
+    Under DDP every process runs this function (Lightning starts the other processes by re-running the
+    command); each writes its shard and rank 0 merges them. The process group is destroyed on return.
+
+    Args:
+        model: an emoctx model file.
+        records: canonical records (``.parquet`` or ``.jsonl``); images are ``root / image``.
+        root: the folder the records' image paths are relative to.
+        out: the merged output (``.parquet``).
+        accelerator: Lightning accelerator (``cpu``, ``gpu``, ``auto``).
+        devices: devices (processes) per node.
+        strategy: Lightning strategy (``ddp`` for several devices; ``auto`` picks it).
+        num_nodes: machines taking part.
+        precision: Lightning precision (``32-true``, ``16-mixed``, ``bf16-mixed``).
+        batch_size: people per batch and process.
+        num_workers: data-loading processes per process.
+        max_side: decode images with their longest side at most this many pixels (faster for large JPEGs).
+        progress: show Lightning's progress bar.
+
+    Returns:
+        The summary in rank 0, ``None`` in the other processes.
+
+    Raises:
+        EmoctxError: a bad output suffix, model or records file, or a missing shard at merge time.
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise EmoctxError(
+            f"{out}: the merged output of prediction from records is Parquet; name it *.parquet"
+        )
+    net, info = load_model(model)
+    dm = datamodule_for(
+        info,
+        root,
+        records,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        max_side=max_side,
+        pin_memory=accelerator == "gpu",
+    )
+    writer = ShardWriter(out)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        callbacks=[writer],
+    )
+    try:
+        start = time.perf_counter()
+        trainer.predict(PredictionModule(net, info.score_activation), datamodule=dm, return_predictions=False)
+        trainer.strategy.barrier("emoctx-shards-written")
+        seconds = time.perf_counter() - start
+        if not trainer.is_global_zero:
+            return None
+        df = dm.records("predict")
+        assert df is not None  # predict_records is given explicitly
+        table, duplicates = merge_shards(out, trainer.world_size, df, Path(root), info, model_identity(model))
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+        remove_shards(out)
+        n_errors = table.num_rows - table.column("error").null_count
+        result = RecordsPrediction(out, table.num_rows, n_errors, duplicates, trainer.world_size, seconds)
+        log.info(
+            "%d people predicted by %d process(es) in %.1f s (%.1f persons/s), %d error(s): %s",
+            result.rows,
+            result.world_size,
+            seconds,
+            result.persons_per_second,
+            result.errors,
+            out,
+        )
+        return result
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # else the process aborts at exit
+
+
+def remove_shards(out: str | os.PathLike) -> None:
+    """Remove every shard of ``out`` (also those of an earlier run with more processes)."""
+    out = Path(out)
+    for p in out.parent.glob(f"{out.stem}.shard-*.parquet"):
+        p.unlink()
+
+
+def merge_shards(
+    out: str | os.PathLike,
+    world_size: int,
+    records: pd.DataFrame,
+    root: Path,
+    info: ModelInfo,
+    model_id: str,
+) -> tuple[pa.Table, int]:
+    """Merge the shards of ``world_size`` processes into the output table (one row per record, in order).
+
+    Returns:
+        The table and the number of duplicate predictions dropped.
+
+    Raises:
+        EmoctxError: a shard is missing, or a shard names a record the records file does not have.
+    """
+    parts = []
+    for rank in range(world_size):
+        path = shard_path(out, rank)
+        if not path.is_file():
+            raise EmoctxError(f"{path}: the shard of process {rank} is missing; did that process fail?")
+        parts.append(pq.read_table(path))
+    preds = pa.concat_tables(parts).to_pandas()
+    before = len(preds)
+    # Samplers may give a record to two processes (padding to equal shares): keep each record once.
+    preds = preds.drop_duplicates("record", keep="first").set_index("record").sort_index()
+    duplicates = before - len(preds)
+    n = len(records)
+    if len(preds) and (preds.index.min() < 0 or preds.index.max() >= n):
+        raise EmoctxError(f"{out}: the shards name records outside the {n} rows of the records file")
+    done = np.zeros(n, dtype=bool)
+    done[preds.index.to_numpy()] = True
+    preds = preds.reindex(np.arange(n))
+
+    probs = preds[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+    thresholds = info.threshold_vector().numpy().astype(np.float64)
+    above = probs >= thresholds
+    categories = [
+        [labels.CATEGORIES[j] for j in np.flatnonzero(row)] if ok else None for row, ok in zip(above, done)
+    ]
+    errors = [None if ok else _failure(records, i, root) for i, ok in enumerate(done)]
+
+    cols: dict[str, Any] = {
+        "record": np.arange(n, dtype=np.int64),
+        "source": records["image"].astype(str).to_numpy(),
+        "frame": np.full(n, -1, dtype=np.int64),
+        "person": records["person"].to_numpy(dtype=np.int64),
+        "track_id": [None] * n,
+    }
+    for c in ("x1", "y1", "x2", "y2"):
+        cols[c] = records[c].to_numpy(dtype=np.float64)
+    cols["det_score"] = np.ones(n)
+    for c in PROB_COLUMNS:
+        cols[c] = preds[c].to_numpy(dtype=np.float64)
+    cols["categories"] = categories
+    for d in labels.VAD_NAMES:
+        cols[d] = preds[d].to_numpy(dtype=np.float64)
+    cols["model"] = [model_id] * n
+    cols["error"] = errors
+    cols["width"] = records["width"].to_numpy(dtype=np.int64)
+    cols["height"] = records["height"].to_numpy(dtype=np.int64)
+    schema = output_schema()
+    arrays = [
+        pa.array(cols[f.name], type=f.type, from_pandas=True)
+        for f in schema  # from_pandas: NaN -> null
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema), duplicates
+
+
+def output_schema() -> pa.Schema:
+    """The merged table's schema: ``record`` then the prediction-table columns."""
+    fields = [pa.field("record", pa.int64())]
+    for c in COLUMNS:
+        if c in INT_COLUMNS:
+            fields.append(pa.field(c, pa.int64()))
+        elif c in FLOAT_COLUMNS:
+            fields.append(pa.field(c, pa.float64()))
+        elif c == "categories":
+            fields.append(pa.field(c, pa.list_(pa.string())))
+        else:
+            fields.append(pa.field(c, pa.string()))
+    return pa.schema(fields)
+
+
+def _failure(records: pd.DataFrame, i: int, root: Path) -> str:
+    """Why record ``i`` has no prediction (the dataset skipped it and logged the reason)."""
+    path = root / str(records["image"].iat[i])
+    try:
+        read_image(path)
+    except ImageError as e:
+        return str(e)
+    box = [float(records[c].iat[i]) for c in ("x1", "y1", "x2", "y2")]
+    return (
+        f"{path}: person {int(records['person'].iat[i])}: the box {box} could not be used in the "
+        f"{int(records['width'].iat[i])}x{int(records['height'].iat[i])} image"
+    )

@@ -1,0 +1,319 @@
+"""Export the emotion network to ONNX and check the exported graph against PyTorch.
+
+The exported graph takes one input per stream of the model, named after the stream (``body``, ``scene``, ...),
+each a float32 ``[batch, 3, size, size]`` image normalised with that stream's mean and std, and returns two
+outputs: ``scores`` ``[batch, NUM_CATEGORIES]`` in 0-1 (after the model's own score activation, in the order of
+:data:`emoctx.labels.CATEGORIES`) and ``vad`` ``[batch, 3]`` (valence, arousal, dominance on the 1-10 scale).
+The batch dimension is dynamic. The model's description travels in the ONNX ``metadata_props``:
+
+* ``emoctx``: the full description stored in the model file (JSON, as :func:`emoctx.checkpoint.describe`);
+* ``streams``: ``{input name: {"input_size", "mean", "std"}}`` (JSON; mean and std on the 0-1 pixel scale);
+* ``categories``: the category names (JSON list, the order of the ``scores`` columns);
+* ``thresholds``: per-category decision thresholds in the same order (JSON list; 0.5 where none were
+  calibrated; a category is predicted when ``score >= threshold``);
+* ``vad_names``, ``vad_min``, ``vad_max``, ``score_activation``, ``emoctx_version``.
+
+Running with onnxruntime
+------------------------
+Crop the person from the RGB image, resize each view to its stream's ``input_size`` (a square), scale to 0-1,
+normalise with the stream's mean and std, and feed NCHW float32 arrays (stack several people for a batch)::
+
+    import json
+
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    streams = json.loads(meta["streams"])  # {"body": {"input_size", "mean", "std"}, "scene": {...}}
+    categories = json.loads(meta["categories"])
+    thresholds = np.array(json.loads(meta["thresholds"]), dtype=np.float32)
+
+    image = cv2.cvtColor(cv2.imread("photo.jpg"), cv2.COLOR_BGR2RGB)  # H x W x 3, uint8, RGB
+    x1, y1, x2, y2 = 120, 40, 260, 400  # the person's box in pixels
+    views = {"body": image[y1:y2, x1:x2], "scene": image}
+
+
+    def prepare(pixels, spec):
+        size = spec["input_size"]
+        shrink = size < max(pixels.shape[:2])
+        x = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        x = (x.astype(np.float32) / 255.0 - np.float32(spec["mean"])) / np.float32(spec["std"])
+        return x.transpose(2, 0, 1)[None]  # NCHW float32, a batch of one person
+
+
+    feeds = {name: prepare(views[name], spec) for name, spec in streams.items()}
+    scores, vad = session.run(["scores", "vad"], feeds)  # [1, categories] in 0-1, [1, 3] on 1-10
+    print([c for c, s, t in zip(categories, scores[0], thresholds) if s >= t], vad[0])
+
+This is emoctx's own evaluation preprocessing (:func:`emoctx.data.transforms.build_transform` with preset
+``none``, used for validation and prediction): OpenCV resizing with area interpolation when the view shrinks
+along either side, bilinear otherwise; the body crop is the box rounded outwards to whole pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emoctx import __version__, labels
+from emoctx.checkpoint import ModelInfo, load_model
+from emoctx.errors import EmoctxError
+from emoctx.io import atomic_path
+from emoctx.losses import scores_from_logits
+from emoctx.models.network import EmotionNet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+"""The ONNX opset written by default (the dynamo exporter's own default; onnxruntime >= 1.14 runs it)."""
+
+DEFAULT_TOLERANCE = 1e-4
+"""Largest accepted absolute difference between onnxruntime and PyTorch, for each output."""
+
+OUTPUT_NAMES = ("scores", "vad")
+
+
+class ScoringNet(nn.Module):
+    """The network as it is exported: images per stream in, 0-1 scores and 1-10 V/A/D out.
+
+    Args:
+        net: the emotion network.
+        score_activation: how the category outputs become 0-1 scores (``"sigmoid"`` or ``"clamp"``).
+    """
+
+    def __init__(self, net: EmotionNet, score_activation: str = "sigmoid") -> None:
+        super().__init__()
+        self.net = net
+        self.stream_names = tuple(net.stream_names)
+        self.score_activation = score_activation
+
+    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[B, 3, H, W]``, one per stream in :attr:`stream_names` order, to ``(scores, vad)``."""
+        out = self.net(dict(zip(self.stream_names, images)))
+        scores = scores_from_logits(out["logits"], self.score_activation)
+        vad = labels.vad_from_model(out["vad"]).clamp(labels.VAD_MIN, labels.VAD_MAX)
+        return scores, vad
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how closely onnxruntime reproduced PyTorch.
+
+    Attributes:
+        path: the ONNX file.
+        opset: the ONNX opset of the graph.
+        inputs: the input names (the model's streams) with their ``[batch, 3, size, size]`` shapes.
+        max_abs_diff: ``{batch size: {output name: max |onnxruntime - torch|}}``; empty when not checked.
+        tolerance: the accepted difference.
+    """
+
+    path: Path
+    opset: int
+    inputs: dict[str, list[int | str]]
+    max_abs_diff: dict[int, dict[str, float]] = field(default_factory=dict)
+    tolerance: float = DEFAULT_TOLERANCE
+
+    @property
+    def worst(self) -> float:
+        """The largest difference over all checked batch sizes and outputs (NaN when not checked)."""
+        values = [d for per_batch in self.max_abs_diff.values() for d in per_batch.values()]
+        return max(values) if values else math.nan
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """Silence the exporter's optimisation passes, which log every rewrite at INFO level."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def onnx_metadata(info: ModelInfo) -> dict[str, str]:
+    """The ``metadata_props`` written into the ONNX file (see the module docstring)."""
+    thresholds = [float(t) for t in info.threshold_vector().tolist()]
+    streams = {
+        name: {"input_size": spec["input_size"], "mean": list(spec["mean"]), "std": list(spec["std"])}
+        for name, spec in info.streams.items()
+    }
+    return {
+        "emoctx": json.dumps(info.__dict__),
+        "streams": json.dumps(streams),
+        "categories": json.dumps(list(labels.CATEGORIES)),
+        "thresholds": json.dumps(thresholds),
+        "score_activation": info.score_activation,
+        "vad_names": json.dumps(list(labels.VAD_NAMES)),
+        "vad_min": str(labels.VAD_MIN),
+        "vad_max": str(labels.VAD_MAX),
+        "emoctx_version": __version__,
+    }
+
+
+def sample_inputs(info: ModelInfo, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random normalised images, one ``[batch, 3, size, size]`` tensor per stream (in stream order)."""
+    g = torch.Generator().manual_seed(seed)
+    return tuple(
+        torch.randn(batch, 3, int(spec["input_size"]), int(spec["input_size"]), generator=g)
+        for spec in info.streams.values()
+    )
+
+
+def export_onnx(
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    check_batches: Sequence[int] = (1, 3),
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportReport:
+    """Write a model file's network to ONNX (dynamic batch) and, by default, check it against PyTorch.
+
+    Args:
+        model: an emoctx model file (``.safetensors`` or a training ``.ckpt``).
+        out: the ONNX file to write (atomically).
+        opset: the ONNX opset version.
+        check: run the exported graph with onnxruntime on random inputs at each of ``check_batches`` and
+            compare with PyTorch.
+        check_batches: batch sizes of the check (two sizes show that the batch dimension is dynamic).
+        tolerance: largest accepted absolute difference per output.
+
+    Returns:
+        The report, with the measured differences when checked.
+
+    Raises:
+        EmoctxError: the model file is not usable, the export fails, or the check finds larger differences
+            than ``tolerance`` (the file is written all the same, so it can be inspected).
+    """
+    net, info = load_model(model)
+    out = Path(out)
+    wrapper = ScoringNet(net, info.score_activation).eval()
+    batch = torch.export.Dim("batch", min=1)
+    # Batch 2 for tracing: a batch of 1 would let the exporter specialise the dimension to a constant.
+    example = sample_inputs(info, batch=2)
+    log.info("exporting %s (streams %s) to ONNX opset %d", model, ", ".join(net.stream_names), opset)
+    try:
+        with warnings.catch_warnings(), _quiet_exporter_logs():
+            # Every input shares the one batch dimension; the exporter warns that it names it only once.
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints.*")
+            program = torch.onnx.export(
+                wrapper,
+                example,
+                dynamo=True,
+                input_names=list(net.stream_names),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=(tuple({0: batch} for _ in net.stream_names),),
+                opset_version=opset,
+                verbose=False,
+            )
+    except Exception as e:  # the exporter raises many internal error types; report them as one
+        raise EmoctxError(f"{model}: ONNX export failed ({type(e).__name__}: {e})") from e
+    proto = program.model_proto
+    proto.doc_string = (
+        f"emoctx emotion model from {Path(model).name}: inputs {list(net.stream_names)} "
+        f"(NCHW float32, normalised), outputs scores [batch, {labels.NUM_CATEGORIES}] and vad [batch, 3] on "
+        f"{labels.VAD_MIN:g}-{labels.VAD_MAX:g}"
+    )
+    del proto.metadata_props[:]
+    for key, value in onnx_metadata(info).items():
+        proto.metadata_props.add(key=key, value=value)
+
+    import onnx
+
+    with atomic_path(out) as tmp:
+        onnx.save_model(proto, str(tmp))
+    log.info("wrote %s", out)
+    report = ExportReport(
+        path=out,
+        opset=opset,
+        inputs={name: ["batch", 3, s["input_size"], s["input_size"]] for name, s in info.streams.items()},
+        tolerance=tolerance,
+    )
+    if check:
+        report.max_abs_diff = check_onnx(out, wrapper, info, check_batches, tolerance)
+    return report
+
+
+def check_onnx(
+    path: str | os.PathLike,
+    reference: nn.Module,
+    info: ModelInfo,
+    batches: Sequence[int] = (1, 3),
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[int, dict[str, float]]:
+    """Compare an exported graph with its PyTorch module on random inputs, with onnxruntime on CPU.
+
+    Args:
+        path: the ONNX file.
+        reference: the module that was exported (:class:`ScoringNet`), returning ``(scores, vad)``.
+        info: the model's description (stream sizes).
+        batches: batch sizes to run.
+        tolerance: largest accepted absolute difference per output.
+
+    Returns:
+        ``{batch size: {"scores": max abs diff, "vad": max abs diff}}``.
+
+    Raises:
+        EmoctxError: an output differs by more than ``tolerance``, or has the wrong shape.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    if names != list(info.streams):
+        raise EmoctxError(f"{path}: inputs {names} differ from the model's streams {list(info.streams)}")
+    diffs: dict[int, dict[str, float]] = {}
+    reference.eval()
+    for n in batches:
+        inputs = sample_inputs(info, batch=n, seed=n)
+        with torch.inference_mode():
+            expected = [t.numpy() for t in reference(*inputs)]
+        got = session.run(list(OUTPUT_NAMES), {k: v.numpy() for k, v in zip(names, inputs)})
+        diffs[n] = {}
+        for name, e, g in zip(OUTPUT_NAMES, expected, got):
+            if g.shape != e.shape:
+                raise EmoctxError(
+                    f"{path}: output '{name}' has shape {list(g.shape)} at batch {n}, PyTorch gives {list(e.shape)}"
+                )
+            diffs[n][name] = float(np.max(np.abs(g.astype(np.float64) - e.astype(np.float64))))
+        log.info("onnxruntime vs PyTorch at batch %d: %s", n, diffs[n])
+    bad = {(n, k): d for n, per in diffs.items() for k, d in per.items() if not d <= tolerance}
+    if bad:
+        detail = ", ".join(f"'{k}' at batch {n}: {d:.3g}" for (n, k), d in bad.items())
+        raise EmoctxError(
+            f"{path}: onnxruntime differs from PyTorch beyond the tolerance {tolerance:g} ({detail}); "
+            "try another --opset, or raise --tolerance if the differences are acceptable"
+        )
+    return diffs
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The emoctx metadata of an exported file, JSON values decoded (``streams``, ``categories``, ...)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta: dict[str, Any] = {p.key: p.value for p in model.metadata_props}
+    if "emoctx" not in meta:
+        raise EmoctxError(f"{path}: not an emoctx ONNX export (no 'emoctx' metadata)")
+    for key in ("emoctx", "streams", "categories", "thresholds", "vad_names"):
+        if key in meta:
+            meta[key] = json.loads(meta[key])
+    return meta

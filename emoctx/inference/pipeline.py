@@ -1,0 +1,821 @@
+"""The prediction pipeline: decode, find persons, run the emotion model batched across images, build results.
+
+:class:`Predictor` is the Python API behind ``emoctx predict``::
+
+    from emoctx.inference import Predictor
+
+    predictor = Predictor("model.safetensors")            # YOLO finds the persons
+    for result in predictor.predict_sources(["photos/"]):  # files, folders, globs, videos
+        print(result.source, [p.top(2) for p in result.persons])
+
+    results = predictor.predict_images([rgb_array], boxes=[[[10, 20, 200, 400]]])  # in memory, given boxes
+    table = results[0].to_frame()
+
+How it runs, and why it is fast:
+
+* **Decode once.** Each image is decoded once, in worker processes (a torch ``DataLoader`` over the file list),
+  JPEGs larger than ``max_side`` at reduced size inside the decoder; the scene input is resized there too.
+  Boxes are mapped between decoded and original pixels, so outputs are always in original pixels.
+* **Batch across images.** Persons from many images share one forward of ``batch_size`` persons.
+* **Share the scene.** ``scene_mode="shared"`` encodes the scene stream once per image and gives its features
+  to every person in it (three quarters of the compute of a two-stream model). ``"masked"`` fills each
+  person's box in the scene with the mean colour, as training with ``mask_subject`` did, and so encodes one
+  scene per person. ``"auto"`` (default) picks ``masked`` when the checkpoint records ``mask_subject: true``
+  in its training configuration, else ``shared``: each model sees what it saw in training.
+* **Fast arithmetic.** ``torch.inference_mode``, batch norms folded into the convolutions, channels-last
+  tensors, and bfloat16 where the hardware has it
+  (``precision="auto"``): on CPUs with native bfloat16 instructions (AVX512-BF16 / AMX) the backbones run with
+  bfloat16 weights (fusion and heads stay in float32); on GPUs under autocast. ``precision="fp32"`` turns it off.
+
+Inputs are prepared as in training (``emoctx.data.transforms``, preset ``none``): the body is the clipped box
+cropped from the image and resized to the body stream's size; the scene is the whole image resized to the scene
+stream's size (INTER_AREA when shrinking, bilinear when enlarging); both normalised with the stream's mean/std.
+
+Videos are read frame by frame (every ``video_stride``-th frame) in a background thread; persons are tracked
+(``track=True``) and each track's values smoothed (``smoothing``; see :mod:`emoctx.inference.video`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from emoctx import labels
+from emoctx.checkpoint import ModelInfo, load_model
+from emoctx.data.images import DecodedImage, ImageError, read_image
+from emoctx.data.transforms import _clip_box, _pixel_box, as_hw
+from emoctx.errors import EmoctxError
+from emoctx.inference.detect import (
+    DEFAULT_WEIGHTS,
+    BoxSource,
+    Detection,
+    PersonDetector,
+    UltralyticsDetector,
+    restore_pil_open,
+)
+from emoctx.inference.results import ImageResult, PersonResult
+from emoctx.inference.sources import Source, expand_sources
+from emoctx.inference.video import IoUTracker, TrackSmoother, VideoError, read_frames
+from emoctx.losses import scores_from_logits
+
+log = logging.getLogger(__name__)
+
+SCENE_MODES: tuple[str, ...] = ("auto", "shared", "masked")
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+DEFAULT_MAX_SIDE = 1280
+"""Images whose longest side exceeds this are decoded at reduced size (the model inputs are far smaller)."""
+
+_STREAMS = ("body", "scene")
+
+
+# ------------------------------------------------------------------------------------------------- set-up
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:  # not Linux: no reliable way to tell, stay in fp32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` -> CUDA when available, else CPU; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None``: plain fp32)."""
+    if precision not in PRECISIONS:
+        raise EmoctxError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if precision == "auto" else torch.bfloat16
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+
+
+def trained_with_mask(info: ModelInfo) -> bool:
+    """Whether the checkpoint's training configuration says the subject was masked in the scene."""
+    training = info.training or {}
+    for section in (training, training.get("data"), training.get("preprocessing")):
+        if isinstance(section, dict) and section.get("mask_subject"):
+            return True
+    return False
+
+
+def fold_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """Fold every BatchNorm that follows a convolution into it (eval mode): one operation instead of two.
+
+    Uses torch.fx; an architecture that cannot be traced is returned unchanged.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(module.eval())
+    except Exception as e:  # noqa: BLE001 - tracing fails for some architectures; they simply run unfused
+        log.debug("batch norms not folded (%s: %s)", type(e).__name__, e)
+        return module
+
+
+def model_identity(path: str | os.PathLike) -> str:
+    """``<file name>@<first 12 hex digits of its SHA-256>``: the ``model`` column of the output."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{Path(path).name}@{digest.hexdigest()[:12]}"
+
+
+def resize_like_training(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize as the training transform does (albumentations ``Resize(area_for_downscale="image")``).
+
+    INTER_AREA when either side shrinks, bilinear otherwise; the same size is returned unchanged.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == tuple(hw):
+        return image
+    interpolation = cv2.INTER_AREA if (hw[0] < h or hw[1] < w) else cv2.INTER_LINEAR
+    return cv2.resize(image, (hw[1], hw[0]), interpolation=interpolation)
+
+
+# ------------------------------------------------------------------------------------------ worker decoding
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(1)  # the worker processes already run in parallel
+
+
+@contextlib.contextmanager
+def _opencv_fork_safe() -> Iterator[None]:
+    """Stop OpenCV's idle pool threads while worker processes are forked, then restore them.
+
+    A forked child inherits the pool's condition variable with the parent's sleeping threads still counted as
+    waiting on it; its first OpenCV call that touches the pool then blocks forever. With one thread there is
+    no pool to inherit.
+    """
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+class _DecodeDataset(torch.utils.data.Dataset):
+    """Decodes image files (and resizes their scene input) inside ``DataLoader`` worker processes."""
+
+    def __init__(self, paths: Sequence[str], max_side: int | None, scene_hw: tuple[int, int] | None):
+        self.paths = list(paths)
+        self.max_side = max_side
+        self.scene_hw = scene_hw
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, Any, Any, str | None]:
+        path = self.paths[i]
+        try:
+            decoded = read_image(path, max_side=self.max_side)
+            scene = resize_like_training(decoded.pixels, self.scene_hw) if self.scene_hw else None
+        except ImageError as e:
+            return i, None, None, None, str(e)
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the run; its row says what happened
+            return i, None, None, None, f"{path}: cannot read image: {type(e).__name__}: {e}"
+        pixels = decoded.pixels if decoded.pixels.flags.writeable else decoded.pixels.copy()
+        # Tensors travel from the worker through shared memory instead of being pickled.
+        return (
+            i,
+            torch.from_numpy(pixels),
+            decoded.original_size,
+            None if scene is None else torch.from_numpy(np.ascontiguousarray(scene)),
+            None,
+        )
+
+
+def _prefetch(items: Iterator[Any], size: int) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``size`` ahead (OpenCV decoding releases the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            q.put((end, e))
+            return
+        q.put((end, None))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------- the frames
+@dataclass
+class _Frame:
+    """One image or video frame on its way through the pipeline."""
+
+    order: int
+    source: str | None
+    frame: int = -1
+    kind: str = "image"
+    decoded: DecodedImage | None = None
+    scene: np.ndarray | None = None
+    error: str | None = None
+    last: bool = True
+    given: list[Detection] | None = None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # original pixels
+    scores: list[float] = field(default_factory=list)
+    track_ids: list[int | None] = field(default_factory=list)
+    bodies: list[np.ndarray | None] = field(default_factory=list)
+    masks: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+    person_errors: list[str | None] = field(default_factory=list)
+    probs: np.ndarray | None = None
+    vad: np.ndarray | None = None
+    remaining: int = 0
+    scene_feat: torch.Tensor | None = None
+
+
+class Predictor:
+    """Predict the emotions of every person in images and videos (see the module docstring).
+
+    Args:
+        model: an emoctx model file (``.safetensors`` or a training ``.ckpt``).
+        detector: finds the persons: a :class:`~emoctx.inference.detect.PersonDetector`, or a
+            :class:`~emoctx.inference.detect.BoxSource` such as
+            :class:`~emoctx.inference.detect.BoxFileDetector`. ``None``: an
+            :class:`~emoctx.inference.detect.UltralyticsDetector` with ``detector_weights``, built on first use.
+        batch_size: persons per emotion-model forward.
+        precision: ``"auto"`` (bf16 autocast where the hardware supports it), ``"bf16"`` or ``"fp32"``.
+        scene_mode: ``"shared"``, ``"masked"`` or ``"auto"`` (see the module docstring).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        num_workers: processes decoding image files (0: decode in this process).
+        max_side: decode images whose longest side is larger at this size (JPEG: reduced inside the decoder);
+            ``None`` decodes at full size.
+        conf: detection confidence of the default detector.
+        min_box: drop detected persons whose box is narrower or lower than this (original pixels; given boxes
+            are always kept).
+        detector_weights: weights of the default detector (see :func:`~emoctx.inference.detect.resolve_weights`).
+        detector_batch: images per detector call.
+        imgsz: input size of the default detector.
+        track: link persons across video frames (track ids); ``False`` gives per-frame person indices.
+        smoothing: EMA weight of the current frame for tracked persons' values, in (0, 1]; 1 turns smoothing off.
+        video_stride: process every n-th video frame.
+        keep_images: keep the decoded pixels in each :class:`ImageResult` (``.image``), for drawing.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        detector: PersonDetector | BoxSource | None = None,
+        *,
+        batch_size: int = 64,
+        precision: str = "auto",
+        scene_mode: str = "auto",
+        device: str | torch.device | None = "auto",
+        num_workers: int = 2,
+        max_side: int | None = DEFAULT_MAX_SIDE,
+        conf: float = 0.25,
+        min_box: float = 32.0,
+        detector_weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
+        detector_batch: int = 8,
+        imgsz: int = 640,
+        track: bool = True,
+        smoothing: float = 0.5,
+        video_stride: int = 1,
+        keep_images: bool = False,
+    ):
+        if batch_size < 1:
+            raise EmoctxError(f"batch size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise EmoctxError(f"workers must be 0 or more, got {num_workers}")
+        if video_stride < 1:
+            raise EmoctxError(f"video stride must be at least 1, got {video_stride}")
+        if not 0.0 < smoothing <= 1.0:
+            raise EmoctxError(
+                f"smoothing must be in (0, 1] (the weight of the current frame; 1 = off), got {smoothing}"
+            )
+        if not 0.0 <= conf <= 1.0:
+            raise EmoctxError(f"detection confidence must be within 0-1, got {conf}")
+        if min_box < 0:
+            raise EmoctxError(f"minimum box size must be 0 or more pixels, got {min_box}")
+        if max_side is not None and max_side < 1:
+            raise EmoctxError(f"max side must be a positive number of pixels (or None), got {max_side}")
+        if scene_mode not in SCENE_MODES:
+            raise EmoctxError(f"unknown scene mode '{scene_mode}'; choose one of {', '.join(SCENE_MODES)}")
+        self.model_path = Path(model)
+        self.device = resolve_device(device)
+        net, self.info = load_model(self.model_path, map_location=self.device)
+        unknown = [s for s in net.stream_names if s not in _STREAMS]
+        if unknown:
+            raise EmoctxError(
+                f"{self.model_path}: streams {unknown} are not supported for prediction (only {list(_STREAMS)})"
+            )
+        net.eval()
+        for name in net.stream_names:
+            net.backbones[name] = fold_batch_norms(net.backbones[name])
+        self.net = net.to(memory_format=torch.channels_last)
+        self.model_id = model_identity(self.model_path)
+        self.amp_dtype = resolve_precision(precision, self.device)
+        self.precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        # On CPU the backbones hold bfloat16 weights (faster than autocast, which re-casts them on every call);
+        # fusion and heads stay in float32. On GPUs, autocast.
+        self._low_precision_backbones = self.amp_dtype is not None and self.device.type == "cpu"
+        if self._low_precision_backbones:
+            self.net.backbones.to(self.amp_dtype)
+        if scene_mode == "auto":
+            scene_mode = "masked" if trained_with_mask(self.info) else "shared"
+        self.scene_mode = scene_mode
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.max_side = max_side
+        self.conf = float(conf)
+        self.min_box = float(min_box)
+        self.detector_weights = detector_weights
+        self.detector_batch = max(1, int(detector_batch))
+        self.imgsz = int(imgsz)
+        self.track = bool(track)
+        self.smoothing = float(smoothing)
+        self.video_stride = int(video_stride)
+        self.keep_images = bool(keep_images)
+        self._detector = detector
+        self.thresholds = np.nan_to_num(self.info.threshold_vector().numpy().astype(np.float64), nan=0.5)
+
+        self.streams = tuple(net.stream_names)
+        self._hw: dict[str, tuple[int, int]] = {}
+        self._mean: dict[str, torch.Tensor] = {}
+        self._scale: dict[str, torch.Tensor] = {}
+        for name in self.streams:
+            spec = self.info.streams[name]
+            self._hw[name] = as_hw(spec["input_size"])
+            mean = torch.tensor(spec["mean"], dtype=torch.float32) * 255.0
+            std = torch.tensor(spec["std"], dtype=torch.float32) * 255.0
+            self._mean[name] = mean.view(1, 3, 1, 1).to(self.device)
+            self._scale[name] = (1.0 / std).view(1, 3, 1, 1).to(self.device)
+        self._scene_hw = self._hw.get("scene")
+        self._iou_tracker = IoUTracker()
+        self._smoother = TrackSmoother(self.smoothing)
+        self._track_source: Any = object()
+        self._smooth_source: Any = object()
+        log.info(
+            "model %s on %s: precision %s, scene mode %s, batch %d",
+            self.model_id,
+            self.device,
+            self.precision,
+            self.scene_mode,
+            self.batch_size,
+        )
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def detector(self) -> PersonDetector | BoxSource:
+        """The person detector (the default YOLO detector is built on first use)."""
+        if self._detector is None:
+            self._detector = UltralyticsDetector(
+                weights=self.detector_weights,
+                conf=self.conf,
+                min_box=0.0,
+                imgsz=self.imgsz,
+                device=str(self.device.index or 0) if self.device.type == "cuda" else self.device.type,
+                batch_size=self.detector_batch,
+            )
+        return self._detector
+
+    @property
+    def built_detector(self) -> PersonDetector | BoxSource | None:
+        """The detector if it was given or has been built, else ``None`` (builds nothing)."""
+        return self._detector
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that shapes the output rows (a resumed run must match these)."""
+        det = self._detector
+        if det is None:
+            described = f"yolo:{Path(os.fspath(self.detector_weights or DEFAULT_WEIGHTS)).name}"
+        else:
+            described = det.describe() if hasattr(det, "describe") else type(det).__name__
+        return {
+            "model": self.model_id,
+            "precision": self.precision,
+            "scene_mode": self.scene_mode,
+            "detector": described,
+            "conf": self.conf,
+            "min_box": self.min_box,
+            "max_side": self.max_side,
+            "imgsz": self.imgsz,
+            "track": self.track,
+            "smoothing": self.smoothing,
+            "video_stride": self.video_stride,
+        }
+
+    # ----------------------------------------------------------------------------------------- public API
+    def predict_images(
+        self,
+        images: Sequence[np.ndarray | Image.Image | str | os.PathLike],
+        boxes: Sequence[Sequence[Sequence[float]] | Sequence[Detection] | None] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[ImageResult]:
+        """Predict on images in memory (RGB ``uint8`` arrays, PIL images) or image files.
+
+        Args:
+            images: the images. Arrays are ``(H, W, 3)`` RGB ``uint8`` (``(H, W)`` grey and ``(H, W, 4)`` RGBA are
+                accepted).
+            boxes: per image, its person boxes ``[[x1, y1, x2, y2], ...]`` in pixels (or
+                :class:`~emoctx.inference.detect.Detection` objects); ``None`` (for all, or for one image) runs
+                the detector.
+            names: the ``source`` of each result (default: the file path, or ``None`` for in-memory images).
+
+        Returns:
+            One :class:`ImageResult` per image, in order. An unreadable image gives a result with ``error`` set.
+        """
+        if boxes is not None and len(boxes) != len(images):
+            raise EmoctxError(f"boxes: expected one entry per image ({len(images)}), got {len(boxes)}")
+        if names is not None and len(names) != len(images):
+            raise EmoctxError(f"names: expected one per image ({len(images)}), got {len(names)}")
+        restore_pil_open()
+        frames = []
+        for i, image in enumerate(images):
+            is_path = isinstance(image, (str, os.PathLike))
+            name = names[i] if names is not None else (os.fspath(image) if is_path else None)
+            fr = _Frame(order=i, source=name)
+            try:
+                fr.decoded = self._decode(image)
+                if self._scene_hw is not None:
+                    fr.scene = resize_like_training(fr.decoded.pixels, self._scene_hw)
+            except ImageError as e:
+                fr.error = str(e)
+            if boxes is not None and boxes[i] is not None:
+                fr.given = [
+                    d if isinstance(d, Detection) else Detection(tuple(float(v) for v in d)) for d in boxes[i]
+                ]  # type: ignore[arg-type]
+            frames.append(fr)
+        return list(self._run(iter(frames)))
+
+    def predict_sources(
+        self, sources: Sequence[str | os.PathLike | Source], skip: Iterable[str] = ()
+    ) -> Iterator[ImageResult]:
+        """Predict on files, folders, globs and videos, yielding results in source order.
+
+        Args:
+            sources: paths, folders, glob patterns, or already expanded :class:`Source` entries.
+            skip: source paths not to process (already done).
+
+        Yields:
+            One :class:`ImageResult` per image, per processed video frame, and per unusable input (with
+            ``error``); ``source_done`` marks the last result of each source.
+        """
+        if all(isinstance(s, Source) for s in sources):
+            specs = list(sources)  # type: ignore[arg-type]
+        else:
+            specs = expand_sources([s.path if isinstance(s, Source) else s for s in sources])
+        skipped = set(skip)
+        specs = [s for s in specs if s.path not in skipped]
+        yield from self._run(self._frames_from(specs))
+
+    # ----------------------------------------------------------------------------------------- decoding
+    def _decode(self, image: np.ndarray | Image.Image | str | os.PathLike) -> DecodedImage:
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image, max_side=self.max_side)
+        if isinstance(image, Image.Image):
+            pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        else:
+            pixels = np.asarray(image)
+            if pixels.dtype != np.uint8:
+                raise EmoctxError(f"in-memory images must be uint8 RGB arrays, got dtype {pixels.dtype}")
+            if pixels.ndim == 2:
+                pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+            elif pixels.ndim == 3 and pixels.shape[2] == 4:
+                pixels = pixels[:, :, :3]
+            if pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
+                raise EmoctxError(f"in-memory images must have shape (H, W, 3), got {pixels.shape}")
+        pixels = np.ascontiguousarray(pixels)
+        return DecodedImage(pixels=pixels, original_size=(pixels.shape[1], pixels.shape[0]))
+
+    def _frames_from(self, specs: list[Source]) -> Iterator[_Frame]:
+        image_paths = [s.path for s in specs if s.kind == "image"]
+        loader_iter: Iterator[Any] | None = None
+        if image_paths:
+            loader = torch.utils.data.DataLoader(
+                _DecodeDataset(image_paths, self.max_side, self._scene_hw),
+                batch_size=None,
+                shuffle=False,
+                num_workers=min(self.num_workers, len(image_paths)),
+                collate_fn=_identity,
+                worker_init_fn=_worker_init,
+                prefetch_factor=8 if self.num_workers > 0 else None,
+            )
+            with _opencv_fork_safe():
+                loader_iter = iter(loader)
+        try:
+            for order, spec in enumerate(specs):
+                if spec.kind == "error":
+                    yield _Frame(order, spec.path, error=spec.error or f"{spec.path}: cannot be read")
+                elif spec.kind == "image":
+                    assert loader_iter is not None
+                    _, pixels, size, scene, error = next(loader_iter)
+                    fr = _Frame(order, spec.path, error=error)
+                    if error is None:
+                        fr.decoded = DecodedImage(pixels=pixels.numpy(), original_size=tuple(size))
+                        fr.scene = None if scene is None else scene.numpy()
+                    yield fr
+                else:
+                    yield from self._video_frames(order, spec.path)
+        finally:
+            del loader_iter  # shuts the worker processes down
+
+    def _video_frames(self, order: int, path: str) -> Iterator[_Frame]:
+        def frames() -> Iterator[_Frame]:
+            for index, rgb in read_frames(path, self.video_stride):
+                h, w = rgb.shape[:2]
+                pixels = rgb
+                if self.max_side is not None and max(h, w) > self.max_side:
+                    f = self.max_side / max(h, w)
+                    pixels = cv2.resize(
+                        rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA
+                    )
+                fr = _Frame(order, path, frame=index, kind="video", last=False)
+                fr.decoded = DecodedImage(pixels=pixels, original_size=(w, h))
+                if self._scene_hw is not None:
+                    fr.scene = resize_like_training(pixels, self._scene_hw)
+                yield fr
+
+        previous: _Frame | None = None
+        try:
+            for fr in _prefetch(frames(), size=16):
+                if previous is not None:
+                    yield previous
+                previous = fr
+        except VideoError as e:
+            if previous is None:
+                yield _Frame(order, path, kind="video", error=str(e))
+                return
+            log.warning("%s", e)
+        if previous is not None:
+            previous.last = True
+            yield previous
+
+    # ---------------------------------------------------------------------------------------- detection
+    def _run(self, frames: Iterator[_Frame]) -> Iterator[ImageResult]:
+        restore_pil_open()  # before any decoding (and before worker processes are forked)
+        self._track_source = self._smooth_source = object()  # every call starts its videos afresh
+        with torch.inference_mode():
+            for fr in self._infer(self._detect(frames)):
+                yield self._result(fr)
+
+    def _detect(self, frames: Iterator[_Frame]) -> Iterator[_Frame]:
+        buffer: list[_Frame] = []
+        for fr in frames:
+            if fr.kind == "video" and self.track and fr.error is None:
+                yield from self._detect_batch(buffer)
+                buffer = []
+                self._track(fr)
+                self._prepare(fr)
+                yield fr
+                continue
+            buffer.append(fr)
+            if len(buffer) >= self.detector_batch:
+                yield from self._detect_batch(buffer)
+                buffer = []
+        yield from self._detect_batch(buffer)
+
+    def _set_boxes(
+        self, fr: _Frame, dets: list[Detection], original: bool, track_ids: list[int | None] | None = None
+    ) -> None:
+        """Store boxes in original pixels; detector boxes (decoded pixels) are converted and size-filtered."""
+        assert fr.decoded is not None
+        boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
+        if not original:
+            boxes = fr.decoded.to_original(boxes)
+            keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_box
+            boxes = boxes[keep]
+            dets = [d for d, k in zip(dets, keep, strict=True) if k]
+        fr.boxes = boxes
+        fr.scores = [float(d.score) for d in dets]
+        fr.track_ids = list(track_ids) if track_ids is not None else [d.track_id for d in dets]
+
+    def _detect_batch(self, frames: list[_Frame]) -> Iterator[_Frame]:
+        if not frames:
+            return
+        det = self._detector
+        pending = [fr for fr in frames if fr.error is None and fr.given is None]
+        if pending and det is None:
+            det = self.detector
+        if pending and isinstance(det, BoxSource):
+            for fr in pending:
+                dets = self._lookup(det, fr)
+                self._set_boxes(fr, dets, original=True, track_ids=[None] * len(dets))
+        elif pending:
+            found = det.detect([fr.decoded.pixels for fr in pending])  # type: ignore[union-attr]
+            if len(found) != len(pending):
+                raise EmoctxError(f"the detector returned {len(found)} results for {len(pending)} images")
+            for fr, dets in zip(pending, found, strict=True):
+                self._set_boxes(fr, [Detection(d.box, d.score) for d in dets], original=False)
+        for fr in frames:
+            if fr.error is None and fr.given is not None:
+                self._set_boxes(fr, fr.given, original=True, track_ids=[None] * len(fr.given))
+            self._prepare(fr)
+            yield fr
+
+    def _lookup(self, det: BoxSource, fr: _Frame) -> list[Detection]:
+        if fr.source is None:
+            raise EmoctxError("boxes from a box file need image names: pass names=... for in-memory images")
+        return det.boxes_for(fr.source, fr.frame) or []
+
+    def _track(self, fr: _Frame) -> None:
+        det = self.detector
+        new_video = fr.source != self._track_source
+        self._track_source = fr.source
+        if isinstance(det, BoxSource):
+            if new_video:
+                self._iou_tracker.reset()
+            dets = self._lookup(det, fr)
+            ids = [d.track_id for d in dets]
+            if not dets or any(i is None for i in ids):  # an empty frame still ages the open tracks
+                ids = self._iou_tracker.assign(np.array([d.box for d in dets]).reshape(-1, 4))  # type: ignore[assignment]
+            self._set_boxes(fr, dets, original=True, track_ids=ids)
+        elif hasattr(det, "track"):
+            if new_video:
+                det.reset_tracks()  # type: ignore[union-attr]
+            self._set_boxes(fr, det.track(fr.decoded.pixels), original=False)  # type: ignore[union-attr]
+        else:  # a detector without its own tracker: link its boxes by overlap
+            if new_video:
+                self._iou_tracker.reset()
+            dets = det.detect([fr.decoded.pixels])[0]  # type: ignore[union-attr]
+            self._set_boxes(fr, dets, original=False)
+            fr.track_ids = self._iou_tracker.assign(fr.boxes)  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------------------------------- inputs
+    def _prepare(self, fr: _Frame) -> None:
+        """Crop and resize each person's body, and find its box in the scene input (for masking)."""
+        n = len(fr.boxes)
+        fr.bodies, fr.masks, fr.person_errors = [None] * n, [None] * n, [None] * n
+        if fr.error is not None or n == 0:
+            fr.remaining = 0
+            return
+        assert fr.decoded is not None
+        pixels = fr.decoded.pixels
+        h, w = pixels.shape[:2]
+        ow, oh = fr.decoded.original_size
+        decoded_boxes = fr.decoded.from_original(fr.boxes)
+        for k in range(n):
+            try:
+                clipped = _clip_box(decoded_boxes[k], w, h)
+            except ValueError:
+                box = ", ".join(f"{v:g}" for v in fr.boxes[k])
+                fr.person_errors[k] = f"{fr.source}: person {k}: box [{box}] lies outside the {ow}x{oh} image"
+                continue
+            if "body" in self._hw:
+                x1, y1, x2, y2 = _pixel_box(clipped, w, h)
+                fr.bodies[k] = resize_like_training(pixels[y1:y2, x1:x2], self._hw["body"])
+            if self._scene_hw is not None and self.scene_mode == "masked":
+                sh, sw = self._scene_hw
+                fr.masks[k] = _pixel_box(
+                    (clipped[0] * sw / w, clipped[1] * sh / h, clipped[2] * sw / w, clipped[3] * sh / h),
+                    sw,
+                    sh,
+                )
+        fr.remaining = sum(e is None for e in fr.person_errors)
+        fr.probs = np.full((n, labels.NUM_CATEGORIES), np.nan)
+        fr.vad = np.full((n, labels.NUM_VAD), np.nan)
+
+    def _normalise(self, name: str, batch: np.ndarray) -> torch.Tensor:
+        """``[B, H, W, 3]`` uint8 -> normalised ``[B, 3, H, W]`` in channels-last memory layout (backbone dtype)."""
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = x.sub_(self._mean[name]).mul_(self._scale[name])
+        return x.to(self.amp_dtype) if self._low_precision_backbones else x
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None or self._low_precision_backbones:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -------------------------------------------------------------------------------------------- model
+    def _infer(self, frames: Iterator[_Frame]) -> Iterator[_Frame]:
+        waiting: deque[_Frame] = deque()
+        persons: list[tuple[_Frame, int]] = []
+        for fr in frames:
+            waiting.append(fr)
+            persons.extend((fr, k) for k in range(len(fr.boxes)) if fr.person_errors[k] is None)
+            while len(persons) >= self.batch_size:
+                self._forward(persons[: self.batch_size])
+                del persons[: self.batch_size]
+            while waiting and waiting[0].remaining == 0:
+                yield waiting.popleft()
+        if persons:
+            self._forward(persons)
+        while waiting:
+            yield waiting.popleft()
+
+    def _forward(self, persons: list[tuple[_Frame, int]]) -> None:
+        """One batched forward for ``persons`` (frame, person index); stores their outputs in the frames."""
+        features: dict[str, torch.Tensor] = {}
+        with self._autocast():
+            if "body" in self._hw:
+                batch = np.stack([fr.bodies[k] for fr, k in persons])  # type: ignore[misc]
+                features["body"] = self.net.encode("body", self._normalise("body", batch)).float()
+            if self._scene_hw is not None:
+                if self.scene_mode == "shared":
+                    new = list({id(fr): fr for fr, _ in persons if fr.scene_feat is None}.values())
+                    if new:
+                        encoded = self.net.encode(
+                            "scene", self._normalise("scene", np.stack([fr.scene for fr in new]))
+                        ).float()  # type: ignore[misc]
+                        for j, fr in enumerate(new):
+                            fr.scene_feat = encoded[j]
+                    features["scene"] = torch.stack([fr.scene_feat for fr, _ in persons])  # type: ignore[misc]
+                else:
+                    x = self._normalise("scene", np.stack([fr.scene for fr, _ in persons]))  # type: ignore[misc]
+                    for j, (fr, k) in enumerate(persons):
+                        x1, y1, x2, y2 = fr.masks[k]  # type: ignore[misc]
+                        x[j, :, y1:y2, x1:x2] = 0.0  # the scene mean: what training with mask_subject saw
+                    features["scene"] = self.net.encode("scene", x).float()
+            out = self.net.head(features)
+        probs = scores_from_logits(out["logits"].float(), self.info.score_activation).cpu().numpy()
+        vad = labels.vad_from_model(out["vad"].float()).clamp(labels.VAD_MIN, labels.VAD_MAX).cpu().numpy()
+        for j, (fr, k) in enumerate(persons):
+            fr.probs[k] = probs[j]  # type: ignore[index]
+            fr.vad[k] = vad[j]  # type: ignore[index]
+            fr.remaining -= 1
+
+    # ------------------------------------------------------------------------------------------ results
+    def _result(self, fr: _Frame) -> ImageResult:
+        width, height = fr.decoded.original_size if fr.decoded is not None else (None, None)
+        result = ImageResult(
+            source=fr.source,
+            frame=fr.frame,
+            width=width,
+            height=height,
+            model=self.model_id if fr.error is None else None,
+            error=fr.error,
+            source_done=fr.last,
+        )
+        tracked = fr.kind == "video" and self.track
+        if tracked and fr.source != self._smooth_source:
+            self._smoother.reset()
+            self._smooth_source = fr.source
+        for k in range(len(fr.boxes)):
+            track_id = fr.track_ids[k] if tracked else None
+            person = PersonResult(
+                person=int(track_id) if track_id is not None else k,
+                box=tuple(float(v) for v in fr.boxes[k]),  # type: ignore[arg-type]
+                det_score=fr.scores[k],
+                track_id=None if track_id is None else int(track_id),
+                error=fr.person_errors[k],
+            )
+            if person.error is None:
+                probs, vad = fr.probs[k], fr.vad[k]  # type: ignore[index]
+                if track_id is not None:
+                    probs, vad = self._smoother.update(int(track_id), probs, vad)
+                person.probabilities = np.asarray(probs, dtype=np.float64)
+                person.vad = np.asarray(vad, dtype=np.float64)
+                person.categories = [
+                    labels.CATEGORIES[i] for i in np.flatnonzero(person.probabilities >= self.thresholds)
+                ]
+            result.persons.append(person)
+        if self.keep_images and fr.decoded is not None:
+            result.image = fr.decoded.pixels
+        return result

@@ -1,0 +1,206 @@
+"""Run a :class:`~emoctx.inference.pipeline.Predictor` over many sources into one output table (``emoctx predict``).
+
+:func:`predict_to_file` expands the sources, skips those an interrupted run finished (``resume``), appends each
+finished source to the ``<output>.partial`` sidecar as it goes, optionally writes annotated images and videos,
+and at the end writes the table (rows in source order; see :mod:`emoctx.inference.results` for the columns)
+atomically and removes the sidecar. An interrupted run re-run with ``resume=True`` and the same output ends
+with the same table as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoctx.errors import EmoctxError
+from emoctx.inference.draw import annotate, save_annotated
+from emoctx.inference.pipeline import Predictor
+from emoctx.inference.sources import Source, expand_sources
+from emoctx.inference.video import VideoError, VideoWriter, video_info
+from emoctx.inference.writers import DECIMALS, PartialLog, format_for, write_predictions
+
+log = logging.getLogger(__name__)
+
+_VIDEO_FLUSH_ROWS = 512  # rows of a video gathered before they are appended to the sidecar
+
+
+@dataclass
+class RunSummary:
+    """What a prediction run did.
+
+    Attributes:
+        output: the table written.
+        sources: inputs in the table (files, plus unusable arguments).
+        resumed: sources taken from the interrupted run's sidecar.
+        images: still images processed in this run.
+        frames: video frames processed in this run.
+        persons: persons predicted in this run.
+        images_without_persons: images and frames of this run in which no person was found.
+        rows: rows in the table.
+        error_rows: rows with an ``error``.
+        errors: the first error messages of this run.
+        seconds: wall time of this run's prediction.
+        annotated: annotated images and videos written.
+    """
+
+    output: Path
+    sources: int = 0
+    resumed: int = 0
+    images: int = 0
+    frames: int = 0
+    persons: int = 0
+    images_without_persons: int = 0
+    rows: int = 0
+    error_rows: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    annotated: int = 0
+
+    @property
+    def persons_per_second(self) -> float:
+        """Persons predicted per second of this run."""
+        return self.persons / self.seconds if self.seconds > 0 else 0.0
+
+
+def _annotation_names(specs: Sequence[Source]) -> dict[str, Path]:
+    """A distinct relative output path per source (``.jpg`` for images, ``.mp4`` for videos)."""
+    names: dict[str, Path] = {}
+    used: set[str] = set()
+    for s in specs:
+        if s.kind == "error":
+            continue
+        rel = Path(s.rel)
+        name = rel.with_suffix(".mp4" if s.kind == "video" else ".jpg")
+        if str(name).lower() in used:
+            name = rel.with_name(rel.name + name.suffix)
+        n = 2
+        while str(name).lower() in used:
+            name = rel.with_name(f"{rel.stem}-{n}{name.suffix}")
+            n += 1
+        used.add(str(name).lower())
+        names[s.path] = name
+    return names
+
+
+def predict_to_file(
+    predictor: Predictor,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    fmt: str | None = None,
+    resume: bool = False,
+    annotate_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Predict on ``inputs`` and write the table to ``out`` (see the module docstring).
+
+    Args:
+        predictor: the configured predictor.
+        inputs: image files, folders, glob patterns and video files.
+        out: the output table (``.jsonl``, ``.csv`` or ``.parquet``).
+        fmt: table format; ``None`` picks it from the suffix of ``out``.
+        resume: skip the sources that ``<out>.partial`` lists as finished.
+        annotate_dir: write annotated images (``.jpg``) and videos (``.mp4``) here, mirroring the inputs' names.
+        progress: show a progress bar (images and frames, with persons per second).
+
+    Returns:
+        A :class:`RunSummary`.
+
+    Raises:
+        EmoctxError: no inputs, or resuming with other settings than the interrupted run.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    fmt = format_for(out, fmt)
+    sidecar = PartialLog(out)
+    exclude: list[str | os.PathLike] = [out, sidecar.path]
+    if annotate_dir is not None:
+        exclude.append(annotate_dir)
+        predictor.keep_images = True
+    specs = expand_sources(inputs, exclude=exclude)
+    if not specs:
+        raise EmoctxError(f"nothing to predict on in {', '.join(map(str, inputs))}")
+    names = _annotation_names(specs) if annotate_dir is not None else {}
+    summary = RunSummary(output=out, sources=len(specs))
+
+    done = sidecar.start(predictor.settings(), resume)
+    todo = [s for s in specs if s.path not in done]
+    summary.resumed = len(specs) - len(todo)
+
+    total = 0
+    for s in todo:
+        if s.kind == "video":
+            try:
+                total += max(1, -(-int(video_info(s.path)["frames"]) // predictor.video_stride))
+            except VideoError:
+                total += 1
+        else:
+            total += 1
+    bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="predict")
+    writers: dict[str, VideoWriter] = {}
+    pending: dict[str, list[dict[str, Any]]] = {}
+    start = time.perf_counter()
+    try:
+        for result in predictor.predict_sources(todo):
+            source = result.source or ""
+            rows = result.to_rows(DECIMALS)
+            if result.error is not None:
+                summary.error_rows += 1
+                if len(summary.errors) < 20:
+                    summary.errors.append(result.error)
+            else:
+                summary.persons += sum(p.error is None for p in result.persons)
+                summary.error_rows += sum(p.error is not None for p in result.persons)
+                summary.frames += result.frame >= 0
+                summary.images += result.frame < 0
+                summary.images_without_persons += not result.persons
+                if annotate_dir is not None and result.image is not None:
+                    drawn = annotate(result.image, result)
+                    target = Path(annotate_dir) / names[source]
+                    if result.frame >= 0:
+                        if source not in writers:
+                            info = video_info(source)
+                            writers[source] = VideoWriter(target, info["fps"] / predictor.video_stride)
+                        writers[source].write(np.asarray(drawn))
+                    else:
+                        save_annotated(drawn, target)
+                        summary.annotated += 1
+            buffer = pending.setdefault(source, [])
+            buffer.extend(rows)
+            if result.source_done or len(buffer) >= _VIDEO_FLUSH_ROWS:
+                sidecar.append(source, pending.pop(source), done=result.source_done)
+            if result.source_done and source in writers and writers.pop(source).close() is not None:
+                summary.annotated += 1
+            bar.update(1)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(persons=summary.persons, persons_s=f"{summary.persons / max(elapsed, 1e-9):.1f}")
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        sidecar.close()
+        raise
+    finally:
+        bar.close()
+    summary.seconds = time.perf_counter() - start
+    missing = sorted(getattr(predictor.built_detector, "missing", ()) or ())
+    if missing:
+        log.warning(
+            "%d image(s) have no entry in the box file, so no person rows: %s%s",
+            len(missing),
+            ", ".join(missing[:5]),
+            " ..." if len(missing) > 5 else "",
+        )
+    sidecar.close()
+    rows = sidecar.rows({s.path: i for i, s in enumerate(specs)})
+    write_predictions(rows, out, fmt)
+    sidecar.remove()
+    summary.rows = len(rows)
+    summary.error_rows = sum(r.get("error") is not None for r in rows)
+    return summary

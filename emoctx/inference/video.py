@@ -1,0 +1,233 @@
+"""Videos: frame reading, identity across frames, temporal smoothing, and annotated video output.
+
+* :func:`read_frames` decodes a video with OpenCV, every ``stride``-th frame (the skipped ones are grabbed,
+  not decoded), as RGB arrays; frame indices are those of the file.
+* Tracking: with a YOLO detector, ultralytics' ByteTrack gives each person a track id
+  (:meth:`emoctx.inference.detect.UltralyticsDetector.track`). With boxes from a file, the file's
+  ``track_id`` column is used when present, else :class:`IoUTracker` links boxes of consecutive processed frames
+  by overlap.
+* :class:`TrackSmoother`: exponential moving average of each track's category probabilities and V/A/D,
+  ``s_t = alpha * x_t + (1 - alpha) * s_(t-1)`` over the processed frames in which the track appears
+  (``alpha = 1`` turns smoothing off: per-frame values). The categories of a smoothed row are those whose
+  smoothed probability reaches the threshold.
+* :class:`VideoWriter`: an annotated copy of a video (MPEG-4, ``mp4v``), written beside its final name and
+  renamed when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class VideoError(Exception):
+    """A video file could not be opened or has no decodable frame (the message names the file)."""
+
+
+def video_info(path: str | os.PathLike) -> dict[str, float]:
+    """``{"fps", "frames", "width", "height"}`` from the container header (``frames`` may be an estimate).
+
+    Raises:
+        VideoError: the file cannot be opened as a video.
+    """
+    cap = cv2.VideoCapture(os.fspath(path))
+    try:
+        if not cap.isOpened():
+            raise VideoError(f"{path}: cannot open as a video (unsupported codec, corrupt or not a video)")
+        return {
+            "fps": float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+            "frames": float(max(cap.get(cv2.CAP_PROP_FRAME_COUNT), 0.0)),
+            "width": float(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": float(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        }
+    finally:
+        cap.release()
+
+
+def read_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(frame index, RGB uint8 array)`` for every ``stride``-th frame (0, stride, 2*stride, ...).
+
+    Decoding stops at the first frame OpenCV cannot read (the end, or damaged data after it).
+
+    Raises:
+        VideoError: the file cannot be opened, is empty, or not one frame could be decoded.
+    """
+    if stride < 1:
+        raise ValueError(f"frame stride must be at least 1, got {stride}")
+    path = os.fspath(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: cannot read video: the file is empty (0 bytes)")
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise VideoError(
+                f"{path}: cannot read video: cannot open it (unsupported codec, corrupt or not a video)"
+            )
+        index = 0
+        produced = 0
+        while True:
+            if index % stride == 0:
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    break
+                produced += 1
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            elif not cap.grab():
+                break
+            index += 1
+        if produced == 0:
+            raise VideoError(f"{path}: cannot read video: no frame could be decoded")
+    finally:
+        cap.release()
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``x1 y1 x2 y2`` boxes: ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+class IoUTracker:
+    """Links given boxes across frames by overlap (optimal one-to-one assignment on IoU).
+
+    Used for boxes from a file without track ids. Ultralytics' ByteTrack is not used here: it withholds a new
+    track's first box until the track is confirmed on the next frame, and every given box must yield a row.
+
+    Args:
+        iou_threshold: minimum IoU between a track's last box and a new box to continue the track.
+        max_age: processed frames a track may go unseen before it is closed.
+    """
+
+    def __init__(self, iou_threshold: float = 0.3, max_age: int = 30):
+        self.iou_threshold = float(iou_threshold)
+        self.max_age = int(max_age)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tracks; ids restart at 1."""
+        self._boxes: dict[int, np.ndarray] = {}
+        self._age: dict[int, int] = {}
+        self._next = 1
+
+    def assign(self, boxes: np.ndarray) -> list[int]:
+        """Track ids for the boxes ``[N, 4]`` of the next frame (new ids for unmatched boxes)."""
+        from scipy.optimize import linear_sum_assignment
+
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        ids: list[int | None] = [None] * len(boxes)
+        track_ids = list(self._boxes)
+        if track_ids and len(boxes):
+            iou = box_iou(np.stack([self._boxes[t] for t in track_ids]), boxes)
+            rows, cols = linear_sum_assignment(-iou)
+            for r, c in zip(rows, cols, strict=True):
+                if iou[r, c] >= self.iou_threshold:
+                    ids[c] = track_ids[r]
+        for t in track_ids:
+            self._age[t] += 1
+        for k, tid in enumerate(ids):
+            if tid is None:
+                tid = self._next
+                self._next += 1
+                ids[k] = tid
+            self._boxes[tid] = boxes[k]
+            self._age[tid] = 0
+        for t in [t for t, age in self._age.items() if age > self.max_age]:
+            del self._boxes[t], self._age[t]
+        return [int(i) for i in ids]  # type: ignore[arg-type]
+
+
+class TrackSmoother:
+    """Exponential moving average of each track's probabilities and V/A/D (see the module docstring).
+
+    Args:
+        alpha: weight of the current frame, in (0, 1]; 1 gives per-frame values.
+    """
+
+    def __init__(self, alpha: float = 0.5):
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"smoothing alpha must be in (0, 1] (1 = off), got {alpha}")
+        self.alpha = float(alpha)
+        self._state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def reset(self) -> None:
+        """Forget all tracks (a new video starts)."""
+        self._state.clear()
+
+    def update(
+        self, track_id: int, probabilities: np.ndarray, vad: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Blend this frame's values into the track's state; returns the smoothed ``(probabilities, vad)``."""
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        vad = np.asarray(vad, dtype=np.float64)
+        prev = self._state.get(track_id)
+        if prev is not None and self.alpha < 1.0:
+            a = self.alpha
+            probabilities = a * probabilities + (1.0 - a) * prev[0]
+            vad = a * vad + (1.0 - a) * prev[1]
+        self._state[track_id] = (probabilities, vad)
+        return probabilities, vad
+
+
+class VideoWriter:
+    """Write RGB frames to an MPEG-4 file; the file gets its final name only when :meth:`close` succeeds.
+
+    Args:
+        path: the final ``.mp4`` path.
+        fps: frames per second of the written video.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float):
+        self.path = Path(path)
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one RGB frame (later frames are resized to the first one's size)."""
+        h, w = rgb.shape[:2]
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._size = (w, h)
+            self._writer = cv2.VideoWriter(
+                str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size
+            )
+            if not self._writer.isOpened():
+                raise VideoError(
+                    f"{self.path}: cannot write an MPEG-4 video here (OpenCV has no mp4v encoder?)"
+                )
+        if (w, h) != self._size:
+            rgb = cv2.resize(rgb, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+
+    def close(self) -> Path | None:
+        """Finish the file and move it to its final name; returns the path, or ``None`` if no frame was written."""
+        if self._writer is None:
+            return None
+        self._writer.release()
+        self._writer = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop an unfinished file."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        self._tmp.unlink(missing_ok=True)

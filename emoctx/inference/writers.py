@@ -1,0 +1,270 @@
+"""Write and read the prediction table (JSONL, CSV, Parquet), and the progress sidecar that ``--resume`` reads.
+
+The table has the columns of :data:`emoctx.inference.results.COLUMNS`, one row per person. Formats:
+
+* **JSONL** (default): one JSON object per line, keys in column order; ``categories`` is a list, missing
+  values are ``null``.
+* **CSV**: a header line and one line per row; ``categories`` is a ``;``-joined string (empty when no
+  category passes its threshold, and on error rows), missing values are empty fields.
+* **Parquet**: typed columns (``categories`` is a list of strings; integer columns are nullable int64).
+
+Every output appears whole or not at all: :func:`write_predictions` writes a temporary file and renames it.
+During a run, finished sources are appended to a sidecar ``<output>.partial`` (:class:`PartialLog`); the
+final table is built from it in source order, then the sidecar is removed. An interrupted run leaves the
+sidecar behind and a re-run with ``--resume`` skips the sources it lists as done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emoctx.errors import EmoctxError
+from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, rows_frame
+from emoctx.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+_SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+CATEGORY_SEPARATOR = ";"
+"""Joins the ``categories`` list in CSV files."""
+
+DECIMALS = 6
+"""Floats in written tables are rounded to this many decimals."""
+
+
+def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The table format: ``fmt`` when given, else from the file suffix (``.csv``, ``.parquet``), else JSONL."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise EmoctxError(f"unknown output format '{fmt}'; choose one of {', '.join(FORMATS)}")
+        return fmt
+    return _SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
+
+
+def _schema() -> pa.Schema:
+    fields = []
+    for c in COLUMNS:
+        if c in INT_COLUMNS:
+            fields.append(pa.field(c, pa.int64()))
+        elif c in FLOAT_COLUMNS:
+            fields.append(pa.field(c, pa.float64()))
+        elif c == "categories":
+            fields.append(pa.field(c, pa.list_(pa.string())))
+        else:
+            fields.append(pa.field(c, pa.string()))
+    return pa.schema(fields)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value (numpy scalars to Python, NaN to null)."""
+    if value is None:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_predictions(
+    rows: Iterable[Mapping[str, Any]] | pd.DataFrame, path: str | os.PathLike, fmt: str | None = None
+) -> Path:
+    """Write the prediction table atomically.
+
+    Args:
+        rows: row dicts with the :data:`~emoctx.inference.results.COLUMNS` keys, or a table of them.
+        path: output file.
+        fmt: ``jsonl``, ``csv`` or ``parquet``; ``None`` picks it from the suffix (JSONL otherwise).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    fmt = format_for(path, fmt)
+    if isinstance(rows, pd.DataFrame):
+        records = rows.to_dict(orient="records")
+    else:
+        records = [dict(r) for r in rows]
+    records = [{c: _plain(r.get(c)) for c in COLUMNS} for r in records]
+    with atomic_path(path) as tmp:
+        if fmt == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as f:
+                for r in records:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        elif fmt == "csv":
+            df = rows_frame(records)
+            df["categories"] = [None if c is None else CATEGORY_SEPARATOR.join(c) for c in df["categories"]]
+            df.to_csv(tmp, index=False, na_rep="")
+        else:
+            table = pa.Table.from_pylist(records, schema=_schema())
+            pq.write_table(table, tmp)
+    return path
+
+
+def read_predictions(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
+    """Read a table written by :func:`write_predictions` (any format) into the same typed columns.
+
+    ``categories`` comes back as a list of names (``None`` on error rows) in every format.
+    """
+    path = Path(path)
+    fmt = format_for(path, fmt)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such prediction table")
+    if fmt == "jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise EmoctxError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
+        return rows_frame(rows)
+    if fmt == "csv":
+        df = pd.read_csv(
+            path,
+            dtype={c: "string" for c in (*STRING_COLUMNS, "categories")},
+            keep_default_na=False,
+            na_values=[""],
+        )
+        rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
+        for r in rows:
+            cats = r.get("categories")
+            if r.get("error") is not None:
+                r["categories"] = None
+            else:
+                r["categories"] = [c for c in (cats or "").split(CATEGORY_SEPARATOR) if c]
+        return rows_frame(rows)
+    df = pq.read_table(path).to_pandas()
+    rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
+    for r in rows:
+        if r.get("categories") is not None:
+            r["categories"] = [str(c) for c in r["categories"]]
+    return rows_frame(rows)
+
+
+class PartialLog:
+    """The progress sidecar of one output file: finished sources and their rows, one JSON line each.
+
+    Line 1 records the settings of the run (model, options); a resumed run must use the same. Each later line
+    is ``{"source": ..., "done": bool, "rows": [...]}``: a still image writes one line with ``done: true``;
+    a video writes its frames in several lines and a final ``done: true`` line. A source counts as finished
+    only once its ``done`` line is there; a half-written last line (the process was killed) is ignored.
+
+    Args:
+        output: the output table path; the sidecar is ``<output>.partial`` beside it.
+    """
+
+    def __init__(self, output: str | os.PathLike):
+        output = Path(output)
+        self.path = output.with_name(output.name + ".partial")
+        self._file: Any = None
+
+    def start(self, settings: Mapping[str, Any], resume: bool) -> set[str]:
+        """Open the sidecar for appending; with ``resume``, keep what an earlier run finished.
+
+        Returns:
+            The sources already finished (empty unless resuming).
+
+        Raises:
+            EmoctxError: resuming a sidecar written with other settings.
+        """
+        settings = json.loads(json.dumps(dict(settings)))
+        kept: list[dict[str, Any]] = []
+        if resume and self.path.exists():
+            header, entries = self._load()
+            if header is not None and header != settings:
+                diff = sorted(k for k in set(header) | set(settings) if header.get(k) != settings.get(k))
+                raise EmoctxError(
+                    f"{self.path}: the interrupted run used other settings ({', '.join(diff)} differ: "
+                    f"{ {k: header.get(k) for k in diff} } then, { {k: settings.get(k) for k in diff} } now); "
+                    "re-run with the same model and options, or without --resume to start afresh"
+                )
+            done = {e["source"] for e in entries if e.get("done")}
+            kept = [e for e in entries if e["source"] in done]
+            log.info("resuming: %d source(s) already done according to %s", len(done), self.path)
+        elif resume:
+            log.info("nothing to resume (%s does not exist): starting from the beginning", self.path)
+        elif self.path.exists():
+            log.info(
+                "%s is left from an interrupted run: starting afresh (--resume would continue it)", self.path
+            )
+        # Rewrite the sidecar with only complete entries, so later appends start on a fresh line.
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"emoctx_partial": 1, "settings": settings}) + "\n")
+            for e in kept:
+                f.write(json.dumps(e, ensure_ascii=False) + "\n")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        return {e["source"] for e in kept}
+
+    def append(self, source: str, rows: list[dict[str, Any]], done: bool) -> None:
+        """Record rows of ``source``; ``done`` marks the source finished."""
+        entry = {
+            "source": source,
+            "done": bool(done),
+            "rows": [{c: _plain(r.get(c)) for c in COLUMNS} for r in rows],
+        }
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the sidecar file (it stays on disk)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def rows(self, order: Mapping[str, int]) -> list[dict[str, Any]]:
+        """Rows of the finished sources listed in ``order`` (source -> position), sorted by that position.
+
+        Rows of one source keep the order in which they were appended.
+        """
+        _, entries = self._load()
+        done = {e["source"] for e in entries if e.get("done")}
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for e in entries:
+            if e["source"] in done and e["source"] in order:
+                by_source.setdefault(e["source"], []).extend(e["rows"])
+        return [r for s in sorted(by_source, key=order.__getitem__) for r in by_source[s]]
+
+    def remove(self) -> None:
+        """Delete the sidecar (after the final table is written)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def _load(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        header = None
+        entries = []
+        with open(self.path, encoding="utf-8") as f:
+            for n, line in enumerate(f):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s: line %d is incomplete (interrupted write); ignored", self.path, n + 1)
+                    continue
+                if n == 0 and isinstance(obj, dict) and "emoctx_partial" in obj:
+                    header = obj.get("settings")
+                elif isinstance(obj, dict) and "source" in obj and isinstance(obj.get("rows"), list):
+                    entries.append(obj)
+        return header, entries

@@ -1,0 +1,155 @@
+"""ONNX export: parity with PyTorch at two batch sizes, metadata, the documented onnxruntime example, the CLI."""
+
+import json
+import re
+import textwrap
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from emoctx import labels
+from emoctx.checkpoint import describe, load_model, save_model
+from emoctx.cli import main
+from emoctx.commands import export as export_command
+from emoctx.data.transforms import build_transform
+from emoctx.errors import EmoctxError
+from emoctx.inference import export
+from emoctx.models.backbones import StreamConfig
+from emoctx.models.network import EmotionNet
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny two-stream model with calibrated thresholds, exported through the command line."""
+    d = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    net = EmotionNet(
+        {
+            "body": StreamConfig("test_resnet", input_size=64),
+            "scene": StreamConfig("test_resnet", input_size=96),
+        },
+        hidden=32,
+    )
+    thresholds = {s: 0.3 for s in labels.SLUGS}
+    model = save_model(d / "model.safetensors", net, describe(net, thresholds=thresholds))
+    out = d / "model.onnx"
+    assert main(["export", str(model), "--out", str(out)]) == 0
+    return model, out
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnxruntime_matches_pytorch(exported, batch):
+    model, onnx_path = exported
+    net, info = load_model(model)
+    reference = export.ScoringNet(net, info.score_activation).eval()
+    session = _session(onnx_path)
+    assert [i.name for i in session.get_inputs()] == ["body", "scene"]
+    assert session.get_inputs()[1].shape == ["batch", 3, 96, 96]  # dynamic batch, fixed image size
+    assert [o.name for o in session.get_outputs()] == ["scores", "vad"]
+
+    inputs = export.sample_inputs(info, batch=batch, seed=100 + batch)
+    scores, vad = session.run(["scores", "vad"], {"body": inputs[0].numpy(), "scene": inputs[1].numpy()})
+    with torch.no_grad():
+        want_scores, want_vad = reference(*inputs)
+    assert scores.shape == (batch, labels.NUM_CATEGORIES) and vad.shape == (batch, labels.NUM_VAD)
+    np.testing.assert_allclose(scores, want_scores.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(vad, want_vad.numpy(), atol=1e-4, rtol=0)
+    assert ((scores >= 0) & (scores <= 1)).all() and ((vad >= labels.VAD_MIN) & (vad <= labels.VAD_MAX)).all()
+    # The raw network agrees too: scores are the sigmoid of the logits, V/A/D the 1-10 mapping of its output.
+    with torch.no_grad():
+        raw = net({"body": inputs[0], "scene": inputs[1]})
+    np.testing.assert_allclose(scores, torch.sigmoid(raw["logits"]).numpy(), atol=1e-5, rtol=0)
+
+
+def test_metadata_describes_the_model(exported):
+    model, onnx_path = exported
+    _, info = load_model(model)
+    meta = export.read_onnx_metadata(onnx_path)
+    assert meta["categories"] == list(labels.CATEGORIES)
+    assert meta["thresholds"] == pytest.approx([0.3] * labels.NUM_CATEGORIES)
+    assert meta["streams"]["body"] == {
+        "input_size": 64,
+        "mean": info.streams["body"]["mean"],
+        "std": info.streams["body"]["std"],
+    }
+    assert meta["streams"]["scene"]["input_size"] == 96
+    assert meta["score_activation"] == "sigmoid" and meta["vad_names"] == list(labels.VAD_NAMES)
+    assert meta["emoctx"]["network"] == info.network  # the full description, enough to rebuild the network
+    # onnxruntime sees the same metadata (the documented way to read it)
+    runtime_meta = _session(onnx_path).get_modelmeta().custom_metadata_map
+    assert json.loads(runtime_meta["streams"]) == meta["streams"]
+
+
+def test_check_reports_differences_and_fails_beyond_tolerance(exported):
+    model, onnx_path = exported
+    net, info = load_model(model)
+    reference = export.ScoringNet(net, info.score_activation)
+    diffs = export.check_onnx(onnx_path, reference, info, batches=(1, 3))
+    assert set(diffs) == {1, 3} and all(
+        0 <= d <= export.DEFAULT_TOLERANCE for v in diffs.values() for d in v.values()
+    )
+    with torch.no_grad():
+        net.vad_head.bias += 0.1  # the PyTorch model drifts away from the exported file
+    with pytest.raises(EmoctxError, match=r"differs from PyTorch beyond the tolerance .*'vad' at batch 1"):
+        export.check_onnx(onnx_path, reference, info, batches=(1,))
+
+
+def test_documented_onnxruntime_example_runs(exported, tmp_path, monkeypatch, capsys):
+    _, onnx_path = exported
+    doc = export.__doc__
+    # The indented literal block after the "Running with onnxruntime" paragraph.
+    after = doc[doc.index("Running with onnxruntime") :].split("::\n", 1)[1].splitlines()
+    block = []
+    for line in after:
+        if line.strip() and not line.startswith("    "):
+            break
+        block.append(line)
+    code = textwrap.dedent("\n".join(block))
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    code = code.replace('"model.onnx"', repr(str(onnx_path)))
+    namespace = {}
+    exec(compile(code, "onnxruntime-example", "exec"), namespace)
+    printed = capsys.readouterr().out
+    # It prints the categories above threshold and three V/A/D values on the 1-10 scale.
+    names = re.findall(r"'([^']+)'", printed.split("]")[0])
+    assert set(names) <= set(labels.CATEGORIES)
+    vad = [float(v) for v in re.findall(r"\d+\.\d+", printed[printed.index("]") + 1 :])]
+    assert len(vad) == 3 and all(labels.VAD_MIN <= v <= labels.VAD_MAX for v in vad)
+
+    # The example's preprocessing is emoctx's own (the transform training and prediction use).
+    streams = namespace["streams"]
+    transform = build_transform(
+        "none",
+        body_size=streams["body"]["input_size"],
+        scene_size=streams["scene"]["input_size"],
+        body_mean=streams["body"]["mean"],
+        body_std=streams["body"]["std"],
+        scene_mean=streams["scene"]["mean"],
+        scene_std=streams["scene"]["std"],
+    )
+    box = (namespace["x1"], namespace["y1"], namespace["x2"], namespace["y2"])
+    ours = transform(namespace["image"], box)
+    for name in ("body", "scene"):
+        np.testing.assert_allclose(namespace["feeds"][name][0], ours[name].numpy(), atol=1e-5, rtol=0)
+
+
+def test_command_defaults_match_the_library():
+    assert export_command.DEFAULT_OPSET == export.DEFAULT_OPSET
+    assert export_command.DEFAULT_TOLERANCE == export.DEFAULT_TOLERANCE
+
+
+def test_not_a_model_file(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(EmoctxError, match="model.safetensors"):
+        export.export_onnx(bad, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
