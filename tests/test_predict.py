@@ -400,3 +400,13 @@ def test_partial_log_keeps_only_finished_sources(tmp_path):
     assert fresh.start({"model": "m"}, resume=False) == set()  # without resume: afresh
     fresh.remove()
     assert not fresh.path.exists()
+
+
+def test_summary_option_writes_tables_and_plots(folder, model_path, tmp_path, capsys):
+    out, summary = tmp_path / "p.jsonl", tmp_path / "summary"
+    assert _predict(folder, model_path, out, "--workers", "0", "--summary", str(summary)) == 0
+    assert "summary file(s)" in capsys.readouterr().out
+    for name in ("summary.md", "categories.png", "vad.png"):
+        assert (summary / name).stat().st_size > 0
+    persons = int(read_predictions(out)["error"].isna().sum())
+    assert str(persons) in (summary / "summary.md").read_text()

@@ -184,3 +184,16 @@ def test_ddp_two_processes_agree(synth_root, tmp_path):
     assert replicas["world_size"] == 2 and replicas["agree"] is True
     assert replicas["fingerprints"][0] == replicas["fingerprints"][1]
     assert (run / "model.safetensors").exists()
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: minutes on 2 cores
+def test_compile_option_matches_eager():
+    from emoctx.training.module import EmotionModule
+
+    module = EmotionModule(streams={"body": {"backbone": "test_resnet", "input_size": 32}}, hidden=16, compile=True)
+    module.eval()
+    x = {"body": torch.randn(2, 3, 32, 32)}
+    with torch.no_grad():
+        compiled, eager = module(x), module.net(x)
+    torch.testing.assert_close(compiled["logits"], eager["logits"], rtol=1e-4, atol=1e-4)
+    assert "_forward" not in dict(module.named_modules())  # the compiled wrapper adds no state-dict keys

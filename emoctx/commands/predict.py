@@ -12,7 +12,8 @@ The table is written when the run ends; meanwhile finished sources go to OUT.par
 re-run with --resume (same OUT, same options) skips them and ends with the same table.
 
 Examples:
-  emoctx predict photos/ --model runs/exp/model.safetensors --out photos.jsonl --annotate photos_annotated/
+  emoctx predict photos/ --model runs/exp/model.safetensors --out photos.jsonl --annotate photos_annotated/ \
+      --summary photos_summary/
   emoctx predict "shots/**/*.jpg" --model model.safetensors --boxes boxes.csv --out shots.parquet
   emoctx predict clip.mp4 --model model.safetensors --detector-weights yolo11n.pt --video-stride 2 --smooth 0.3
 """
@@ -101,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     vid.add_argument("--no-track", action="store_true", help="do not track persons across frames")
     run_group = parser.add_argument_group("running")
     run_group.add_argument("--annotate", metavar="DIR", help="write annotated images (and videos) into DIR")
+    run_group.add_argument(
+        "--summary",
+        metavar="DIR",
+        help="write summaries into DIR: for photos a table and plots of category frequencies and V/A/D "
+        "distributions; for each video a timeline of every track (same as 'emoctx summarize')",
+    )
     run_group.add_argument(
         "--batch-size", type=_positive, default=64, help="persons per model forward (default 64)"
     )
@@ -199,5 +206,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {summary.rows} row(s) to {summary.output}")
     if args.annotate:
         print(f"wrote {summary.annotated} annotated file(s) to {args.annotate}")
+    if args.summary and summary.rows:
+        from emoctx.inference.summary import read_predictions, summarize
+
+        made = summarize(read_predictions(summary.output), args.summary)
+        files = [f for part in made.values() for f in part.files]
+        print(f"wrote {len(files)} summary file(s) to {args.summary}")
     processed = summary.images + summary.frames
     return 1 if processed == 0 and summary.resumed == 0 and summary.error_rows > 0 else 0

@@ -10,11 +10,11 @@ det_score = 1, p_<category>, categories, valence/arousal/dominance, model, error
 image cannot be read gets a row with 'error' set. Input sizes and normalisation come from the model file.
 
 Examples:
-  emoctx predict_records --model model.safetensors --records data/synth/annotations/test.parquet \
+  emoctx predict-records --model model.safetensors --records data/synth/annotations/test.parquet \
       --root data/synth --out runs/test_predictions.parquet
-  emoctx predict_records --model model.safetensors --records people.parquet --root /data/images \
+  emoctx predict-records --model model.safetensors --records people.parquet --root /data/images \
       --out predictions.parquet --accelerator gpu --devices 4 --strategy ddp --batch-size 256 --workers 8
-  emoctx predict_records ... --accelerator cpu --devices 2 --strategy ddp
+  emoctx predict-records ... --accelerator cpu --devices 2 --strategy ddp
 """
 
 from __future__ import annotations

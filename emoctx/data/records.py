@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoctx.errors import EmoctxError
-from emoctx.io import atomic_path
+from emoctx.io import atomic_path, read_jsonl
 from emoctx.labels import AGES, CATEGORY_INDEX, GENDERS, SPLITS, VAD_MAX, VAD_MIN, VAD_NAMES
 
 SCHEMA_VERSION = 1
@@ -259,14 +259,7 @@ def read_records(path: str | os.PathLike, validate: bool = True) -> pd.DataFrame
     if path.suffix == ".parquet":
         df = pq.read_table(path).to_pandas()
     elif path.suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise RecordError(f"{path}: line {n}: not valid JSON ({e})") from e
+        rows = read_jsonl(path, RecordError)
         for r in rows:
             for k in ("annotator_vad",):
                 if r.get(k):

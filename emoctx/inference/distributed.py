@@ -47,7 +47,8 @@ from emoctx.data.images import ImageError, read_image
 from emoctx.errors import EmoctxError
 from emoctx.inference.export import ScoringNet
 from emoctx.inference.pipeline import model_identity
-from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, PROB_COLUMNS
+from emoctx.inference.results import PROB_COLUMNS
+from emoctx.inference.writers import table_schema
 from emoctx.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -410,17 +411,7 @@ def merge_shards(
 
 def output_schema() -> pa.Schema:
     """The merged table's schema: ``record`` then the prediction-table columns."""
-    fields = [pa.field("record", pa.int64())]
-    for c in COLUMNS:
-        if c in INT_COLUMNS:
-            fields.append(pa.field(c, pa.int64()))
-        elif c in FLOAT_COLUMNS:
-            fields.append(pa.field(c, pa.float64()))
-        elif c == "categories":
-            fields.append(pa.field(c, pa.list_(pa.string())))
-        else:
-            fields.append(pa.field(c, pa.string()))
-    return pa.schema(fields)
+    return pa.schema([pa.field("record", pa.int64()), *table_schema()])
 
 
 def _failure(records: pd.DataFrame, i: int, root: Path) -> str:

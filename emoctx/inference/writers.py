@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from emoctx.errors import EmoctxError
 from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, rows_frame
-from emoctx.io import atomic_path
+from emoctx.io import atomic_path, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
     return _SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
 
 
-def _schema() -> pa.Schema:
+def table_schema() -> pa.Schema:
+    """The Arrow schema of the prediction table (Parquet output)."""
     fields = []
     for c in COLUMNS:
         if c in INT_COLUMNS:
@@ -118,7 +119,7 @@ def write_predictions(
             df["categories"] = [None if c is None else CATEGORY_SEPARATOR.join(c) for c in df["categories"]]
             df.to_csv(tmp, index=False, na_rep="")
         else:
-            table = pa.Table.from_pylist(records, schema=_schema())
+            table = pa.Table.from_pylist(records, schema=table_schema())
             pq.write_table(table, tmp)
     return path
 
@@ -133,15 +134,7 @@ def read_predictions(path: str | os.PathLike, fmt: str | None = None) -> pd.Data
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such prediction table")
     if fmt == "jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise EmoctxError(f"{path}, line {n}: not valid JSON ({e.msg})") from e
-        return rows_frame(rows)
+        return rows_frame(read_jsonl(path, EmoctxError))
     if fmt == "csv":
         df = pd.read_csv(
             path,

@@ -247,8 +247,11 @@ class EmotionModule(pl.LightningModule):
         checkpoint["emoctx"] = self.description()
 
     def description(self) -> dict[str, Any]:
-        """The model's self-description (see :mod:`emoctx.checkpoint`), with the data preprocessing it was
-        trained with (``training["data"]``; ``training["mask_subject"]`` tells prediction how to build the scene)."""
+        """The model's self-description (see :mod:`emoctx.checkpoint`) with the data preprocessing.
+
+        ``training["data"]`` holds the datamodule's settings; ``training["mask_subject"]`` tells prediction
+        how to build the scene input.
+        """
         from emoctx.checkpoint import describe
 
         training = dict(self.hparams)

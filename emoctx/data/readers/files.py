@@ -18,6 +18,25 @@ _SPLIT_WORDS: dict[str, str] = {
 }
 
 
+def split_of_file(path: Path, splits: list[str] | None) -> dict[str, Path]:
+    """``{split: path}`` for a single file given as the source: the split its name names, or the one asked for.
+
+    Raises:
+        EmoctxError: the name names no split and not exactly one split was asked for, or it names another.
+    """
+    split = split_from_name(path)
+    if split is None:
+        if splits is not None and len(splits) == 1:
+            return {splits[0]: path}
+        raise EmoctxError(
+            f"{path}: cannot tell which split this file holds from its name; rename it or pass one split "
+            f"(--splits train|val|test)"
+        )
+    if splits is not None and split not in splits:
+        raise EmoctxError(f"{path}: holds the '{split}' split, but {splits} was asked for")
+    return {split: path}
+
+
 def split_from_name(path: str | Path) -> str | None:
     """The split a file name names by one of its words (train, val/valid/validation, test), or None.
 

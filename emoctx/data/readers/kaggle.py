@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from emoctx.data.readers.cleaning import RecordBuilder, relative_image_path, source_from_folder, to_number
-from emoctx.data.readers.files import split_from_name
+from emoctx.data.readers.files import split_of_file
 from emoctx.data.readers.report import ConversionReport
 from emoctx.data.records import records_frame
 from emoctx.errors import EmoctxError
@@ -59,17 +59,7 @@ def find_kaggle_files(path: str | os.PathLike, splits: Iterable[str] | None = No
     path = Path(path)
     splits = list(splits) if splits is not None else None
     if path.is_file():
-        split = split_from_name(path)
-        if split is None:
-            if splits is not None and len(splits) == 1:
-                return {splits[0]: path}
-            raise EmoctxError(
-                f"{path}: cannot tell which split this file holds from its name; rename it or pass one split "
-                f"(--splits train|val|test)"
-            )
-        if splits is not None and split not in splits:
-            raise EmoctxError(f"{path}: holds the '{split}' split, but {splits} was asked for")
-        return {split: path}
+        return split_of_file(path, splits)
     if not path.is_dir():
         raise EmoctxError(f"{path}: no such file or folder")
     folder = path if any(path.glob("annot_arrs_*.csv")) else path / "annots_arrs"

@@ -1,0 +1,903 @@
+"""Benchmark harness: how fast emoctx predicts and trains on this machine, and what the fast paths cost.
+
+Everything is measured in one run, side by side, so that the ratios hold even on a busy machine:
+
+* **model floor**: the emotion model alone on preprocessed tensors (persons/s, batch 1 and 32) in fp32,
+  channels-last fp32 and bf16 autocast (channels-last), under ``torch.inference_mode``; warm-up excluded,
+  median of several repeats. Also each stream alone, which gives the floor of the shared-scene computation
+  (body per person + scene per image);
+* **prediction**: ``emoctx predict`` end to end (the command, in this process) on a generated folder of
+  640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given, in fp32/bf16 x masked/shared scene; its
+  ratio to the model floor, and to the common EMOTIC baseline's inference path (one person at a time, the
+  image re-decoded per person, fp32) measured here too;
+* **detector**: ultralytics person detection, images/s at its default size (640), with ``yolo11n.yaml``
+  (random weights: the compute of a forward is that of the trained model; the number of candidate boxes,
+  and so the NMS time, can differ);
+* **training**: samples/s of a full training step (forward, loss, backward, optimiser step; bf16 autocast)
+  fed by the data module from JPEGs with ``light`` augmentation and 2 workers, against the same step fed by
+  batches already in memory;
+* **memory**: peak RSS of prediction and of one training epoch, each in its own process, for a small and
+  a four times larger dataset (it should not grow);
+* **accuracy cost**: on EMOTIC-synth test (320x240), mAP of a small trained model (``configs/synth_tiny.yaml``
+  trained here with and without ``mask_subject``, or ``--model``) with shared vs masked scene and bf16 vs
+  fp32, and the largest probability difference between bf16 and fp32.
+
+    .venv/bin/python scripts/bench.py [--quick] [--out runs/bench] [--model FILE] [--profile]
+
+``--quick`` runs every section at toy sizes with tiny networks (a smoke test of the harness; its figures mean
+nothing). Writes ``bench.json`` (every figure, the machine, the plan) and ``bench.md`` (the tables) in
+``--out`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("floor", "predict", "detector", "training", "memory", "accuracy")
+MODES = (("fp32", "masked"), ("fp32", "shared"), ("bf16", "masked"), ("bf16", "shared"))
+DEFAULT_MODE = ("bf16", "shared")  # what `emoctx predict` runs by default on a CPU with native bf16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sizes of one benchmark run."""
+
+    arch: str  # "paper" (ResNet-18 body @128 + ResNet-18 scene @224) or "tiny" (timm test_resnet)
+    predict_images: int  # 640x480 JPEGs predicted in each mode
+    rounds: int  # repeats of each prediction mode and training feed (median reported)
+    floor_batch: int
+    floor_reps: tuple[int, int]  # timed repeats at batch 1 and at floor_batch
+    baseline_persons: int
+    detector_images: int
+    train_batch: int
+    train_warmup: int  # steps not timed
+    train_steps: int  # steps timed
+    memory_images: tuple[int, int]  # dataset sizes compared for peak memory
+    acc_counts: tuple[int, int, int]  # EMOTIC-synth train/val/test images (320x240)
+    acc_epochs: int
+
+
+FULL = Plan(
+    arch="paper",
+    predict_images=100,
+    rounds=3,
+    floor_batch=32,
+    floor_reps=(20, 3),
+    baseline_persons=80,
+    detector_images=24,
+    train_batch=32,
+    train_warmup=3,
+    train_steps=8,
+    memory_images=(100, 400),
+    acc_counts=(1200, 300, 300),
+    acc_epochs=3,
+)
+QUICK = Plan(
+    arch="tiny",
+    predict_images=6,
+    rounds=1,
+    floor_batch=4,
+    floor_reps=(2, 2),
+    baseline_persons=4,
+    detector_images=2,
+    train_batch=4,
+    train_warmup=1,
+    train_steps=2,
+    memory_images=(3, 6),
+    acc_counts=(24, 8, 10),
+    acc_epochs=1,
+)
+ARCHS = {
+    "paper": {"body": ("resnet18", 128), "scene": ("resnet18", 224)},
+    "tiny": {"body": ("test_resnet", 64), "scene": ("test_resnet", 96)},
+}
+ARCH_NAMES = {
+    "paper": "EmotionNet: ResNet-18 body @128 + ResNet-18 scene @224, concat fusion, random init",
+    "tiny": "EmotionNet: timm test_resnet body @64 + scene @96 (quick run: figures mean nothing)",
+}
+
+
+def say(message: str) -> None:
+    """Progress on stderr (stdout carries the tables)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def quiet_logs() -> None:
+    """Warnings only from emoctx, Lightning and ultralytics (the commands run here log at INFO)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("emoctx", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------------------------- the network
+def streams_of(arch: str) -> dict[str, Any]:
+    from emoctx.models.backbones import StreamConfig
+
+    return {name: StreamConfig(backbone, input_size=size) for name, (backbone, size) in ARCHS[arch].items()}
+
+
+def build_net(arch: str) -> Any:
+    import torch
+
+    from emoctx.models.network import EmotionNet
+
+    torch.manual_seed(0)
+    return EmotionNet(streams_of(arch)).eval()
+
+
+def save_random_model(arch: str, path: Path) -> Path:
+    """The architecture with random weights as an emoctx model file (for the prediction measurements)."""
+    from emoctx.checkpoint import describe, save_model
+
+    net = build_net(arch)
+    return save_model(path, net, describe(net))
+
+
+# ----------------------------------------------------------------------------------------------- the floor
+FLOOR_VARIANTS = {
+    "fp32": (False, False),
+    "fp32 channels-last": (True, False),
+    "bf16 autocast, channels-last": (True, True),
+}
+
+
+def time_call(fn: Callable[[], Any], reps: int) -> float:
+    """Median seconds of ``fn`` over ``reps`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return median(times)
+
+
+def measure_floor(plan: Plan) -> dict[str, Any]:
+    """Persons/s of the model alone on preprocessed tensors, per variant and batch; and each stream alone."""
+    import torch
+
+    net = build_net(plan.arch)
+    sizes = {name: size for name, (_, size) in ARCHS[plan.arch].items()}
+    out: dict[str, Any] = {"persons_per_s": {}, "stream_ms": {}}
+    for variant, (channels_last, bf16) in FLOOR_VARIANTS.items():
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = net.to(memory_format=fmt)
+        rates = {}
+        for batch, reps in zip((1, plan.floor_batch), plan.floor_reps, strict=True):
+            x = {n: torch.randn(batch, 3, s, s).contiguous(memory_format=fmt) for n, s in sizes.items()}
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                seconds = time_call(lambda m=model, x=x: m(x), reps)
+                rates[str(batch)] = batch / seconds
+                if batch == plan.floor_batch:
+                    # Each stream alone at the same batch: ms per item (the head costs next to nothing).
+                    out["stream_ms"][variant] = {
+                        n: 1000 * time_call(lambda n=n, m=model, x=x: m.encode(n, x[n]), reps) / batch
+                        for n in sizes
+                    }
+        out["persons_per_s"][variant] = rates
+        say(f"floor {variant}: " + ", ".join(f"batch {b}: {r:.1f}/s" for b, r in rates.items()))
+    return out
+
+
+def shared_floor(stream_ms: dict[str, float], persons_per_image: float) -> float:
+    """Persons/s of the model when the scene is encoded once per image (body per person)."""
+    per_person = stream_ms["body"] + stream_ms["scene"] / persons_per_image
+    return 1000.0 / per_person
+
+
+# ------------------------------------------------------------------------------------------------ the data
+def make_data(root: Path, counts: tuple[int, int, int], size: tuple[int, int], seed: int) -> Path:
+    """EMOTIC-synth at ``size`` with (train, val, test) images; generated once, reused when it matches."""
+    from emoctx.data.synth import generate
+
+    manifest = root / "synth.json"
+    wanted = dict(zip(("train", "val", "test"), counts, strict=True))
+    if manifest.is_file():
+        meta = json.loads(manifest.read_text())
+        if meta["images"] == wanted and meta["image_size"] == list(size) and meta["seed"] == seed:
+            return root
+    say(f"generating EMOTIC-synth {size[0]}x{size[1]}: {wanted}")
+    generate(root, *counts, image_size=size, seed=seed, workers=2, overwrite=True, progress=False)
+    return root
+
+
+def records_of(root: Path, split: str) -> Any:
+    from emoctx.data.records import read_records
+
+    df = read_records(root / "annotations" / f"{split}.parquet")
+    df = df.sort_values(["image", "person"], kind="stable").reset_index(drop=True)
+    df["k"] = df.groupby("image").cumcount()  # the person's index in the image, as predict numbers them
+    return df
+
+
+def first_images(df: Any, n: int) -> list[str]:
+    return list(dict.fromkeys(df["image"]))[:n]
+
+
+def write_boxes(df: Any, path: Path) -> Path:
+    """A box file for ``emoctx predict --boxes`` (image path, x1 y1 x2 y2 in pixels)."""
+    from emoctx.io import atomic_write_text
+
+    atomic_write_text(path, df[["image", "x1", "y1", "x2", "y2"]].to_csv(index=False))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ prediction
+_RUN_LINE = re.compile(r"(\d+) person\(s\) in ([\d.]+) s")
+
+
+def run_predict(
+    model: Path, sources: Sequence[str], boxes: Path, out: Path, precision: str, scene_mode: str
+) -> tuple[float, int, float | None]:
+    """``emoctx predict`` in this process.
+
+    Returns:
+        Wall seconds of the whole command (model loading to table written), persons predicted (rows without
+        an error in the table), and the seconds the command itself reports for its prediction loop.
+    """
+    from emoctx.cli import main
+    from emoctx.inference import read_predictions
+
+    argv = ["predict", *sources, "--model", str(model), "--boxes", str(boxes), "--out", str(out)]
+    argv += ["--precision", precision, "--scene-mode", scene_mode, "--no-progress"]
+    printed = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        status = main(argv)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"emoctx {' '.join(argv)} exited with {status}")
+    table = read_predictions(out)
+    persons = int(table["error"].isna().sum())
+    line = _RUN_LINE.search(printed.getvalue())
+    return seconds, persons, float(line.group(2)) if line else None
+
+
+def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, Any]:
+    df = records_of(root, "test")
+    images = first_images(df, plan.predict_images)
+    sub = df[df["image"].isin(images)]
+    boxes = write_boxes(sub, work / "predict_boxes.csv")
+    sources = [str(root / p) for p in images]
+    out = work / "predictions.jsonl"
+    run_predict(model, sources[:4], boxes, out, *DEFAULT_MODE)  # warm-up: imports, first-call caches
+    seconds: dict[str, list[float]] = {f"{p} {m}": [] for p, m in MODES}
+    loop: dict[str, list[float]] = {f"{p} {m}": [] for p, m in MODES}
+    persons = 0
+    for r in range(plan.rounds):
+        for precision, mode in MODES:
+            s, persons, inner = run_predict(model, sources, boxes, out, precision, mode)
+            seconds[f"{precision} {mode}"].append(s)
+            loop[f"{precision} {mode}"].append(inner or s)
+            say(f"predict round {r + 1}/{plan.rounds} {precision} {mode}: {persons / s:.1f} persons/s")
+    if persons != len(sub):
+        raise RuntimeError(f"predict returned {persons} persons for {len(sub)} boxes")
+    return {
+        "images": len(images),
+        "persons": persons,
+        "persons_per_image": persons / len(images),
+        "seconds": seconds,
+        "loop_seconds": loop,
+        "persons_per_s": {k: persons / median(v) for k, v in seconds.items()},
+        "loop_persons_per_s": {k: persons / median(v) for k, v in loop.items()},
+    }
+
+
+def profile_predict(plan: Plan, model: Path, root: Path, work: Path, path: Path) -> str:
+    """cProfile of the default prediction path (main process; decoding runs in the worker processes)."""
+    import cProfile
+    import pstats
+
+    df = records_of(root, "test")
+    images = first_images(df, plan.predict_images)
+    boxes = write_boxes(df[df["image"].isin(images)], work / "predict_boxes.csv")
+    sources = [str(root / p) for p in images]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    seconds, persons, _ = run_predict(model, sources, boxes, work / "profiled.jsonl", *DEFAULT_MODE)
+    profiler.disable()
+    text = io.StringIO()
+    text.write(
+        f"{persons} persons in {seconds:.2f} s ({persons / seconds:.1f}/s), {' '.join(DEFAULT_MODE)}\n"
+    )
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("cumulative").print_stats(r"emoctx", 30)
+    stats.sort_stats("tottime").print_stats(25)
+    path.write_text(text.getvalue())
+    return text.getvalue()
+
+
+def measure_baseline(plan: Plan, net: Any, root: Path) -> dict[str, Any]:
+    """The common EMOTIC baseline's inference path: one person at a time, the image re-read per person.
+
+    As in the widely used PyTorch EMOTIC code: ``cv2.imread`` + BGR->RGB, the body crop and the whole image
+    resized with ``cv2.resize``, torchvision ``ToPILImage -> ToTensor -> Normalize``, batch 1, fp32,
+    default memory layout, ``torch.no_grad``.
+    """
+    import cv2
+    import torch
+    from torchvision import transforms
+
+    df = records_of(root, "test").head(plan.baseline_persons)
+    specs = net.stream_specs()
+    tf = {
+        n: transforms.Compose(
+            [transforms.ToPILImage(), transforms.ToTensor(), transforms.Normalize(s["mean"], s["std"])]
+        )
+        for n, s in specs.items()
+    }
+    size = {
+        n: int(s["input_size"]) if not isinstance(s["input_size"], list) else int(s["input_size"][0])
+        for n, s in specs.items()
+    }
+    model = net.to(memory_format=torch.contiguous_format)
+
+    def one(row: Any) -> None:
+        image = cv2.cvtColor(cv2.imread(str(root / row.image)), cv2.COLOR_BGR2RGB)
+        h, w = image.shape[:2]
+        x1, y1 = max(0, int(row.x1)), max(0, int(row.y1))
+        x2, y2 = min(w, int(row.x2)), min(h, int(row.y2))
+        body = cv2.resize(image[y1:y2, x1:x2], (size["body"], size["body"]))
+        scene = cv2.resize(image, (size["scene"], size["scene"]))
+        x = {"body": tf["body"](body).unsqueeze(0), "scene": tf["scene"](scene).unsqueeze(0)}
+        with torch.no_grad():
+            model(x)
+
+    rows = list(df.itertuples())
+    one(rows[0])  # warm-up
+    start = time.perf_counter()
+    for row in rows:
+        one(row)
+    seconds = time.perf_counter() - start
+    rate = len(rows) / seconds
+    say(f"baseline reference: {rate:.1f} persons/s")
+    return {"persons": len(rows), "seconds": seconds, "persons_per_s": rate}
+
+
+# -------------------------------------------------------------------------------------------- detector
+def measure_detector(plan: Plan, root: Path) -> dict[str, Any]:
+    from emoctx.data.images import read_image
+    from emoctx.inference.detect import UltralyticsDetector
+
+    images = [
+        read_image(root / p).pixels for p in first_images(records_of(root, "test"), plan.detector_images)
+    ]
+    detector = UltralyticsDetector("yolo11n.yaml", device="cpu")
+    detector.detect(images[:2])  # warm-up (model fusion, first-call caches)
+    start = time.perf_counter()
+    found = detector.detect(images)
+    seconds = time.perf_counter() - start
+    rate = len(images) / seconds
+    say(f"detector: {rate:.1f} images/s")
+    return {
+        "model": "yolo11n.yaml (random weights)",
+        "imgsz": detector.imgsz,
+        "batch": detector.batch_size,
+        "images": len(images),
+        "image_size": list(images[0].shape[1::-1]),
+        "boxes_found": int(sum(len(f) for f in found)),
+        "images_per_s": rate,
+    }
+
+
+# -------------------------------------------------------------------------------------------- training
+def _data_module(plan: Plan, root: Path, records: Path, workers: int) -> Any:
+    from emoctx.data.datamodule import EmotionDataModule
+
+    sizes = {name: size for name, (_, size) in ARCHS[plan.arch].items()}
+    return EmotionDataModule(
+        str(root),
+        train_records=str(records),
+        val_records=str(records),  # never read: validation is off in these runs
+        batch_size=plan.train_batch,
+        num_workers=workers,
+        augment="light",
+        body_size=sizes["body"],
+        scene_size=sizes["scene"],
+    )
+
+
+def _module(plan: Plan) -> Any:
+    import torch
+
+    from emoctx.training.module import EmotionModule
+
+    torch.manual_seed(0)
+    return EmotionModule(streams=streams_of(plan.arch), optimizer="sgd", scheduler="none", channels_last=True)
+
+
+def _trainer(max_steps: int = -1, max_epochs: int | None = None, callbacks: list | None = None) -> Any:
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks or [],
+    )
+
+
+class _Replay:
+    """Batches already in memory, replayed in turn (a map-style dataset of whole batches)."""
+
+    def __init__(self, batches: list[dict[str, Any]], length: int):
+        self.batches, self.length = batches, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.batches[i % len(self.batches)]
+
+
+def train_rate(plan: Plan, root: Path, records: Path, feed: str) -> float:
+    """Samples/s of full training steps (bf16 autocast, SGD), after ``plan.train_warmup`` untimed steps."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from emoctx.data.dataset import collate
+
+    class StepClock(pl.Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+            self.sizes: list[int] = []
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, i: int) -> None:
+            self.ends.append(time.perf_counter())
+            self.sizes.append(int(batch["categories"].shape[0]))
+
+    steps = plan.train_warmup + plan.train_steps
+    clock = StepClock()
+    trainer = _trainer(max_steps=steps, callbacks=[clock])
+    if feed == "jpeg":
+        trainer.fit(_module(plan), datamodule=_data_module(plan, root, records, workers=2))
+    else:
+        dm = _data_module(plan, root, records, workers=0)
+        loader = DataLoader(
+            dm.dataset("train"), batch_size=plan.train_batch, shuffle=True, collate_fn=collate, drop_last=True
+        )
+        batches = []
+        for batch in loader:
+            batches.append(batch)
+            if len(batches) == min(steps, 8):
+                break
+        trainer.fit(_module(plan), train_dataloaders=DataLoader(_Replay(batches, steps), batch_size=None))
+    w = plan.train_warmup
+    return sum(clock.sizes[w:]) / (clock.ends[-1] - clock.ends[w - 1])
+
+
+def measure_training(plan: Plan, root: Path) -> dict[str, Any]:
+    records = root / "annotations" / "train.parquet"
+    rates: dict[str, list[float]] = {"memory": [], "jpeg": []}
+    for r in range(plan.rounds):
+        for feed in ("memory", "jpeg"):
+            rates[feed].append(train_rate(plan, root, records, feed))
+            say(f"training round {r + 1}/{plan.rounds}, {feed} feed: {rates[feed][-1]:.1f} samples/s")
+    memory, jpeg = median(rates["memory"]), median(rates["jpeg"])
+    return {
+        "architecture": ARCH_NAMES[plan.arch],
+        "batch": plan.train_batch,
+        "precision": "bf16-mixed",
+        "optimizer": "SGD",
+        "timed_steps": plan.train_steps,
+        "samples_per_s": {"memory": memory, "jpeg": jpeg},
+        "runs": rates,
+        "ratio": jpeg / memory,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def _peak_rss_mib() -> dict[str, float]:
+    """Peak resident memory of this process and of its largest finished child (Linux reports KiB)."""
+    return {
+        "main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def child(kind: str, spec: dict[str, Any]) -> None:
+    """Run one measurement in this (fresh) process and print its peak memory as JSON."""
+    quiet_logs()
+    plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["plan"].items()})
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    if kind == "imports":
+        import pytorch_lightning  # noqa: F401
+
+        from emoctx.inference import pipeline  # noqa: F401
+
+        count = 0
+    elif kind == "predict":
+        _, count, _ = run_predict(
+            Path(spec["model"]), spec["sources"], Path(spec["boxes"]), Path(spec["out"]), *DEFAULT_MODE
+        )
+    else:
+        dm = _data_module(plan, Path(spec["root"]), Path(spec["records"]), workers=2)
+        trainer = _trainer(max_epochs=1)
+        trainer.fit(_module(plan), datamodule=dm)
+        count = len(dm.dataset("train"))
+    print(json.dumps({"count": count, **_peak_rss_mib()}))
+
+
+def run_child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--spec", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement '{kind}' failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_memory(plan: Plan, model: Path, root: Path, work: Path, threads: int) -> dict[str, Any]:
+    from emoctx.data.records import write_records
+
+    test, train = records_of(root, "test"), records_of(root, "train")
+    boxes = write_boxes(test, work / "memory_boxes.csv")
+    base = {"plan": asdict(plan), "threads": threads}
+    out: dict[str, Any] = {"imports": run_child("imports", base), "predict": {}, "training": {}}
+    for n in plan.memory_images:
+        images = first_images(test, n)
+        spec = {
+            **base,
+            "model": str(model),
+            "sources": [str(root / p) for p in images],
+            "boxes": str(boxes),
+            "out": str(work / f"memory_{n}.jsonl"),
+        }
+        out["predict"][str(n)] = run_child("predict", spec)
+        say(f"memory predict {n} images: {out['predict'][str(n)]}")
+        subset = train[train["image"].isin(first_images(train, n))].drop(columns="k")
+        records = write_records(subset, work / f"train_{n}.parquet")
+        out["training"][str(n)] = run_child("train", {**base, "root": str(root), "records": str(records)})
+        say(f"memory training {n} images: {out['training'][str(n)]}")
+    return out
+
+
+# -------------------------------------------------------------------------------------------- accuracy
+def train_synth_tiny(root: Path, run: Path, epochs: int, mask_subject: bool) -> Path:
+    from emoctx.training.cli import train
+
+    args = ["--config", str(REPO / "configs" / "synth_tiny.yaml"), "--data.root", str(root)]
+    args += ["--trainer.max_epochs", str(epochs), "--trainer.logger", "false"]
+    args += ["--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false"]
+    args += ["--data.mask_subject", "true" if mask_subject else "false", "--skip_test"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = train(args)
+    return Path(result["model_path"])
+
+
+def predicted_scores(model: Path, root: Path, df: Any, boxes: Path, precision: str, mode: str) -> np.ndarray:
+    """Probabilities of every test person (rows of ``df``) through the prediction pipeline."""
+    from emoctx.inference import BoxFileDetector, Predictor
+
+    predictor = Predictor(model, BoxFileDetector(boxes), precision=precision, scene_mode=mode)
+    found: dict[tuple[str, int], np.ndarray] = {}
+    top = root.resolve()
+    for result in predictor.predict_sources([str(root / p) for p in dict.fromkeys(df["image"])]):
+        if result.error:
+            raise RuntimeError(result.error)
+        rel = Path(result.source).resolve().relative_to(top).as_posix()
+        for person in result.persons:
+            found[(rel, person.person)] = person.probabilities
+    return np.stack([found[(row.image, row.k)] for row in df.itertuples()])
+
+
+def measure_accuracy(plan: Plan, root: Path, work: Path, given: Path | None) -> dict[str, Any]:
+    from emoctx.data.records import category_matrix
+    from emoctx.metrics import mean_average_precision
+
+    df = records_of(root, "test")
+    boxes = write_boxes(df, work / "accuracy_boxes.csv")
+    targets = category_matrix(df)
+    if given is not None:
+        models = {f"given ({given.name})": given}
+    else:
+        models = {}
+        for masked in (False, True):
+            label = "trained with subject masked" if masked else "trained on the whole scene"
+            say(f"training configs/synth_tiny.yaml for {plan.acc_epochs} epoch(s), mask_subject={masked}")
+            models[label] = train_synth_tiny(
+                root, work / ("tiny_masked" if masked else "tiny_scene"), plan.acc_epochs, masked
+            )
+    out: dict[str, Any] = {"persons": len(df), "models": {}}
+    for label, path in models.items():
+        rows = {}
+        for mode in ("shared", "masked"):
+            scores = {p: predicted_scores(path, root, df, boxes, p, mode) for p in ("fp32", "bf16")}
+            m = {p: mean_average_precision(s, targets)["mAP"] for p, s in scores.items()}
+            rows[mode] = {
+                "mAP_fp32": m["fp32"],
+                "mAP_bf16": m["bf16"],
+                "max_abs_prob_diff": float(np.abs(scores["bf16"] - scores["fp32"]).max()),
+            }
+            say(f"accuracy {label}, {mode}: {rows[mode]}")
+        out["models"][label] = {"path": str(path), "modes": rows}
+    return out
+
+
+# -------------------------------------------------------------------------------------------- the table
+def machine() -> dict[str, Any]:
+    import torch
+
+    from emoctx.inference.pipeline import cpu_supports_bf16
+
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "native_bf16": cpu_supports_bf16(),
+        "python": platform.python_version(),
+    }
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def render(res: dict[str, Any]) -> str:
+    plan = res["plan"]
+    b = str(plan["floor_batch"])
+    lines: list[str] = []
+    add = lines.append
+    m = res["machine"]
+    add(
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"native bf16: {'yes' if m['native_bf16'] else 'no'}; load average {res['load_start'][0]:.2f} at the "
+        f"start, {res['load_end'][0]:.2f} at the end; {res['seconds']:.0f} s in all "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in res['section_seconds'].items())})."
+    )
+    add(f"Command: `{res['command']}`")
+    floor = res.get("floor")
+    if floor:
+        add("")
+        add(
+            f"**Model floor** ({ARCH_NAMES[plan['arch']]}; preprocessed tensors, `torch.inference_mode`, "
+            f"median of {plan['floor_reps'][1]}-{plan['floor_reps'][0]} repeats after a warm-up)"
+        )
+        add("")
+        add(
+            f"| precision, layout | batch 1 persons/s | batch {b} persons/s | body ms/person | scene ms/image |"
+        )
+        add("|---|--:|--:|--:|--:|")
+        for variant, rates in floor["persons_per_s"].items():
+            ms = floor["stream_ms"][variant]
+            add(
+                f"| {variant} | {_f(rates['1'])} | {_f(rates[b])} | {_f(ms['body'], 2)} | {_f(ms['scene'], 2)} |"
+            )
+    pred = res.get("predict")
+    if pred:
+        ppi = pred["persons_per_image"]
+        add("")
+        add(
+            f"**Prediction**: `emoctx predict` end to end (model load to table written) on {pred['images']} "
+            f"EMOTIC-synth 640x480 JPEGs, {pred['persons']} persons ({ppi:.2f} per image), boxes given "
+            f"(`--boxes`), 2 decode workers, batch 64; median of {plan['rounds']} run(s)"
+        )
+        add("")
+        add(
+            f"| mode | persons/s | / bf16 floor b{b} | / fp32 floor b{b} | / model floor of the mode | x baseline "
+            "| persons/s after start-up |"
+        )
+        add("|---|--:|--:|--:|--:|--:|--:|")
+        base = res.get("baseline", {}).get("persons_per_s")
+        ff = floor["persons_per_s"] if floor else None
+        bf = ff["bf16 autocast, channels-last"][b] if ff else None
+        fp = ff["fp32"][b] if ff else None
+        if base:
+            add(
+                f"| baseline reference: 1 person at a time, image re-read per person, fp32 | {_f(base)} | "
+                f"{_f(base / bf, 2) if bf else '-'} | {_f(base / fp, 2) if fp else '-'} | - | 1.0 | - |"
+            )
+        for key, rate in pred["persons_per_s"].items():
+            precision, mode = key.split()
+            own = None
+            if floor:
+                variant = "bf16 autocast, channels-last" if precision == "bf16" else "fp32 channels-last"
+                ms = floor["stream_ms"][variant]
+                own = ff[variant][b] if mode == "masked" else shared_floor(ms, ppi)
+            label = f"{key}" + (" (default)" if (precision, mode) == DEFAULT_MODE else "")
+            add(
+                f"| {label} | {_f(rate)} | {_f(rate / bf, 2) if bf else '-'} | {_f(rate / fp, 2) if fp else '-'} | "
+                f"{_f(rate / own, 2) if own else '-'} | {_f(rate / base, 1) if base else '-'} | "
+                f"{_f(pred['loop_persons_per_s'][key])} |"
+            )
+        if floor:
+            add("")
+            add(
+                "The model floor of a mode is the model alone doing that mode's work: one body and one scene per "
+                "person (masked), or one body per person and one scene per image (shared), from the per-stream "
+                "times above (channels-last; fp32 or bf16). Persons/s after start-up: the rate the command itself "
+                "reports, from its first image to its table (model loading and worker start-up left out)."
+            )
+    det = res.get("detector")
+    if det:
+        add("")
+        add(
+            f"**Detector**: ultralytics `{det['model']}`, imgsz {det['imgsz']}, batch {det['batch']}, "
+            f"{det['images']} images of {det['image_size'][0]}x{det['image_size'][1]}: "
+            f"**{_f(det['images_per_s'])} images/s** (random weights: a forward costs what the trained model's "
+            f"does; NMS time depends on the candidates, {det['boxes_found']} person boxes found here)"
+        )
+    tr = res.get("training")
+    if tr:
+        add("")
+        add(
+            f"**Training** ({tr['architecture']}; batch {tr['batch']}, {tr['precision']} autocast on CPU, "
+            f"{tr['optimizer']}, full step with loss, backward and optimiser; {tr['timed_steps']} timed steps "
+            f"after warm-up; median of {len(tr['runs']['jpeg'])} run(s))"
+        )
+        add("")
+        add("| feed | samples/s |")
+        add("|---|--:|")
+        add(f"| batches already in memory | {_f(tr['samples_per_s']['memory'])} |")
+        add(f"| data module: JPEGs, `light` augmentation, 2 workers | {_f(tr['samples_per_s']['jpeg'])} |")
+        add(f"| ratio (target >= 0.9) | {_f(tr['ratio'], 2)} |")
+    mem = res.get("memory")
+    if mem:
+        small, large = (str(n) for n in plan["memory_images"])
+        add("")
+        add(
+            "**Peak memory** (RSS, MiB; each run in a fresh process: the main process, and the largest "
+            "worker process)"
+        )
+        add("")
+        add(f"| run | {small} images | {large} images | growth |")
+        add("|---|--:|--:|--:|")
+        add(
+            f"| for scale: Python with torch, Lightning and the pipeline imported | {mem['imports']['main']:.0f} | "
+            "- | - |"
+        )
+        for what, label in (
+            ("predict", f"`emoctx predict` ({' '.join(DEFAULT_MODE)})"),
+            ("training", "training, one epoch"),
+        ):
+            for part, name in (("main", "main"), ("largest_child", "worker")):
+                a, z = mem[what][small][part], mem[what][large][part]
+                add(f"| {label}, {name} | {a:.0f} | {z:.0f} | {z - a:+.0f} |")
+    acc = res.get("accuracy")
+    if acc:
+        add("")
+        add(
+            f"**Accuracy cost** (EMOTIC-synth 320x240 test, {acc['persons']} persons; "
+            f"`configs/synth_tiny.yaml` trained {plan['acc_epochs']} epoch(s) here unless a model was given; "
+            "mAP in percent)"
+        )
+        add("")
+        add("| model | scene mode | mAP fp32 | mAP bf16 | bf16 - fp32 (points) | largest prob. difference |")
+        add("|---|---|--:|--:|--:|--:|")
+        for label, entry in acc["models"].items():
+            for mode, r in entry["modes"].items():
+                add(
+                    f"| {label} | {mode} | {100 * r['mAP_fp32']:.2f} | {100 * r['mAP_bf16']:.2f} | "
+                    f"{100 * (r['mAP_bf16'] - r['mAP_fp32']):+.2f} | {r['max_abs_prob_diff']:.4f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="toy sizes and tiny networks: a smoke test")
+    ap.add_argument("--out", default="runs/bench", help="output folder (data are generated in OUT/work)")
+    ap.add_argument("--model", default=None, help="model file for the accuracy section (default: train two)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    ap.add_argument("--profile", action="store_true", help="also cProfile the default prediction path")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's choice, one per core; --quick uses 1)",
+    )
+    ap.add_argument("--child", choices=("imports", "predict", "train"), help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child, json.loads(args.spec))
+        return {}
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    if "predict" in sections:
+        sections.append("baseline")  # measured beside the pipeline, for the speed-up
+
+    quiet_logs()
+    import torch
+
+    from emoctx.io import atomic_write_text
+
+    plan = QUICK if args.quick else FULL
+    threads = args.threads or (1 if args.quick else torch.get_num_threads())
+    torch.set_num_threads(threads)
+    out = Path(args.out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    res: dict[str, Any] = {
+        "command": " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "plan": asdict(plan),
+        "machine": machine(),
+        "load_start": list(os.getloadavg()),
+        "section_seconds": {},
+    }
+    n_test = max(plan.predict_images, plan.memory_images[1], plan.baseline_persons, plan.detector_images)
+    n_train = plan.memory_images[1] if "memory" in sections else max(8, plan.train_batch * 2)
+    data = make_data(work / "synth640", (n_train, 0, n_test), (640, 480), seed=0)
+    model = save_random_model(plan.arch, work / f"{plan.arch}_random.safetensors")
+    res["section_seconds"]["data"] = time.perf_counter() - started
+
+    def section(name: str, fn: Callable[[], Any]) -> None:
+        if name in sections:
+            start = time.perf_counter()
+            res[name] = fn()
+            res["section_seconds"][name] = time.perf_counter() - start
+
+    section("floor", lambda: measure_floor(plan))
+    section("baseline", lambda: measure_baseline(plan, build_net(plan.arch), data))
+    section("predict", lambda: measure_predict(plan, model, data, work))
+    if args.profile and "predict" in sections:
+        say("profile:\n" + profile_predict(plan, model, data, work, out / "profile.txt"))
+    section("detector", lambda: measure_detector(plan, data))
+    section("training", lambda: measure_training(plan, data))
+    section("memory", lambda: measure_memory(plan, model, data, work, threads))
+    section(
+        "accuracy",
+        lambda: measure_accuracy(
+            plan,
+            make_data(work / "synth320", plan.acc_counts, (320, 240), seed=1),
+            work,
+            Path(args.model) if args.model else None,
+        ),
+    )
+
+    res["load_end"] = list(os.getloadavg())
+    res["seconds"] = time.perf_counter() - started
+    table = render(res)
+    atomic_write_text(out / "bench.json", json.dumps(res, indent=2) + "\n")
+    atomic_write_text(out / "bench.md", table)
+    print(table)
+    return res
+
+
+if __name__ == "__main__":
+    main()
