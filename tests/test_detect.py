@@ -187,3 +187,15 @@ def test_ultralytics_pil_patch_is_undone_before_decoding(model_path, tmp_path, m
     result = Predictor(model_path, num_workers=0).predict_images([fake], boxes=[[]])[0]
     assert "not a recognised image format" in result.error  # no attempt to pip-install a HEIF plugin
     assert Image.open.__module__ == "PIL.Image"
+
+
+def test_canonical_records_work_as_a_box_file(tmp_path):
+    """Records name the image in 'image' and the source database in 'source': the image path is the key."""
+    from emoctx.data.records import records_frame, write_records
+
+    row = dict(image="images/beach/test_00001.jpg", width=320, height=240, split="test", person=0,
+               x1=10, y1=20, x2=60, y2=200, categories=[], valence=5.0, arousal=5.0, dominance=5.0,
+               source="synth")  # fmt: skip
+    path = write_records(records_frame([row, dict(row, person=1, x1=100, x2=150)]), tmp_path / "test.parquet")
+    found = BoxFileDetector(path).boxes_for("/data/synth/images/beach/test_00001.jpg")
+    assert [d.box for d in found] == [(10, 20, 60, 200), (100, 20, 150, 200)]

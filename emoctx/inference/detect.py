@@ -253,7 +253,8 @@ class UltralyticsDetector:
 
 
 # ------------------------------------------------------------------------------------------------ box file
-_KEY_COLUMNS = ("source", "image", "path", "file")
+# "image" first: canonical records carry the path there and the source database in "source".
+_KEY_COLUMNS = ("image", "source", "path", "file")
 _SCORE_COLUMNS = ("det_score", "score", "conf")
 
 
@@ -267,8 +268,8 @@ class BoxFileDetector:
 
     The file is CSV, JSONL or Parquet (by suffix) with one row per person:
 
-    * the image path in a column ``source``, ``image``, ``path`` or ``file`` (an EMOTIC-format records file
-      works as is);
+    * the image path in a column ``image``, ``source``, ``path`` or ``file``, the first present (an
+      EMOTIC-format records file works as is: its ``source`` names the database, its ``image`` the file);
     * ``x1 y1 x2 y2`` in pixels of the original image (or a ``box`` list of four numbers in JSONL);
     * optional ``frame`` (video frame index; missing or ``-1`` for still images), ``score``/``det_score``, and
       ``track_id`` (kept as the person's track in videos).

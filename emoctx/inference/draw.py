@@ -68,6 +68,7 @@ def annotate(image: np.ndarray | Image.Image, result: ImageResult, top_k: int = 
     bar_h = max(3, font_size // 2)
     bar_w = font_size * 6
 
+    placed: list[tuple[float, float, float, float]] = []  # panels drawn so far, kept from covering each other
     for p in result.persons:
         color = _PALETTE[int(p.person) % len(_PALETTE)] if p.error is None else (128, 128, 128)
         x1, y1, x2, y2 = p.box[0] * sx, p.box[1] * sy, p.box[2] * sx, p.box[3] * sy
@@ -83,7 +84,8 @@ def annotate(image: np.ndarray | Image.Image, result: ImageResult, top_k: int = 
         panel_w = max(text_w, bar_w + font_size * 2 if bars else 0) + 2 * pad
         panel_h = sum(text_h) + pad * (len(lines) + 1) + (3 * (bar_h + pad) if bars else 0)
         px = min(max(0.0, x1), max(0.0, w - panel_w))
-        py = y1 - panel_h if y1 - panel_h >= 0 else min(max(0.0, y1), max(0.0, h - panel_h))
+        py = _place_panel(px, (y1, y2), (panel_w, panel_h), h, placed)
+        placed.append((px, py, px + panel_w, py + panel_h))
         draw.rectangle((px, py, px + panel_w, py + panel_h), fill=(0, 0, 0, 170), outline=color, width=line)
         ty = py + pad
         for t, th in zip(lines, text_h, strict=True):
@@ -100,6 +102,30 @@ def annotate(image: np.ndarray | Image.Image, result: ImageResult, top_k: int = 
                 draw.rectangle((bx, ty, bx + bar_w * frac, ty + bar_h), fill=(*color, 255))
                 ty += bar_h + pad
     return img
+
+
+def _place_panel(
+    px: float,
+    box_y: tuple[float, float],
+    size: tuple[float, float],
+    height: float,
+    placed: list[tuple[float, float, float, float]],
+) -> float:
+    """The top of a label panel: above the box if there is room, else inside its top, else below it, else
+    lower down inside the box; the first place that covers no earlier panel, or the one that covers least."""
+    (y1, y2), (pw, ph) = box_y, size
+    candidates = [y1 - ph, y1, y2]
+    step = max(1.0, ph / 2)
+    candidates += [y1 + k * step for k in range(1, int(max(0.0, y2 - y1) // step) + 1)]
+    candidates = [min(max(0.0, y), max(0.0, height - ph)) for y in candidates]
+
+    def covered(py: float) -> float:
+        return sum(
+            max(0.0, min(px + pw, r[2]) - max(px, r[0])) * max(0.0, min(py + ph, r[3]) - max(py, r[1]))
+            for r in placed
+        )
+
+    return min(candidates, key=lambda y: (covered(y), candidates.index(y)))
 
 
 def save_annotated(img: Image.Image, path: str | os.PathLike, quality: int = 90) -> Path:
