@@ -111,8 +111,11 @@ def _place_panel(
     height: float,
     placed: list[tuple[float, float, float, float]],
 ) -> float:
-    """The top of a label panel: above the box if there is room, else inside its top, else below it, else
-    lower down inside the box; the first place that covers no earlier panel, or the one that covers least."""
+    """The top of a label panel, placed so that it covers earlier panels as little as possible.
+
+    Tried in order: above the box, inside its top, below it, then lower down inside it; the first place that
+    covers no earlier panel wins, else the one that covers least.
+    """
     (y1, y2), (pw, ph) = box_y, size
     candidates = [y1 - ph, y1, y2]
     step = max(1.0, ph / 2)
