@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_DIR:-runs/demo}
 export YOLO_OFFLINE=${YOLO_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline} NO_ALBUMENTATIONS_UPDATE=1
+export YOLO_CONFIG_DIR=${YOLO_CONFIG_DIR:-$OUT/ultralytics}  # ultralytics' settings file, not in the home folder
 MODEL="$OUT/train/model.safetensors"
 
 echo "== 1/4  EMOTIC-synth -> $OUT/synth"
@@ -31,7 +32,7 @@ emoctx predict "$OUT/synth/images/*/test_000*.jpg" --model "$MODEL" \
     --boxes "$OUT/synth/annotations/test.parquet" --out "$OUT/predict/synth_test.jsonl" \
     --annotate "$OUT/predict/synth_annotated" --summary "$OUT/predict/synth_summary" --no-progress
 # real photos with people, shipped with ultralytics
-PHOTOS=$(python -c "from ultralytics.utils import ASSETS; print(ASSETS / 'bus.jpg', ASSETS / 'zidane.jpg')")
+ASSETS=$(python -c "from ultralytics.utils import ASSETS; print(ASSETS)" | tail -n 1)  # last line: the path
 if [ -n "${YOLO_WEIGHTS:-}" ] && [ -f "$YOLO_WEIGHTS" ]; then
     PERSONS=(--detector-weights "$YOLO_WEIGHTS")
 else
@@ -39,8 +40,7 @@ else
     echo "people); using the photos' known boxes from scripts/demo_boxes.csv instead."
     PERSONS=(--boxes scripts/demo_boxes.csv)
 fi
-# shellcheck disable=SC2086
-emoctx predict $PHOTOS --model "$MODEL" "${PERSONS[@]}" --out "$OUT/predict/photos.csv" \
+emoctx predict "$ASSETS/bus.jpg" "$ASSETS/zidane.jpg" --model "$MODEL" "${PERSONS[@]}" --out "$OUT/predict/photos.csv" \
     --annotate "$OUT/predict/photos_annotated" --no-progress
 
 echo
