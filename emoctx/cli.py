@@ -16,7 +16,18 @@ from emoctx import __version__
 from emoctx.errors import EmoctxError
 
 # Sub-commands in the order ``--help`` lists them (the order of the data flow).
-COMMANDS: tuple[str, ...] = ("convert", "synth", "places365", "train", "calibrate", "evaluate", "predict", "predict-records", "summarize", "export")
+COMMANDS: tuple[str, ...] = (
+    "convert",
+    "synth",
+    "places365",
+    "train",
+    "calibrate",
+    "evaluate",
+    "predict",
+    "predict-records",
+    "summarize",
+    "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,7 +63,9 @@ def main() -> None:
             row[f"mAP/{g}"] = sum(vals) / len(vals) if vals else float("nan")
         rows[name] = row
 
-    header = "| model | test mAP | mAP body cats | mAP scene cats | mAP both cats | V/A/D MAE | train+test s |"
+    header = (
+        "| model | test mAP | mAP body cats | mAP scene cats | mAP both cats | V/A/D MAE | train+test s |"
+    )
     lines = [header, "|---|--:|--:|--:|--:|--:|--:|"]
     for name, r in rows.items():
         lines.append(
@@ -71,7 +73,10 @@ def main() -> None:
             f"{100 * r['mAP/both']:.1f} | {r['vad_mae']:.2f} | {r['seconds']:.0f} |"
         )
     counts = ", ".join(f"{g}: {len(c)}" for g, c in groups.items())
-    table = "\n".join(lines) + f"\n\nCategory groups of EMOTIC-synth ({counts}); mAP in percent on the test split.\n"
+    table = (
+        "\n".join(lines)
+        + f"\n\nCategory groups of EMOTIC-synth ({counts}); mAP in percent on the test split.\n"
+    )
     atomic_write_text(out / "ablation.md", table)
     atomic_write_text(out / "ablation.json", json.dumps(rows, indent=2))
     print(table)

@@ -53,8 +53,15 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("floor", "predict", "detector", "training", "memory", "accuracy")
-MODES = (("fp32", "masked"), ("fp32", "shared"), ("bf16", "masked"), ("bf16", "shared"))
 DEFAULT_MODE = ("bf16", "shared")  # what `emoctx predict` runs by default on a CPU with native bf16
+# Prediction runs: label -> (precision, scene mode, extra options); the default decoding workers unless said.
+MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "fp32 masked": ("fp32", "masked", ()),
+    "fp32 shared": ("fp32", "shared", ()),
+    "bf16 masked": ("bf16", "masked", ()),
+    "bf16 shared (default)": ("bf16", "shared", ()),
+    "bf16 shared, --workers 0": ("bf16", "shared", ("--workers", "0")),
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class Plan:
 
     arch: str  # "paper" (ResNet-18 body @128 + ResNet-18 scene @224) or "tiny" (timm test_resnet)
     predict_images: int  # 640x480 JPEGs predicted in each mode
-    rounds: int  # repeats of each prediction mode and training feed (median reported)
+    rounds: int  # repeats of each prediction mode (median reported)
     floor_batch: int
     floor_reps: tuple[int, int]  # timed repeats at batch 1 and at floor_batch
     baseline_persons: int
@@ -71,6 +78,8 @@ class Plan:
     train_batch: int
     train_warmup: int  # steps not timed
     train_steps: int  # steps timed
+    train_rounds: int  # repeats of each training feed (median reported)
+    memory_train_steps: int  # training steps of each peak-memory run
     memory_images: tuple[int, int]  # dataset sizes compared for peak memory
     acc_counts: tuple[int, int, int]  # EMOTIC-synth train/val/test images (320x240)
     acc_epochs: int
@@ -85,11 +94,13 @@ FULL = Plan(
     baseline_persons=80,
     detector_images=24,
     train_batch=32,
-    train_warmup=3,
-    train_steps=8,
+    train_warmup=2,
+    train_steps=5,
+    train_rounds=2,
+    memory_train_steps=4,
     memory_images=(100, 400),
     acc_counts=(1200, 300, 300),
-    acc_epochs=3,
+    acc_epochs=2,
 )
 QUICK = Plan(
     arch="tiny",
@@ -102,6 +113,8 @@ QUICK = Plan(
     train_batch=4,
     train_warmup=1,
     train_steps=2,
+    train_rounds=1,
+    memory_train_steps=2,
     memory_images=(3, 6),
     acc_counts=(24, 8, 10),
     acc_epochs=1,
@@ -157,11 +170,8 @@ def save_random_model(arch: str, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- the floor
-FLOOR_VARIANTS = {
-    "fp32": (False, False),
-    "fp32 channels-last": (True, False),
-    "bf16 autocast, channels-last": (True, True),
-}
+FLOOR_VARIANTS = ("fp32", "fp32 channels-last", "bf16 autocast, channels-last")
+PREDICT_NET = "as `emoctx predict` runs it: bf16 weights, BN folded, conv+ReLU fused, channels-last"
 
 
 def time_call(fn: Callable[[], Any], reps: int) -> float:
@@ -175,26 +185,45 @@ def time_call(fn: Callable[[], Any], reps: int) -> float:
     return median(times)
 
 
-def measure_floor(plan: Plan) -> dict[str, Any]:
-    """Persons/s of the model alone on preprocessed tensors, per variant and batch; and each stream alone."""
+def measure_floor(plan: Plan, model: Path) -> dict[str, Any]:
+    """Persons/s of the model alone on preprocessed tensors, per variant and batch; and each stream alone.
+
+    The variants are the plain network in fp32, in fp32 channels-last and under bf16 autocast (channels-last),
+    and the network as the prediction pipeline prepares it from ``model`` (where the CPU has native bf16).
+    """
     import torch
 
-    net = build_net(plan.arch)
+    from emoctx.inference.pipeline import Predictor, cpu_supports_bf16
+
     sizes = {name: size for name, (_, size) in ARCHS[plan.arch].items()}
+    variants: dict[str, tuple[Any, Any, torch.memory_format, bool]] = {}
+    net = build_net(plan.arch)
+    variants["fp32"] = (net, torch.float32, torch.contiguous_format, False)
+    cl = build_net(plan.arch).to(memory_format=torch.channels_last)
+    variants["fp32 channels-last"] = (cl, torch.float32, torch.channels_last, False)
+    variants["bf16 autocast, channels-last"] = (cl, torch.float32, torch.channels_last, True)
+    if cpu_supports_bf16():
+        prepared = Predictor(model, precision="bf16", num_workers=0).net
+        variants[PREDICT_NET] = (prepared, torch.bfloat16, torch.channels_last, False)
     out: dict[str, Any] = {"persons_per_s": {}, "stream_ms": {}}
-    for variant, (channels_last, bf16) in FLOOR_VARIANTS.items():
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model = net.to(memory_format=fmt)
+    for variant, (m, dtype, fmt, autocast) in variants.items():
+
+        def forward(x: dict[str, torch.Tensor], m: Any = m) -> Any:
+            return m.head({n: m.encode(n, x[n]).float() for n in sizes})
+
         rates = {}
         for batch, reps in zip((1, plan.floor_batch), plan.floor_reps, strict=True):
-            x = {n: torch.randn(batch, 3, s, s).contiguous(memory_format=fmt) for n, s in sizes.items()}
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                seconds = time_call(lambda m=model, x=x: m(x), reps)
+            x = {
+                n: torch.randn(batch, 3, s, s).to(dtype).contiguous(memory_format=fmt)
+                for n, s in sizes.items()
+            }
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                seconds = time_call(lambda x=x, f=forward: f(x), reps)
                 rates[str(batch)] = batch / seconds
                 if batch == plan.floor_batch:
                     # Each stream alone at the same batch: ms per item (the head costs next to nothing).
                     out["stream_ms"][variant] = {
-                        n: 1000 * time_call(lambda n=n, m=model, x=x: m.encode(n, x[n]), reps) / batch
+                        n: 1000 * time_call(lambda n=n, m=m, x=x: m.encode(n, x[n]), reps) / batch
                         for n in sizes
                     }
         out["persons_per_s"][variant] = rates
@@ -250,7 +279,13 @@ _RUN_LINE = re.compile(r"(\d+) person\(s\) in ([\d.]+) s")
 
 
 def run_predict(
-    model: Path, sources: Sequence[str], boxes: Path, out: Path, precision: str, scene_mode: str
+    model: Path,
+    sources: Sequence[str],
+    boxes: Path,
+    out: Path,
+    precision: str,
+    scene_mode: str,
+    extra: Sequence[str] = (),
 ) -> tuple[float, int, float | None]:
     """``emoctx predict`` in this process.
 
@@ -262,7 +297,7 @@ def run_predict(
     from emoctx.inference import read_predictions
 
     argv = ["predict", *sources, "--model", str(model), "--boxes", str(boxes), "--out", str(out)]
-    argv += ["--precision", precision, "--scene-mode", scene_mode, "--no-progress"]
+    argv += ["--precision", precision, "--scene-mode", scene_mode, "--no-progress", *extra]
     printed = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(printed):
@@ -284,21 +319,26 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     sources = [str(root / p) for p in images]
     out = work / "predictions.jsonl"
     run_predict(model, sources[:4], boxes, out, *DEFAULT_MODE)  # warm-up: imports, first-call caches
-    seconds: dict[str, list[float]] = {f"{p} {m}": [] for p, m in MODES}
-    loop: dict[str, list[float]] = {f"{p} {m}": [] for p, m in MODES}
+    seconds: dict[str, list[float]] = {label: [] for label in MODES}
+    loop: dict[str, list[float]] = {label: [] for label in MODES}
     persons = 0
     for r in range(plan.rounds):
-        for precision, mode in MODES:
-            s, persons, inner = run_predict(model, sources, boxes, out, precision, mode)
-            seconds[f"{precision} {mode}"].append(s)
-            loop[f"{precision} {mode}"].append(inner or s)
-            say(f"predict round {r + 1}/{plan.rounds} {precision} {mode}: {persons / s:.1f} persons/s")
+        for label, (precision, mode, extra) in MODES.items():
+            s, persons, inner = run_predict(model, sources, boxes, out, precision, mode, extra)
+            seconds[label].append(s)
+            loop[label].append(inner or s)
+            say(f"predict round {r + 1}/{plan.rounds} {label}: {persons / s:.1f} persons/s")
     if persons != len(sub):
         raise RuntimeError(f"predict returned {persons} persons for {len(sub)} boxes")
+    from emoctx.cli import build_parser
+
+    defaults = build_parser().parse_args(["predict", "x", "--model", "m"])
     return {
         "images": len(images),
         "persons": persons,
         "persons_per_image": persons / len(images),
+        "default_workers": defaults.workers,
+        "default_batch": defaults.batch_size,
         "seconds": seconds,
         "loop_seconds": loop,
         "persons_per_s": {k: persons / median(v) for k, v in seconds.items()},
@@ -500,10 +540,10 @@ def train_rate(plan: Plan, root: Path, records: Path, feed: str) -> float:
 def measure_training(plan: Plan, root: Path) -> dict[str, Any]:
     records = root / "annotations" / "train.parquet"
     rates: dict[str, list[float]] = {"memory": [], "jpeg": []}
-    for r in range(plan.rounds):
+    for r in range(plan.train_rounds):
         for feed in ("memory", "jpeg"):
             rates[feed].append(train_rate(plan, root, records, feed))
-            say(f"training round {r + 1}/{plan.rounds}, {feed} feed: {rates[feed][-1]:.1f} samples/s")
+            say(f"training round {r + 1}/{plan.train_rounds}, {feed} feed: {rates[feed][-1]:.1f} samples/s")
     memory, jpeg = median(rates["memory"]), median(rates["jpeg"])
     return {
         "architecture": ARCH_NAMES[plan.arch],
@@ -519,11 +559,16 @@ def measure_training(plan: Plan, root: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- memory
 def _peak_rss_mib() -> dict[str, float]:
-    """Peak resident memory of this process and of its largest finished child (Linux reports KiB)."""
-    return {
-        "main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }
+    """Peak resident memory (MiB) of this process, and of its largest finished child process.
+
+    This process's own peak is the kernel's high-water mark of its address space (``VmHWM``); the
+    ``getrusage`` figure would also count the parent's memory, copied at the fork that started this process.
+    A child's figure counts the pages it shares with this process (forked data-loading workers).
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as f:
+        own = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    return {"main": own, "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def child(kind: str, spec: dict[str, Any]) -> None:
@@ -545,9 +590,9 @@ def child(kind: str, spec: dict[str, Any]) -> None:
         )
     else:
         dm = _data_module(plan, Path(spec["root"]), Path(spec["records"]), workers=2)
-        trainer = _trainer(max_epochs=1)
+        trainer = _trainer(max_steps=plan.memory_train_steps)
         trainer.fit(_module(plan), datamodule=dm)
-        count = len(dm.dataset("train"))
+        count = len(dm.dataset("train"))  # persons in the training set
     print(json.dumps({"count": count, **_peak_rss_mib()}))
 
 
@@ -565,28 +610,38 @@ def run_child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_memory(plan: Plan, model: Path, root: Path, work: Path, threads: int) -> dict[str, Any]:
+    """Peak RSS of prediction and of one training epoch at two dataset sizes, each in a fresh process.
+
+    The processes run two at a time: peak memory does not depend on what else runs.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from emoctx.data.records import write_records
 
     test, train = records_of(root, "test"), records_of(root, "train")
     boxes = write_boxes(test, work / "memory_boxes.csv")
     base = {"plan": asdict(plan), "threads": threads}
-    out: dict[str, Any] = {"imports": run_child("imports", base), "predict": {}, "training": {}}
+    jobs: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {("imports", "-"): ("imports", base)}
+    if plan.arch == "tiny":  # the quick run: the imports alone tell nothing about a toy model
+        jobs.clear()
     for n in plan.memory_images:
-        images = first_images(test, n)
-        spec = {
-            **base,
-            "model": str(model),
-            "sources": [str(root / p) for p in images],
-            "boxes": str(boxes),
-            "out": str(work / f"memory_{n}.jsonl"),
-        }
-        out["predict"][str(n)] = run_child("predict", spec)
-        say(f"memory predict {n} images: {out['predict'][str(n)]}")
+        images = [str(root / p) for p in first_images(test, n)]
+        out = str(work / f"memory_{n}.jsonl")
+        jobs["predict", str(n)] = (
+            "predict",
+            {**base, "model": str(model), "sources": images, "boxes": str(boxes), "out": out},
+        )
         subset = train[train["image"].isin(first_images(train, n))].drop(columns="k")
         records = write_records(subset, work / f"train_{n}.parquet")
-        out["training"][str(n)] = run_child("train", {**base, "root": str(root), "records": str(records)})
-        say(f"memory training {n} images: {out['training'][str(n)]}")
-    return out
+        jobs["training", str(n)] = ("train", {**base, "root": str(root), "records": str(records)})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(jobs, pool.map(lambda job: run_child(*job), jobs.values()), strict=True))
+    result: dict[str, Any] = {"imports": done.get(("imports", "-")), "predict": {}, "training": {}}
+    for (what, n), peak in done.items():
+        if what != "imports":
+            result[what][n] = peak
+            say(f"memory {what}, {n} images: {peak}")
+    return result
 
 
 # -------------------------------------------------------------------------------------------- accuracy
@@ -619,6 +674,19 @@ def predicted_scores(model: Path, root: Path, df: Any, boxes: Path, precision: s
 
 
 def measure_accuracy(plan: Plan, root: Path, work: Path, given: Path | None) -> dict[str, Any]:
+    """mAP on EMOTIC-synth test per model, scene mode and precision (one torch thread: nothing here is timed,
+    and a single thread does not stall when other work shares the cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _accuracy(plan, root, work, given)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _accuracy(plan: Plan, root: Path, work: Path, given: Path | None) -> dict[str, Any]:
     from emoctx.data.records import category_matrix
     from emoctx.metrics import mean_average_precision
 
@@ -707,11 +775,13 @@ def render(res: dict[str, Any]) -> str:
     pred = res.get("predict")
     if pred:
         ppi = pred["persons_per_image"]
+        workers = "auto" if pred["default_workers"] is None else pred["default_workers"]
         add("")
         add(
             f"**Prediction**: `emoctx predict` end to end (model load to table written) on {pred['images']} "
             f"EMOTIC-synth 640x480 JPEGs, {pred['persons']} persons ({ppi:.2f} per image), boxes given "
-            f"(`--boxes`), 2 decode workers, batch 64; median of {plan['rounds']} run(s)"
+            f"(`--boxes`), the command's defaults otherwise (`--workers {workers}`, "
+            f"`--batch-size {pred['default_batch']}`); median of {plan['rounds']} run(s)"
         )
         add("")
         add(
@@ -728,25 +798,27 @@ def render(res: dict[str, Any]) -> str:
                 f"| baseline reference: 1 person at a time, image re-read per person, fp32 | {_f(base)} | "
                 f"{_f(base / bf, 2) if bf else '-'} | {_f(base / fp, 2) if fp else '-'} | - | 1.0 | - |"
             )
-        for key, rate in pred["persons_per_s"].items():
-            precision, mode = key.split()
+        for label, rate in pred["persons_per_s"].items():
+            precision, mode, _ = MODES[label]
             own = None
             if floor:
-                variant = "bf16 autocast, channels-last" if precision == "bf16" else "fp32 channels-last"
+                variant = "fp32 channels-last"
+                if precision == "bf16":
+                    variant = PREDICT_NET if PREDICT_NET in ff else "bf16 autocast, channels-last"
                 ms = floor["stream_ms"][variant]
                 own = ff[variant][b] if mode == "masked" else shared_floor(ms, ppi)
-            label = f"{key}" + (" (default)" if (precision, mode) == DEFAULT_MODE else "")
             add(
                 f"| {label} | {_f(rate)} | {_f(rate / bf, 2) if bf else '-'} | {_f(rate / fp, 2) if fp else '-'} | "
                 f"{_f(rate / own, 2) if own else '-'} | {_f(rate / base, 1) if base else '-'} | "
-                f"{_f(pred['loop_persons_per_s'][key])} |"
+                f"{_f(pred['loop_persons_per_s'][label])} |"
             )
         if floor:
             add("")
             add(
                 "The model floor of a mode is the model alone doing that mode's work: one body and one scene per "
                 "person (masked), or one body per person and one scene per image (shared), from the per-stream "
-                "times above (channels-last; fp32 or bf16). Persons/s after start-up: the rate the command itself "
+                "times above (fp32 channels-last for fp32 runs; for bf16 runs the network as `emoctx predict` "
+                "prepares it). Persons/s after start-up: the rate the command itself "
                 "reports, from its first image to its table (model loading and worker start-up left out)."
             )
     det = res.get("detector")
@@ -778,18 +850,20 @@ def render(res: dict[str, Any]) -> str:
         add("")
         add(
             "**Peak memory** (RSS, MiB; each run in a fresh process: the main process, and the largest "
-            "worker process)"
+            "worker process; prediction goes through every image, training takes the same number of steps "
+            "from a data set of either size, so what grows is what is held per image)"
         )
         add("")
         add(f"| run | {small} images | {large} images | growth |")
         add("|---|--:|--:|--:|")
-        add(
-            f"| for scale: Python with torch, Lightning and the pipeline imported | {mem['imports']['main']:.0f} | "
-            "- | - |"
-        )
+        if mem.get("imports"):
+            add(
+                f"| for scale: Python with torch, Lightning and the pipeline imported | {mem['imports']['main']:.0f} "
+                "| - | - |"
+            )
         for what, label in (
             ("predict", f"`emoctx predict` ({' '.join(DEFAULT_MODE)})"),
-            ("training", "training, one epoch"),
+            ("training", f"training, {plan['memory_train_steps']} steps"),
         ):
             for part, name in (("main", "main"), ("largest_child", "worker")):
                 a, z = mem[what][small][part], mem[what][large][part]
@@ -872,7 +946,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res[name] = fn()
             res["section_seconds"][name] = time.perf_counter() - start
 
-    section("floor", lambda: measure_floor(plan))
+    section("floor", lambda: measure_floor(plan, model))
     section("baseline", lambda: measure_baseline(plan, build_net(plan.arch), data))
     section("predict", lambda: measure_predict(plan, model, data, work))
     if args.profile and "predict" in sections:

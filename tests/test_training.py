@@ -190,7 +190,9 @@ def test_ddp_two_processes_agree(synth_root, tmp_path):
 def test_compile_option_matches_eager():
     from emoctx.training.module import EmotionModule
 
-    module = EmotionModule(streams={"body": {"backbone": "test_resnet", "input_size": 32}}, hidden=16, compile=True)
+    module = EmotionModule(
+        streams={"body": {"backbone": "test_resnet", "input_size": 32}}, hidden=16, compile=True
+    )
     module.eval()
     x = {"body": torch.randn(2, 3, 32, 32)}
     with torch.no_grad():

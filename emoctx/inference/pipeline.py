@@ -13,16 +13,20 @@
 
 How it runs, and why it is fast:
 
-* **Decode once.** Each image is decoded once, in worker processes (a torch ``DataLoader`` over the file list),
-  JPEGs larger than ``max_side`` at reduced size inside the decoder; the scene input is resized there too.
-  Boxes are mapped between decoded and original pixels, so outputs are always in original pixels.
+* **Decode once.** Each image is decoded once, in worker processes (a torch ``DataLoader`` over the file list)
+  where cores are free for them, JPEGs larger than ``max_side`` at reduced size inside the decoder; the scene
+  input is resized there too. Boxes are mapped between decoded and original pixels, so outputs are always in
+  original pixels. When the model runs on the CPU with a thread on every core, decoding processes can only
+  take turns with those threads, and each turn stalls them at their next synchronisation: there
+  ``num_workers=None`` (default) decodes in this process, between forwards (see :func:`default_workers`).
 * **Batch across images.** Persons from many images share one forward of ``batch_size`` persons.
 * **Share the scene.** ``scene_mode="shared"`` encodes the scene stream once per image and gives its features
   to every person in it (three quarters of the compute of a two-stream model). ``"masked"`` fills each
   person's box in the scene with the mean colour, as training with ``mask_subject`` did, and so encodes one
   scene per person. ``"auto"`` (default) picks ``masked`` when the checkpoint records ``mask_subject: true``
   in its training configuration, else ``shared``: each model sees what it saw in training.
-* **Fast arithmetic.** ``torch.inference_mode``, batch norms folded into the convolutions, channels-last
+* **Fast arithmetic.** ``torch.inference_mode``, batch norms folded into the convolutions, on CPU each
+  convolution and its ReLU (and residual sum) run as one oneDNN call (:func:`fuse_conv_relu`), channels-last
   tensors, and bfloat16 where the hardware has it
   (``precision="auto"``): on CPUs with native bfloat16 instructions (AVX512-BF16 / AMX) the backbones run with
   bfloat16 weights (fusion and heads stay in float32); on GPUs under autocast. ``precision="fp32"`` turns it off.
@@ -38,6 +42,7 @@ Videos are read frame by frame (every ``video_stride``-th frame) in a background
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import os
@@ -115,6 +120,19 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
 
 
+def default_workers(device: torch.device) -> int:
+    """Image-decoding processes when none are asked for: the cores the model leaves free, at most two.
+
+    On a GPU the CPU cores are free: two. On a CPU the model's threads (torch starts one per core) use every
+    core; decoding processes beside them only take turns with them, and each turn stalls the others at their
+    next synchronisation, so decoding in the main process between forwards is faster there (``scripts/bench.py``
+    measures both). Cores beyond torch's threads (e.g. hyper-threads) decode.
+    """
+    if device.type != "cpu":
+        return 2
+    return max(0, min(2, (os.cpu_count() or 1) - torch.get_num_threads()))
+
+
 def trained_with_mask(info: ModelInfo) -> bool:
     """Whether the checkpoint's training configuration says the subject was masked in the scene."""
     training = info.training or {}
@@ -124,18 +142,113 @@ def trained_with_mask(info: ModelInfo) -> bool:
     return False
 
 
-def fold_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
+def fold_batch_norms(module: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
     """Fold every BatchNorm that follows a convolution into it (eval mode): one operation instead of two.
 
-    Uses torch.fx; an architecture that cannot be traced is returned unchanged.
+    Uses torch.fx; an architecture that cannot be traced is returned unchanged. ``inplace`` skips the copy of
+    ``module`` (whose layers the returned module may then share).
     """
     from torch.fx.experimental.optimization import fuse
 
     try:
-        return fuse(module.eval())
+        return fuse(module.eval(), inplace=inplace)
     except Exception as e:  # noqa: BLE001 - tracing fails for some architectures; they simply run unfused
         log.debug("batch norms not folded (%s: %s)", type(e).__name__, e)
         return module
+
+
+class _ConvReLU(torch.nn.Module):
+    """A convolution with the ReLU that follows it, optionally after adding a residual, as one oneDNN call.
+
+    ``torch.ops.mkldnn._convolution_pointwise`` (the kernel torch.compile emits for this pattern on CPU) applies
+    the ReLU (and the residual sum) while the convolution's output is still in cache: no extra passes over
+    the activations, and fewer parallel regions per forward.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.padding = list(conv.padding)  # type: ignore[arg-type]
+        self.stride = list(conv.stride)
+        self.dilation = list(conv.dilation)
+        self.groups = conv.groups
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        if other is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu", [], "")
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *args, "add", 1.0, "relu", [], "")
+
+
+def _is_relu(node: torch.fx.Node, modules: dict[str, torch.nn.Module]) -> bool:
+    if node.op == "call_module":
+        return type(modules.get(str(node.target))) is torch.nn.ReLU
+    if node.op == "call_function":
+        return node.target in (torch.relu, torch.relu_, torch.nn.functional.relu) and not node.kwargs
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def fuse_conv_relu(module: torch.nn.Module) -> torch.nn.Module:
+    """On CPU, run each convolution and its ReLU (or residual sum + ReLU) as one oneDNN call.
+
+    Works on the torch.fx graph that :func:`fold_batch_norms` returns (identity layers are dropped first): a
+    ``Conv2d`` whose only use is a ReLU, or an addition whose only use is a ReLU, becomes one
+    :class:`_ConvReLU`. The result computes the same function (up to rounding: in bfloat16 the sum is rounded
+    once instead of twice); anything else, or a torch without these kernels, is returned unchanged. The returned module
+    shares its layers with ``module``.
+    """
+    import operator
+
+    kernel = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    if not isinstance(module, torch.fx.GraphModule) or kernel is None or "binary" not in kernel.overloads():
+        return module
+    fused = torch.fx.GraphModule(module, copy.deepcopy(module.graph))  # shares the layers, not the graph
+    graph = fused.graph
+    modules = dict(fused.named_modules())
+    for node in list(
+        graph.nodes
+    ):  # identity layers (timm's drop_block and aa in eval) sit between conv and ReLU
+        if node.op == "call_module" and type(modules.get(str(node.target))) is torch.nn.Identity:
+            node.replace_all_uses_with(node.args[0])  # type: ignore[arg-type]
+            graph.erase_node(node)
+    count = 0
+    for node in list(graph.nodes):
+        conv = modules.get(str(node.target)) if node.op == "call_module" else None
+        if type(conv) is not torch.nn.Conv2d or len(node.users) != 1:  # Conv2d subclasses pad in forward
+            continue
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or node.kwargs:  # type: ignore[union-attr]
+            continue
+        user = next(iter(node.users))
+        if _is_relu(user, modules):
+            relu, inputs = user, (node.args[0],)
+        elif (
+            user.op == "call_function"
+            and user.target in (operator.add, operator.iadd, torch.add)
+            and len(user.args) == 2
+            and not user.kwargs
+            and len(user.users) == 1
+            and _is_relu(next(iter(user.users)), modules)
+        ):
+            other = user.args[1] if user.args[0] is node else user.args[0]
+            if not isinstance(other, torch.fx.Node):
+                continue
+            relu, inputs = next(iter(user.users)), (node.args[0], other)
+        else:
+            continue
+        name = f"{str(node.target).replace('.', '_')}_relu"
+        fused.add_submodule(name, _ConvReLU(conv))  # type: ignore[arg-type]
+        with graph.inserting_after(relu):  # where every input is already computed
+            new = graph.call_module(name, inputs)
+        relu.replace_all_uses_with(new)
+        for dead in (relu, user, node) if user is not relu else (relu, node):
+            graph.erase_node(dead)
+        count += 1
+    graph.lint()
+    fused.recompile()
+    fused.delete_all_unused_submodules()
+    log.debug("%d convolutions fused with their ReLUs", count)
+    return fused
 
 
 def model_identity(path: str | os.PathLike) -> str:
@@ -294,7 +407,8 @@ class Predictor:
         precision: ``"auto"`` (bf16 autocast where the hardware supports it), ``"bf16"`` or ``"fp32"``.
         scene_mode: ``"shared"``, ``"masked"`` or ``"auto"`` (see the module docstring).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-        num_workers: processes decoding image files (0: decode in this process).
+        num_workers: processes decoding image files (0: decode in this process; ``None``: see
+            :func:`default_workers`).
         max_side: decode images whose longest side is larger at this size (JPEG: reduced inside the decoder);
             ``None`` decodes at full size.
         conf: detection confidence of the default detector.
@@ -318,7 +432,7 @@ class Predictor:
         precision: str = "auto",
         scene_mode: str = "auto",
         device: str | torch.device | None = "auto",
-        num_workers: int = 2,
+        num_workers: int | None = None,
         max_side: int | None = DEFAULT_MAX_SIDE,
         conf: float = 0.25,
         min_box: float = 32.0,
@@ -332,7 +446,7 @@ class Predictor:
     ):
         if batch_size < 1:
             raise EmoctxError(f"batch size must be at least 1, got {batch_size}")
-        if num_workers < 0:
+        if num_workers is not None and num_workers < 0:
             raise EmoctxError(f"workers must be 0 or more, got {num_workers}")
         if video_stride < 1:
             raise EmoctxError(f"video stride must be at least 1, got {video_stride}")
@@ -357,11 +471,18 @@ class Predictor:
                 f"{self.model_path}: streams {unknown} are not supported for prediction (only {list(_STREAMS)})"
             )
         net.eval()
+        self.amp_dtype = resolve_precision(precision, self.device)
+        # oneDNN's fused convolution kernels: CPU only, and in bfloat16 only where oneDNN supports it.
+        fuse_relu = self.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        if self.amp_dtype is not None:
+            fuse_relu = fuse_relu and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         for name in net.stream_names:
-            net.backbones[name] = fold_batch_norms(net.backbones[name])
+            backbone = fold_batch_norms(net.backbones[name], inplace=True)  # the loaded network is ours
+            if fuse_relu:
+                backbone = fuse_conv_relu(backbone)
+            net.backbones[name] = backbone
         self.net = net.to(memory_format=torch.channels_last)
         self.model_id = model_identity(self.model_path)
-        self.amp_dtype = resolve_precision(precision, self.device)
         self.precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         # On CPU the backbones hold bfloat16 weights (faster than autocast, which re-casts them on every call);
         # fusion and heads stay in float32. On GPUs, autocast.
@@ -372,7 +493,7 @@ class Predictor:
             scene_mode = "masked" if trained_with_mask(self.info) else "shared"
         self.scene_mode = scene_mode
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = default_workers(self.device) if num_workers is None else int(num_workers)
         self.max_side = max_side
         self.conf = float(conf)
         self.min_box = float(min_box)

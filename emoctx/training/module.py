@@ -144,7 +144,9 @@ class EmotionModule(pl.LightningModule):
         return scores_from_logits(logits, self.criterion.score_activation)
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
-        if "categories" not in batch:  # every image of this batch was unreadable (each one logged by the dataset)
+        if (
+            "categories" not in batch
+        ):  # every image of this batch was unreadable (each one logged by the dataset)
             log.warning("%s: a batch of %d unreadable image(s) skipped", stage, int(batch.get("skipped", 0)))
             return None
         out = self(batch)
