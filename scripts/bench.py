@@ -2,13 +2,15 @@
 
 Everything is measured in one run, side by side, so that the ratios hold even on a busy machine:
 
+* **machine**: what a 2048x2048 matrix multiply reaches in fp32 and bf16 at the start and at the end of the
+  run (a shared machine delivers less than its specification, and not the same all run long);
 * **model floor**: the emotion model alone on preprocessed tensors (persons/s, batch 1 and 32) in fp32,
   channels-last fp32 and bf16 autocast (channels-last), under ``torch.inference_mode``; warm-up excluded,
   median of several repeats. Also each stream alone, which gives the floor of the shared-scene computation
   (body per person + scene per image);
 * **prediction**: ``emoctx predict`` end to end (the command, in this process) on a generated folder of
-  640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given, in fp32/bf16 x masked/shared scene; its
-  ratio to the model floor, and to the common EMOTIC baseline's inference path (one person at a time, the
+  640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given: the defaults (bf16, shared scene), bf16
+  with the masked scene, fp32 with the shared scene, and with 2 decoding processes; its ratio to the model floor, and to the common EMOTIC baseline's inference path (one person at a time, the
   image re-decoded per person, fp32) measured here too;
 * **detector**: ultralytics person detection, images/s at its default size (640), with ``yolo11n.yaml``
   (random weights: the compute of a forward is that of the trained model; the number of candidate boxes,
@@ -16,8 +18,8 @@ Everything is measured in one run, side by side, so that the ratios hold even on
 * **training**: samples/s of a full training step (forward, loss, backward, optimiser step; bf16 autocast)
   fed by the data module from JPEGs with ``light`` augmentation and 2 workers, against the same step fed by
   batches already in memory;
-* **memory**: peak RSS of prediction and of one training epoch, each in its own process, for a small and
-  a four times larger dataset (it should not grow);
+* **memory**: peak RSS of prediction and of a few training steps, each in its own process, at three dataset
+  sizes, and the memory prediction still holds at the end (neither should grow with the dataset);
 * **accuracy cost**: on EMOTIC-synth test (320x240), mAP of a small trained model (``configs/synth_tiny.yaml``
   trained here with and without ``mask_subject``, or ``--model``) with shared vs masked scene and bf16 vs
   fp32, and the largest probability difference between bf16 and fp32.
@@ -56,11 +58,10 @@ SECTIONS = ("floor", "predict", "detector", "training", "memory", "accuracy")
 DEFAULT_MODE = ("bf16", "shared")  # what `emoctx predict` runs by default on a CPU with native bf16
 # Prediction runs: label -> (precision, scene mode, extra options); the default decoding workers unless said.
 MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "fp32 masked": ("fp32", "masked", ()),
     "fp32 shared": ("fp32", "shared", ()),
     "bf16 masked": ("bf16", "masked", ()),
     "bf16 shared (default)": ("bf16", "shared", ()),
-    "bf16 shared, --workers 0": ("bf16", "shared", ("--workers", "0")),
+    "bf16 shared, --workers 2 (decoding processes)": ("bf16", "shared", ("--workers", "2")),
 }
 
 
@@ -80,14 +81,14 @@ class Plan:
     train_steps: int  # steps timed
     train_rounds: int  # repeats of each training feed (median reported)
     memory_train_steps: int  # training steps of each peak-memory run
-    memory_images: tuple[int, int]  # dataset sizes compared for peak memory
+    memory_images: tuple[int, ...]  # dataset sizes compared for peak memory (ascending)
     acc_counts: tuple[int, int, int]  # EMOTIC-synth train/val/test images (320x240)
     acc_epochs: int
 
 
 FULL = Plan(
     arch="paper",
-    predict_images=100,
+    predict_images=200,
     rounds=3,
     floor_batch=32,
     floor_reps=(20, 3),
@@ -98,7 +99,7 @@ FULL = Plan(
     train_steps=5,
     train_rounds=2,
     memory_train_steps=4,
-    memory_images=(100, 400),
+    memory_images=(100, 400, 800),
     acc_counts=(1200, 300, 300),
     acc_epochs=2,
 )
@@ -312,6 +313,8 @@ def run_predict(
 
 
 def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, Any]:
+    import torch
+
     df = records_of(root, "test")
     images = first_images(df, plan.predict_images)
     sub = df[df["image"].isin(images)]
@@ -331,13 +334,15 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     if persons != len(sub):
         raise RuntimeError(f"predict returned {persons} persons for {len(sub)} boxes")
     from emoctx.cli import build_parser
+    from emoctx.inference.pipeline import default_workers
 
     defaults = build_parser().parse_args(["predict", "x", "--model", "m"])
+    workers = default_workers(torch.device("cpu")) if defaults.workers is None else defaults.workers
     return {
         "images": len(images),
         "persons": persons,
         "persons_per_image": persons / len(images),
-        "default_workers": defaults.workers,
+        "default_workers": workers,
         "default_batch": defaults.batch_size,
         "seconds": seconds,
         "loop_seconds": loop,
@@ -571,6 +576,26 @@ def _peak_rss_mib() -> dict[str, float]:
     return {"main": own, "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
+def _retained_rss_mib() -> float | None:
+    """Resident memory (MiB) still held at the end, after garbage collection and after the C allocator has
+    returned its free memory to the system (glibc's ``malloc_trim``; ``None`` elsewhere).
+
+    The peak also counts memory that was freed but kept by the allocator for reuse, and bounded caches (e.g.
+    oneDNN's kernels, one set per batch shape seen); what the process still holds is what would grow if
+    something were kept per image.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, AttributeError, StopIteration):
+        return None
+
+
 def child(kind: str, spec: dict[str, Any]) -> None:
     """Run one measurement in this (fresh) process and print its peak memory as JSON."""
     quiet_logs()
@@ -593,7 +618,7 @@ def child(kind: str, spec: dict[str, Any]) -> None:
         trainer = _trainer(max_steps=plan.memory_train_steps)
         trainer.fit(_module(plan), datamodule=dm)
         count = len(dm.dataset("train"))  # persons in the training set
-    print(json.dumps({"count": count, **_peak_rss_mib()}))
+    print(json.dumps({"count": count, **_peak_rss_mib(), "retained": _retained_rss_mib()}))
 
 
 def run_child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -738,6 +763,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def roofline(n: int = 2048, reps: int = 5) -> dict[str, float]:
+    """GFLOP/s of an ``n`` x ``n`` matrix multiply in fp32 and bf16 with torch's threads: what this machine
+    delivers at the moment (a shared or throttled machine delivers less; compare runs by it)."""
+    import torch
+
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        out[name] = 2 * n**3 / time_call(lambda a=a, b=b: a @ b, reps) / 1e9
+    return out
+
+
 def _f(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -755,6 +792,13 @@ def render(res: dict[str, Any]) -> str:
         f"({', '.join(f'{k} {v:.0f} s' for k, v in res['section_seconds'].items())})."
     )
     add(f"Command: `{res['command']}`")
+    if res.get("roofline_start"):
+        a, z = res["roofline_start"], res["roofline_end"]
+        add(
+            f"Matrix multiply (2048x2048, torch's threads) at the start / end of the run: fp32 "
+            f"{a['fp32']:.0f} / {z['fp32']:.0f} GFLOP/s, bf16 {a['bf16']:.0f} / {z['bf16']:.0f} GFLOP/s: the "
+            "compute this machine delivered during the run."
+        )
     floor = res.get("floor")
     if floor:
         add("")
@@ -775,7 +819,7 @@ def render(res: dict[str, Any]) -> str:
     pred = res.get("predict")
     if pred:
         ppi = pred["persons_per_image"]
-        workers = "auto" if pred["default_workers"] is None else pred["default_workers"]
+        workers = pred["default_workers"]
         add("")
         add(
             f"**Prediction**: `emoctx predict` end to end (model load to table written) on {pred['images']} "
@@ -846,28 +890,39 @@ def render(res: dict[str, Any]) -> str:
         add(f"| ratio (target >= 0.9) | {_f(tr['ratio'], 2)} |")
     mem = res.get("memory")
     if mem:
-        small, large = (str(n) for n in plan["memory_images"])
+        sizes = [str(n) for n in plan["memory_images"]]
         add("")
         add(
-            "**Peak memory** (RSS, MiB; each run in a fresh process: the main process, and the largest "
-            "worker process; prediction goes through every image, training takes the same number of steps "
-            "from a data set of either size, so what grows is what is held per image)"
+            "**Memory** (RSS, MiB; each run in a fresh process: the main process's peak, what it still holds "
+            "at the end once the C allocator has returned its free memory, and the largest worker process's "
+            "peak, which counts pages it shares with the main one; prediction goes through every image, "
+            "training takes the same number of steps from a data set of each size, so what grows with the "
+            "size is what is held per image)"
         )
         add("")
-        add(f"| run | {small} images | {large} images | growth |")
-        add("|---|--:|--:|--:|")
+        steps = [f"{a} -> {z}" for a, z in zip(sizes, sizes[1:])]
+        add(f"| run | {' | '.join(f'{n} images' for n in sizes)} | {' | '.join(steps)} |")
+        add("|---|" + "--:|" * (2 * len(sizes) - 1))
         if mem.get("imports"):
+            dashes = " | ".join("-" for _ in range(2 * len(sizes) - 2))
             add(
-                f"| for scale: Python with torch, Lightning and the pipeline imported | {mem['imports']['main']:.0f} "
-                "| - | - |"
+                f"| for scale: Python with torch, Lightning and the pipeline imported | "
+                f"{mem['imports']['main']:.0f} | {dashes} |"
             )
         for what, label in (
             ("predict", f"`emoctx predict` ({' '.join(DEFAULT_MODE)})"),
             ("training", f"training, {plan['memory_train_steps']} steps"),
         ):
-            for part, name in (("main", "main"), ("largest_child", "worker")):
-                a, z = mem[what][small][part], mem[what][large][part]
-                add(f"| {label}, {name} | {a:.0f} | {z:.0f} | {z - a:+.0f} |")
+            for part, name in (
+                ("main", "main, peak"),
+                ("retained", "main, held at the end"),
+                ("largest_child", "worker, peak"),
+            ):
+                if any(mem[what][n].get(part) is None for n in sizes):
+                    continue
+                peaks = [mem[what][n][part] for n in sizes]
+                growth = [f"{z - a:+.0f}" for a, z in zip(peaks, peaks[1:])]
+                add(f"| {label}, {name} | {' | '.join(f'{v:.0f}' for v in peaks)} | {' | '.join(growth)} |")
     acc = res.get("accuracy")
     if acc:
         add("")
@@ -932,10 +987,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "plan": asdict(plan),
         "machine": machine(),
         "load_start": list(os.getloadavg()),
+        "roofline_start": roofline(),
         "section_seconds": {},
     }
-    n_test = max(plan.predict_images, plan.memory_images[1], plan.baseline_persons, plan.detector_images)
-    n_train = plan.memory_images[1] if "memory" in sections else max(8, plan.train_batch * 2)
+    n_test = max(plan.predict_images, plan.memory_images[-1], plan.baseline_persons, plan.detector_images)
+    n_train = plan.memory_images[-1] if "memory" in sections else max(8, plan.train_batch * 2)
     data = make_data(work / "synth640", (n_train, 0, n_test), (640, 480), seed=0)
     model = save_random_model(plan.arch, work / f"{plan.arch}_random.safetensors")
     res["section_seconds"]["data"] = time.perf_counter() - started
@@ -965,6 +1021,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     res["load_end"] = list(os.getloadavg())
+    res["roofline_end"] = roofline()
     res["seconds"] = time.perf_counter() - started
     table = render(res)
     atomic_write_text(out / "bench.json", json.dumps(res, indent=2) + "\n")

@@ -42,7 +42,7 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys):
         "**Prediction**",
         "**Detector**",
         "**Training**",
-        "**Peak memory**",
+        "**Memory**",
         "**Accuracy cost**",
     ):
         assert heading in table
@@ -63,6 +63,9 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys):
     assert "baseline reference" in table and "bf16 shared (default)" in table
 
     assert _positive(res["detector"]["images_per_s"]) and res["detector"]["imgsz"] == 640
+    for when in ("roofline_start", "roofline_end"):
+        assert set(res[when]) == {"fp32", "bf16"} and all(_positive(v) for v in res[when].values())
+    assert "Matrix multiply" in table
 
     training = res["training"]
     assert _positive(training["samples_per_s"]["memory"]) and _positive(training["samples_per_s"]["jpeg"])
@@ -76,6 +79,7 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys):
         assert set(res["memory"][what]) == sizes
         for peak in res["memory"][what].values():
             assert peak["main"] > 50 and peak["largest_child"] > 0 and peak["count"] > 0
+            assert 50 < peak["retained"] <= peak["main"]  # Linux with glibc here
 
     # Two models trained here, each run shared/masked in fp32 and bf16: mAPs and their differences.
     models = res["accuracy"]["models"]
@@ -105,3 +109,18 @@ def test_given_model_and_selected_sections(bench, tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--out", str(tmp_path / "c"), "--sections", "floor,nonsense"])
+
+
+def test_child_peak_memory_is_its_own(bench):
+    """A measuring process reports its own peak, not the memory of the process that started it (Linux's
+    ``ru_maxrss`` keeps the parent's resident size across fork + exec)."""
+    import numpy as np
+
+    ballast = np.ones(1_500_000_000 // 8)  # 1.5 GB resident in this process while the child runs
+    with open("/proc/self/status", encoding="ascii") as f:
+        own = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    from dataclasses import asdict
+
+    peak = bench.run_child("imports", {"plan": asdict(bench.QUICK), "threads": 1})
+    assert ballast.sum() > 0
+    assert 50 < peak["main"] < own - 1000

@@ -410,3 +410,17 @@ def test_summary_option_writes_tables_and_plots(folder, model_path, tmp_path, ca
         assert (summary / name).stat().st_size > 0
     persons = int(read_predictions(out)["error"].isna().sum())
     assert str(persons) in (summary / "summary.md").read_text()
+
+
+def test_default_workers_follow_the_free_cores(monkeypatch):
+    """Decoding processes default to the cores torch's threads leave free (at most 2; 2 beside a GPU), and the
+    command's --workers default defers to that."""
+    import emoctx.inference.pipeline as pipeline
+    from emoctx.cli import build_parser
+
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)
+    for threads, expected in ((4, 0), (3, 1), (1, 2)):
+        monkeypatch.setattr(pipeline.torch, "get_num_threads", lambda t=threads: t)
+        assert pipeline.default_workers(torch.device("cpu")) == expected
+    assert pipeline.default_workers(torch.device("cuda")) == 2
+    assert build_parser().parse_args(["predict", "x", "--model", "m"]).workers is None

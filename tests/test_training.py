@@ -124,6 +124,26 @@ def test_loading_is_safe_and_checked(tmp_path, monkeypatch):
         load_model(save_model(tmp_path / "f.safetensors", net, {"format": "other"}))
 
 
+@pytest.mark.parametrize(("arch", "size"), [("test_resnet", 32), ("test_vit_relpos", 160)])
+def test_loaded_network_is_complete_and_equal(tmp_path, arch, size):
+    """Built without random initialisation where the file holds every tensor; built normally where it
+    cannot (test_vit_relpos computes position tables no checkpoint holds)."""
+    from emoctx.checkpoint import describe
+    from emoctx.models.backbones import StreamConfig
+    from emoctx.models.network import EmotionNet
+
+    torch.manual_seed(0)
+    net = EmotionNet({"body": StreamConfig(arch, input_size=size)}, hidden=16).eval()
+    back, _ = load_model(save_model(tmp_path / "m.safetensors", net, describe(net)))
+    every = [*back.parameters(), *back.buffers()]
+    assert every and not any(t.is_meta for t in every)
+    x = {"body": torch.randn(2, 3, size, size)}
+    with torch.no_grad():
+        want, got = net(x), back(x)
+    torch.testing.assert_close(got["logits"], want["logits"])
+    torch.testing.assert_close(got["vad"], want["vad"])
+
+
 def _random_init_config(src: str, dst: Path) -> str:
     cfg = yaml.safe_load((REPO / "configs" / src).read_text())
     for stream in cfg["model"]["streams"].values():

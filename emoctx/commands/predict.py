@@ -114,8 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--workers",
         type=int,
-        default=2,
-        help="image-decoding processes (default 2; 0 decodes in the main process)",
+        default=None,
+        help="image-decoding processes; 0 decodes in the main process between model calls. Default: the "
+        "cores the model leaves free, at most 2 (on a GPU: 2; on a CPU, where the model's threads use every "
+        "core: 0, which scripts/bench.py measured faster than 2)",
     )
     run_group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     run_group.add_argument(
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from emoctx.inference.runner import predict_to_file
 
     detector = BoxFileDetector(args.boxes) if args.boxes else None
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         from emoctx.errors import EmoctxError
 
         raise EmoctxError(f"--workers must be 0 or more, got {args.workers}")
