@@ -25,6 +25,9 @@ test: $(STAMP)  ## the test suite CI runs (< 10 min on 2 CPU cores)
 test-slow: $(STAMP)  ## heavier variants kept out of the default run
 	$(BIN)/python -m pytest -q -m slow
 
+bench: $(STAMP)  ## speed, memory and accuracy-cost tables of this machine (about 8 min; runs/bench/bench.md)
+	YOLO_CONFIG_DIR="$(CURDIR)/runs/bench/ultralytics" $(BIN)/python scripts/bench.py --out runs/bench --profile
+
 lint: $(STAMP)
 	$(BIN)/ruff check emoctx tests scripts
 	$(BIN)/ruff format --check emoctx tests scripts
