@@ -172,12 +172,19 @@ def _build_for(state: dict[str, torch.Tensor], info: ModelInfo, path: Path) -> E
     """
     with torch.device("meta"):
         net = EmotionNet.from_config(info.network)
-    held = set(net.state_dict())
+    held = net.state_dict()
     every = {name for name, _ in net.named_parameters()} | {name for name, _ in net.named_buffers()}
-    assign = every <= held
-    if not assign:
+    assign = every <= set(held)
+    if assign:  # taken as they are, so first in the dtypes the network was built with (as a copy would be)
+        state = {
+            k: v.to(held[k].dtype) if k in held and v.is_floating_point() else v for k, v in state.items()
+        }
+    else:
         net = EmotionNet.from_config(info.network)
-    result = net.load_state_dict(state, strict=False, assign=assign)
+    try:
+        result = net.load_state_dict(state, strict=False, assign=assign)
+    except RuntimeError as e:  # shapes that differ from the described network
+        raise EmoctxError(f"{path}: weights do not fit the described network: {e}") from e
     if result.missing_keys or result.unexpected_keys:
         raise EmoctxError(
             f"{path}: weights do not fit the described network: missing {result.missing_keys[:10]}, "

@@ -10,8 +10,9 @@ Everything is measured in one run, side by side, so that the ratios hold even on
   (body per person + scene per image);
 * **prediction**: ``emoctx predict`` end to end (the command, in this process) on a generated folder of
   640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given: the defaults (bf16, shared scene), bf16
-  with the masked scene, fp32 with the shared scene, and with 2 decoding processes; its ratio to the model floor, and to the common EMOTIC baseline's inference path (one person at a time, the
-  image re-decoded per person, fp32) measured here too;
+  with the masked scene, fp32 with the shared scene, and with 2 decoding processes; its ratio to the model
+  floor, and to the common EMOTIC baseline's inference path (one person at a time, the image re-decoded per
+  person, fp32) measured here too;
 * **detector**: ultralytics person detection, images/s at its default size (640), with ``yolo11n.yaml``
   (random weights: the compute of a forward is that of the trained model; the number of candidate boxes,
   and so the NMS time, can differ);
@@ -819,12 +820,11 @@ def render(res: dict[str, Any]) -> str:
     pred = res.get("predict")
     if pred:
         ppi = pred["persons_per_image"]
-        workers = pred["default_workers"]
         add("")
         add(
             f"**Prediction**: `emoctx predict` end to end (model load to table written) on {pred['images']} "
             f"EMOTIC-synth 640x480 JPEGs, {pred['persons']} persons ({ppi:.2f} per image), boxes given "
-            f"(`--boxes`), the command's defaults otherwise (`--workers {workers}`, "
+            f"(`--boxes`), the command's defaults otherwise (`--workers {pred['default_workers']}`, "
             f"`--batch-size {pred['default_batch']}`); median of {plan['rounds']} run(s)"
         )
         add("")

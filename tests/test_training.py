@@ -143,6 +143,20 @@ def test_loaded_network_is_complete_and_equal(tmp_path, arch, size):
     torch.testing.assert_close(got["logits"], want["logits"])
     torch.testing.assert_close(got["vad"], want["vad"])
 
+    # Weights stored in another dtype load in the network's own, as a copy into it would.
+    from safetensors.torch import load_file, save_file
+
+    half = tmp_path / "bf16.safetensors"
+    meta = {"emoctx": json.dumps(describe(net))}
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(tmp_path / "m.safetensors").items()}, half, meta)
+    assert {p.dtype for p in load_model(half)[0].parameters()} == {torch.float32}
+
+    # Weights of another shape are a clear error naming the file.
+    resized = EmotionNet({"body": StreamConfig(arch, input_size=size)}, hidden=8)
+    other = save_model(tmp_path / "other.safetensors", resized, describe(net))
+    with pytest.raises(EmoctxError, match="other.safetensors: weights do not fit"):
+        load_model(other)
+
 
 def _random_init_config(src: str, dst: Path) -> str:
     cfg = yaml.safe_load((REPO / "configs" / src).read_text())
