@@ -55,6 +55,16 @@ class ModelInfo:
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
+    @property
+    def trained_with_mask(self) -> bool:
+        """Whether the subject was masked out of the scene in training.
+
+        Read from ``mask_subject`` at the top of ``training``, or in its ``data`` or ``preprocessing`` section.
+        """
+        training = self.training or {}
+        sections = (training, training.get("data"), training.get("preprocessing"))
+        return any(isinstance(s, dict) and bool(s.get("mask_subject")) for s in sections)
+
     def threshold_vector(self, default: float = 0.5) -> torch.Tensor:
         """Per-category thresholds in canonical order (``default`` where none was calibrated).
 

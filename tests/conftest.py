@@ -33,3 +33,23 @@ def _seed():
         torch.manual_seed(0)
     except ImportError:  # pragma: no cover
         pass
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory):
+    """A saved two-stream model (timm test_resnet body @64 + scene @96, random weights): fast to run."""
+    import torch
+
+    from emoctx.checkpoint import describe, save_model
+    from emoctx.models.backbones import StreamConfig
+    from emoctx.models.network import EmotionNet
+
+    torch.manual_seed(0)
+    net = EmotionNet(
+        {
+            "body": StreamConfig("test_resnet", input_size=64),
+            "scene": StreamConfig("test_resnet", input_size=96),
+        },
+        hidden=32,
+    )
+    return save_model(tmp_path_factory.mktemp("m") / "model.safetensors", net, describe(net))

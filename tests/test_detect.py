@@ -10,26 +10,10 @@ import torch
 from PIL import Image
 
 from emoctx import labels
-from emoctx.checkpoint import describe, save_model
 from emoctx.cli import main
 from emoctx.errors import EmoctxError
 from emoctx.inference import BoxFileDetector, Detection, PersonDetector, Predictor, UltralyticsDetector
 from emoctx.inference.detect import BoxSource, import_ultralytics, resolve_weights
-from emoctx.models.backbones import StreamConfig
-from emoctx.models.network import EmotionNet
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    net = EmotionNet(
-        {
-            "body": StreamConfig("test_resnet", input_size=64),
-            "scene": StreamConfig("test_resnet", input_size=96),
-        },
-        hidden=32,
-    )
-    return save_model(tmp_path_factory.mktemp("m") / "model.safetensors", net, describe(net))
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +72,9 @@ def test_ultralytics_yaml_detector_runs_batched(yolo, bus):
     assert yolo.describe() == "yolo:yolo11n.yaml"
 
 
-def test_predictor_with_the_yolo_detector(yolo, model_path, bus):
+def test_predictor_with_the_yolo_detector(yolo, tiny_model_path, bus):
     path, photo = bus
-    predictor = Predictor(model_path, yolo, num_workers=0, min_box=20, max_side=320)
+    predictor = Predictor(tiny_model_path, yolo, num_workers=0, min_box=20, max_side=320)
     results = predictor.predict_images([path, np.ascontiguousarray(photo[::3, ::3])])
     assert len(results) == 2 and results[0].persons
     for r, (w, h) in zip(results, [(810, 1080), (270, 360)], strict=True):
@@ -102,7 +86,7 @@ def test_predictor_with_the_yolo_detector(yolo, model_path, bus):
         assert list(r.to_frame().columns)[:4] == ["source", "frame", "person", "track_id"]
 
 
-def test_offline_without_weights_is_a_clear_error(model_path, bus, tmp_path, monkeypatch, capsys):
+def test_offline_without_weights_is_a_clear_error(tiny_model_path, bus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no yolo11n.pt in the working folder
     with pytest.raises(EmoctxError) as err:
         UltralyticsDetector("yolo11n.pt")
@@ -114,7 +98,9 @@ def test_offline_without_weights_is_a_clear_error(model_path, bus, tmp_path, mon
     weights.write_bytes(b"x")
     assert resolve_weights(weights) == str(weights)  # an existing file is used as is
     # the command line reports it without a traceback, before any work
-    status = main(["predict", str(bus[0]), "--model", str(model_path), "--out", str(tmp_path / "o.jsonl")])
+    status = main(
+        ["predict", str(bus[0]), "--model", str(tiny_model_path), "--out", str(tmp_path / "o.jsonl")]
+    )
     captured = capsys.readouterr()
     assert status == 2
     assert "--detector-weights PATH" in captured.err and "Traceback" not in captured.err
@@ -178,13 +164,13 @@ def test_box_file_errors_name_the_row(tmp_path, content, match):
     assert str(path) in str(err.value)
 
 
-def test_ultralytics_pil_patch_is_undone_before_decoding(model_path, tmp_path, monkeypatch):
+def test_ultralytics_pil_patch_is_undone_before_decoding(tiny_model_path, tmp_path, monkeypatch):
     from ultralytics.utils import patches
 
     monkeypatch.setattr(Image, "open", patches.image_open)  # as right after `import ultralytics`
     fake = tmp_path / "notes.jpg"
     fake.write_text("plain text")
-    result = Predictor(model_path, num_workers=0).predict_images([fake], boxes=[[]])[0]
+    result = Predictor(tiny_model_path, num_workers=0).predict_images([fake], boxes=[[]])[0]
     assert "not a recognised image format" in result.error  # no attempt to pip-install a HEIF plugin
     assert Image.open.__module__ == "PIL.Image"
 

@@ -10,29 +10,13 @@ import pytest
 import torch
 
 from emoctx import labels
-from emoctx.checkpoint import describe, save_model
 from emoctx.cli import main
 from emoctx.inference import Predictor, read_predictions
 from emoctx.inference.detect import UltralyticsDetector
 from emoctx.inference.video import IoUTracker, TrackSmoother, read_frames
-from emoctx.models.backbones import StreamConfig
-from emoctx.models.network import EmotionNet
 
 PROB_COLUMNS = [f"p_{s}" for s in labels.SLUGS]
 N_FRAMES = 10
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    net = EmotionNet(
-        {
-            "body": StreamConfig("test_resnet", input_size=64),
-            "scene": StreamConfig("test_resnet", input_size=96),
-        },
-        hidden=32,
-    )
-    return save_model(tmp_path_factory.mktemp("m") / "model.safetensors", net, describe(net))
 
 
 def _boxes(t):
@@ -71,12 +55,12 @@ def clip(tmp_path_factory):
     return {"root": root, "media": media, "video": path, "boxes": boxes}
 
 
-def _run(clip, model_path, out, *extra, source=None):
+def _run(clip, tiny_model_path, out, *extra, source=None):
     argv = [
         "predict",
         str(source or clip["video"]),
         "--model",
-        str(model_path),
+        str(tiny_model_path),
         "--boxes",
         str(clip["boxes"]),
     ]
@@ -92,8 +76,8 @@ def test_read_frames_and_stride(clip):
     assert [i for i, _ in read_frames(clip["video"], stride=4)] == [0, 4, 8]
 
 
-def test_tracks_keep_their_id_and_smoothing_off_gives_per_frame_values(clip, model_path, tmp_path):
-    raw = _run(clip, model_path, tmp_path / "raw.jsonl", "--smooth", "off")
+def test_tracks_keep_their_id_and_smoothing_off_gives_per_frame_values(clip, tiny_model_path, tmp_path):
+    raw = _run(clip, tiny_model_path, tmp_path / "raw.jsonl", "--smooth", "off")
     assert len(raw) == 2 * N_FRAMES and raw["error"].isna().all()
     assert raw["frame"].tolist() == [t for t in range(N_FRAMES) for _ in range(2)]
     # the left figure is track 1 in every frame, the right one track 2; person is the track id
@@ -104,12 +88,12 @@ def test_tracks_keep_their_id_and_smoothing_off_gives_per_frame_values(clip, mod
     assert (raw["width"].eq(200) & raw["height"].eq(120)).all()
     # per-frame values equal a prediction on each frame on its own
     frames = dict(read_frames(clip["video"]))
-    predictor = Predictor(model_path, num_workers=0)
+    predictor = Predictor(tiny_model_path, num_workers=0)
     single = predictor.predict_images([frames[5]], boxes=[_boxes(5)])[0]
     got = raw[raw["frame"] == 5][PROB_COLUMNS].to_numpy()
     np.testing.assert_allclose(got, np.stack([p.probabilities for p in single.persons]), atol=1e-5)
 
-    smooth = _run(clip, model_path, tmp_path / "smooth.csv", "--smooth", "0.3")
+    smooth = _run(clip, tiny_model_path, tmp_path / "smooth.csv", "--smooth", "0.3")
     for track in (1, 2):
         x = raw[raw["track_id"] == track][[*PROB_COLUMNS, *labels.VAD_NAMES]].to_numpy()
         s = smooth[smooth["track_id"] == track][[*PROB_COLUMNS, *labels.VAD_NAMES]].to_numpy()
@@ -124,10 +108,17 @@ def test_tracks_keep_their_id_and_smoothing_off_gives_per_frame_values(clip, mod
         ]
 
 
-def test_stride_no_track_and_annotated_video(clip, model_path, tmp_path):
+def test_stride_no_track_and_annotated_video(clip, tiny_model_path, tmp_path):
     ann = tmp_path / "annotated"
     df = _run(
-        clip, model_path, tmp_path / "s.parquet", "--video-stride", "3", "--no-track", "--annotate", str(ann)
+        clip,
+        tiny_model_path,
+        tmp_path / "s.parquet",
+        "--video-stride",
+        "3",
+        "--no-track",
+        "--annotate",
+        str(ann),
     )
     assert sorted(set(df["frame"])) == [0, 3, 6, 9]
     assert df["track_id"].isna().all() and df["person"].tolist() == [0, 1] * 4
@@ -147,7 +138,7 @@ def test_stride_no_track_and_annotated_video(clip, model_path, tmp_path):
     assert np.abs(first.astype(int) - original.astype(int)).mean() > 2  # boxes and labels were drawn
 
 
-def test_box_file_track_ids_are_used(clip, model_path, tmp_path):
+def test_box_file_track_ids_are_used(clip, tiny_model_path, tmp_path):
     boxes = tmp_path / "tracked.csv"
     pd.DataFrame(
         [
@@ -164,14 +155,14 @@ def test_box_file_track_ids_are_used(clip, model_path, tmp_path):
             for k, b in enumerate(_boxes(t))
         ]
     ).to_csv(boxes, index=False)
-    argv = ["predict", str(clip["video"]), "--model", str(model_path), "--boxes", str(boxes), "--out"]
+    argv = ["predict", str(clip["video"]), "--model", str(tiny_model_path), "--boxes", str(boxes), "--out"]
     assert main([*argv, str(tmp_path / "t.jsonl"), "--no-progress", "--smooth", "off"]) == 0
     df = read_predictions(tmp_path / "t.jsonl")
     assert df["track_id"].tolist() == [40, 41] * N_FRAMES
 
 
-def test_folder_with_photos_and_videos_and_bad_videos(clip, model_path, tmp_path):
-    df = _run(clip, model_path, tmp_path / "mixed.jsonl", source=clip["media"])
+def test_folder_with_photos_and_videos_and_bad_videos(clip, tiny_model_path, tmp_path):
+    df = _run(clip, tiny_model_path, tmp_path / "mixed.jsonl", source=clip["media"])
     names = df["source"].map(lambda s: s.rsplit("/", 1)[-1])
     assert names.drop_duplicates().tolist() == [
         "broken.mp4",
@@ -187,12 +178,12 @@ def test_folder_with_photos_and_videos_and_bad_videos(clip, model_path, tmp_path
     assert (df[names == "clip.mp4"]["frame"] >= 0).all() and len(df[names == "clip.mp4"]) == 2 * N_FRAMES
 
 
-def test_ultralytics_tracking_code_path(clip, model_path):
+def test_ultralytics_tracking_code_path(clip, tiny_model_path):
     detector = UltralyticsDetector("yolo11n.yaml", conf=0.25, imgsz=160)
     with torch.no_grad():  # random weights find nothing: force person scores up so that tracks form
         for branch in detector.model.model.model[-1].cv3:
             branch[-1].bias[0] = 6.0
-    predictor = Predictor(model_path, detector, num_workers=0, min_box=0, smoothing=0.5)
+    predictor = Predictor(tiny_model_path, detector, num_workers=0, min_box=0, smoothing=0.5)
     results = list(predictor.predict_sources([clip["video"], clip["video"].with_name("still.jpg")]))
     video = [r for r in results if r.frame >= 0]
     assert [r.frame for r in video] == list(range(N_FRAMES)) and [r.source_done for r in video][-2:] == [

@@ -71,12 +71,7 @@ def _stream_preprocessing(info: ModelInfo, mask_subject: bool | None) -> dict[st
         prep[f"{stream}_size"] = int(spec["input_size"]) if spec else _UNUSED_STREAM_SIZE
         prep[f"{stream}_mean"] = tuple(spec["mean"]) if spec else IMAGENET_MEAN
         prep[f"{stream}_std"] = tuple(spec["std"]) if spec else IMAGENET_STD
-    if mask_subject is None:
-        training = info.training or {}
-        mask_subject = bool(
-            training.get("mask_subject", (training.get("data") or {}).get("mask_subject", False))
-        )
-    prep["mask_subject"] = mask_subject
+    prep["mask_subject"] = info.trained_with_mask if mask_subject is None else mask_subject
     return prep
 
 

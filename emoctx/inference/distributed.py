@@ -201,7 +201,7 @@ def datamodule_for(
         num_workers=num_workers,
         augment="none",
         # The person is masked out of the scene only if the model was trained that way.
-        mask_subject=bool(info.training.get("mask_subject", False)),
+        mask_subject=info.trained_with_mask,
         max_side=max_side,
         pin_memory=pin_memory,
         **kwargs,

@@ -60,7 +60,7 @@ import torch
 from PIL import Image, ImageOps
 
 from emoctx import labels
-from emoctx.checkpoint import ModelInfo, load_model
+from emoctx.checkpoint import load_model
 from emoctx.data.images import DecodedImage, ImageError, read_image
 from emoctx.data.transforms import _clip_box, _pixel_box, as_hw
 from emoctx.errors import EmoctxError
@@ -131,15 +131,6 @@ def default_workers(device: torch.device) -> int:
     if device.type != "cpu":
         return 2
     return max(0, min(2, (os.cpu_count() or 1) - torch.get_num_threads()))
-
-
-def trained_with_mask(info: ModelInfo) -> bool:
-    """Whether the checkpoint's training configuration says the subject was masked in the scene."""
-    training = info.training or {}
-    for section in (training, training.get("data"), training.get("preprocessing")):
-        if isinstance(section, dict) and section.get("mask_subject"):
-            return True
-    return False
 
 
 def fold_batch_norms(module: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
@@ -490,7 +481,7 @@ class Predictor:
         if self._low_precision_backbones:
             self.net.backbones.to(self.amp_dtype)
         if scene_mode == "auto":
-            scene_mode = "masked" if trained_with_mask(self.info) else "shared"
+            scene_mode = "masked" if self.info.trained_with_mask else "shared"
         self.scene_mode = scene_mode
         self.batch_size = int(batch_size)
         self.num_workers = default_workers(self.device) if num_workers is None else int(num_workers)
