@@ -16,8 +16,9 @@ then falls back to the un-augmented geometry for that sample instead of failing 
 counts these).
 
 Presets (:data:`PRESETS`): ``none`` (evaluation and prediction: resize and normalise only), ``light``
-(flip, small affine, mild colour jitter) and ``strong`` (adds a random crop that keeps the person, larger
-affine, stronger colour, grayscale, blur, noise and JPEG artefacts).
+(flip, small affine, mild colour jitter), ``strong`` (adds a random crop that keeps the person, larger
+affine, stronger colour, grayscale, blur, noise and JPEG artefacts) and ``baseline`` (the common PyTorch EMOTIC
+baseline's: a horizontal flip and brightness/contrast/saturation jitter of 0.4 on every sample).
 """
 
 from __future__ import annotations
@@ -117,10 +118,20 @@ def _strong(fill: tuple[int, int, int]) -> tuple[list, list]:
     return geometric, photometric
 
 
+def _baseline(fill: tuple[int, int, int]) -> tuple[list, list]:
+    # Tandon-A/emotic train.py: RandomHorizontalFlip() and ColorJitter(brightness=0.4, contrast=0.4,
+    # saturation=0.4), applied there to the body and the context separately; here once, to the scene before the
+    # body is cropped, so both streams see the same flip and colours.
+    geometric = [A.HorizontalFlip(p=0.5)]
+    photometric = [A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.0, p=1.0)]
+    return geometric, photometric
+
+
 _PRESET_BUILDERS: dict[str, Callable[[tuple[int, int, int]], tuple[list, list]]] = {
     "none": _none,
     "light": _light,
     "strong": _strong,
+    "baseline": _baseline,
 }
 PRESETS: tuple[str, ...] = tuple(_PRESET_BUILDERS)
 
