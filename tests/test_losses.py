@@ -277,7 +277,7 @@ def test_points_scale_is_the_baselines_continuous_loss_and_gradient(name, baseli
     fn = {"deadzone": deadzone_continuous_loss, "smoothl1": smoothl1_continuous_loss}[name]
     loss_e = fn(vad_to_model(points), vad_to_model(truth), reduction="sum", scale="1-10")
     (grad_e,) = torch.autograd.grad(loss_e, points)
-    assert 0 < loss_b.item()
+    assert loss_b.item() > 0
     torch.testing.assert_close(loss_e, loss_b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_e, grad_b, rtol=1e-5, atol=1e-6)
     # And inside EmotionLoss, with the 0.5/0.5 weights of train.py.

@@ -147,10 +147,15 @@ def read_module(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        # torch's message opens with general advice; the line that names what was refused is the useful one.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        what = next(
+            (line for line in lines if "GLOBAL" in line or "global" in line.split()),
+            lines[-1] if lines else "",
+        )
         raise EmoctxError(
             f"{path}: refused: the file holds something other than the baseline's torch/torchvision layers and "
-            f"its Emotic module, and is not unpickled ({first.strip()})"
+            f"its Emotic module, so it is not unpickled ({what})"
         ) from e
     except (RuntimeError, OSError, ValueError, EOFError, AttributeError, TypeError) as e:
         raise EmoctxError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
