@@ -327,30 +327,58 @@ def test_head_trains_like_the_baseline(baseline):
             )
 
 
-def test_baseline_config_builds_the_baselines_recipe():
-    from emoctx.training.module import EmotionModule
+def test_baseline_config_trains_with_the_baselines_recipe(tmp_path):
+    """The config, through the training command (2 steps on EMOTIC-synth), gives its recipe.
+
+    The streams' ResNet-18s become timm's tiny random test_resnet (the recipe is under test, not the backbones).
+    """
+    from emoctx.data.synth import generate
+    from emoctx.training.cli import train
 
     cfg = yaml.safe_load((REPO / "configs" / "emotic_baseline_resnet18.yaml").read_text())
-    model_cfg = cfg["model"]
-    for stream in model_cfg["streams"].values():
-        stream["pretrained"] = None  # same architecture, random weights: nothing is downloaded
-    module = EmotionModule(**model_cfg)
-    assert module.net.stream_names == ("scene", "body")
-    assert module.net.config()["vad_output"] == "tenths"
-    assert (module.criterion.reduction, module.criterion.continuous_scale) == ("sum", "1-10")
-    assert (module.criterion.discrete, module.criterion.continuous) == ("emotic", "smoothl1")
-
-    class _Trainer:
-        estimated_stepping_batches, max_epochs = 10, 15
-
-    module._trainer = _Trainer()  # configure_optimizers reads nothing from it for the step schedule
-    opt = module.configure_optimizers()
-    assert type(opt["optimizer"]) is torch.optim.Adam
-    assert opt["optimizer"].defaults["weight_decay"] == 5e-4 and opt["optimizer"].defaults["lr"] == 0.01
-    assert opt["lr_scheduler"]["scheduler"].step_size == 7
+    for stream in cfg["model"]["streams"].values():
+        stream.update(backbone="test_resnet", pretrained=None)
+    for split in ("train", "val", "test"):
+        cfg["data"].pop(f"{split}_records")
+    config = tmp_path / "baseline.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    generate(tmp_path / "synth", n_train=16, n_val=8, n_test=8, image_size=(160, 120), seed=1, progress=False)
+    run = tmp_path / "run"
+    train(
+        [
+            "--config", str(config), "--data.root", str(tmp_path / "synth"), "--trainer.default_root_dir", str(run),
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--data.batch_size", "8", "--data.num_workers", "0", "--skip_test",
+        ]
+    )  # fmt: skip
+    _, info = load_model(run / "model.safetensors")
+    assert list(info.streams) == ["scene", "body"]  # concatenated context first, as the baseline does
+    assert info.network["vad_output"] == "tenths" and info.network["hidden"] == 256
     for name, spec in BASELINE_STREAMS.items():
-        assert module.net.stream_specs()[name]["mean"] == pytest.approx(spec["mean"])
-    assert cfg["data"]["augment"] == "baseline" and cfg["data"]["batch_size"] == 52
+        assert info.streams[name]["input_size"] == spec["input_size"]
+        assert info.streams[name]["mean"] == pytest.approx(spec["mean"])
+        assert info.training["data"][f"{name}_std"] == pytest.approx(spec["std"])
+    t = info.training
+    assert (t["loss_reduction"], t["continuous_scale"], t["continuous_loss"], t["discrete_weights"]) == (
+        "sum",
+        "1-10",
+        "smoothl1",
+        "batch",
+    )
+    assert (t["optimizer"], t["lr"], t["weight_decay"], t["step_size"]) == ("adam", 0.01, 0.0005, 7)
+    assert t["data"]["augment"] == "baseline" and t["data"]["batch_size"] == 8  # 52 in the file, 8 here
+
+
+def test_adam_is_torchs_adam_with_weight_decay_in_the_gradient():
+    from emoctx.training.module import EmotionModule
+
+    streams = {"scene": {"backbone": "test_resnet", "input_size": 32}, "body": {"backbone": "test_resnet"}}
+    module = EmotionModule(streams=streams, hidden=8, optimizer="adam", lr=0.01, weight_decay=5e-4)
+    opt = module.configure_optimizers()["optimizer"]
+    assert type(opt) is torch.optim.Adam and opt.defaults["weight_decay"] == 5e-4
+    with pytest.raises(EmoctxError, match="unknown vad_output 'tens'"):
+        EmotionModule(streams=streams, hidden=8, vad_output="tens")
 
 
 def test_baseline_augmentation_preset_flips_and_jitters():
