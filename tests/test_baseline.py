@@ -241,32 +241,57 @@ def test_command_line_import(baseline, tmp_path, capsys):
     assert "context file (model_context1.pth) was not found" in capsys.readouterr().err
 
 
-def test_predict_feeds_the_model_as_stored(baseline):
-    """emoctx predict runs the imported model with its stored sizes, normalisation, order and thresholds."""
+def baseline_inputs(image: np.ndarray, box: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The baseline's inference.py process_images: crop, cv2.resize to 224 / 128, ToTensor, Normalize."""
+    x1, y1, x2, y2 = box
+    image_body = image[y1:y2, x1:x2].copy()
+    image_context = cv2.resize(image, (224, 224))
+    image_body = cv2.resize(image_body, (128, 128))
+    to_tensor = torchvision.transforms.ToTensor()
+    context_norm = torchvision.transforms.Normalize(
+        BASELINE_STREAMS["scene"]["mean"], BASELINE_STREAMS["scene"]["std"]
+    )
+    body_norm = torchvision.transforms.Normalize(
+        BASELINE_STREAMS["body"]["mean"], BASELINE_STREAMS["body"]["std"]
+    )
+    return context_norm(to_tensor(image_context)).unsqueeze(0), body_norm(to_tensor(image_body)).unsqueeze(0)
+
+
+def test_predict_feeds_the_model_as_the_baseline_did(baseline):
+    """emoctx predict gives what the baseline's own inference gives on the same photo and boxes."""
     from ultralytics.utils import ASSETS
 
     from emoctx.inference import Predictor
-    from emoctx.inference.pipeline import resize_like_training
 
     image = cv2.cvtColor(cv2.imread(str(ASSETS / "bus.jpg")), cv2.COLOR_BGR2RGB)
     boxes = [[50, 400, 250, 900], [220, 400, 350, 860]]
     predictor = Predictor(baseline["model"], precision="fp32", num_workers=0, max_side=None)
     persons = predictor.predict_images([image], boxes=[boxes])[0].persons
-
-    def normalised(pixels, stream):
-        spec = BASELINE_STREAMS[stream]
-        x = resize_like_training(pixels, (spec["input_size"],) * 2).astype(np.float32) / 255.0
-        x = (x - np.float32(spec["mean"])) / np.float32(spec["std"])
-        return torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0)
-
-    context = normalised(image, "scene")
-    for person, (x1, y1, x2, y2) in zip(persons, boxes):
-        cat_out, cont_out = baseline_outputs(baseline, context, normalised(image[y1:y2, x1:x2], "body"))
+    for person, box in zip(persons, boxes):
+        cat_out, cont_out = baseline_outputs(baseline, *baseline_inputs(image, box))
         np.testing.assert_allclose(person.probabilities, cat_out[0].clamp(0, 1).numpy(), atol=1e-4)
         ratings = [person.valence, person.arousal, person.dominance]
         np.testing.assert_allclose(ratings, (10 * cont_out[0]).numpy(), atol=1e-3)
         marked = [labels.CATEGORIES[i] for i in np.flatnonzero(cat_out[0].numpy() > THRESHOLDS)]
         assert person.categories == marked
+        assert 0 < len(marked) < labels.NUM_CATEGORIES
+
+
+def test_bilinear_resize_is_cv2s_default():
+    from ultralytics.utils import ASSETS
+
+    from emoctx.data.transforms import build_transform
+    from emoctx.inference.pipeline import resize_like_training
+
+    image = cv2.cvtColor(cv2.imread(str(ASSETS / "zidane.jpg")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(resize_like_training(image, (224, 224), "bilinear"), cv2.resize(image, (224, 224)))
+    area = resize_like_training(image, (224, 224))
+    assert not np.array_equal(area, cv2.resize(image, (224, 224)))  # emoctx's own models: INTER_AREA
+    prep = {k: (0.0, 0.0, 0.0) if k.endswith("mean") else (1 / 255,) * 3 for k in ("scene_mean", "scene_std")}
+    scene = build_transform("none", scene_size=224, scene_resize="bilinear", **prep)(image, [0, 0, 10, 10])[
+        "scene"
+    ]
+    assert np.abs(scene.permute(1, 2, 0).numpy() - cv2.resize(image, (224, 224))).max() < 1e-3
 
 
 def test_evaluation_feeds_the_baselines_inputs(baseline):
@@ -275,6 +300,7 @@ def test_evaluation_feeds_the_baselines_inputs(baseline):
     _, info = load_model(baseline["model"])
     prep = _stream_preprocessing(info, None)
     assert prep["scene_size"] == 224 and prep["body_size"] == 128 and prep["mask_subject"] is False
+    assert prep["scene_resize"] == prep["body_resize"] == "bilinear"
     assert prep["body_mean"] == pytest.approx(BASELINE_STREAMS["body"]["mean"])
     assert prep["scene_std"] == pytest.approx(BASELINE_STREAMS["scene"]["std"])
 

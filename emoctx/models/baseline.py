@@ -19,9 +19,9 @@ with an error naming it. The thresholds are read with ``numpy.load(allow_pickle=
 The result is an :class:`~emoctx.models.network.EmotionNet` that computes what the baseline computes: timm
 ResNets (same layers and names as torchvision's), ``concat`` fusion in the baseline's order (scene first, then
 body), the same head with ``vad_output="tenths"``, category scores left linear (``clamp`` to 0-1 for display).
-Each stream records the baseline's own input size and normalisation (not ImageNet's), so ``emoctx predict`` and
-``emoctx evaluate`` feed it as the baseline did (:data:`BASELINE_STREAMS`); the model file also says how the
-baseline resized its inputs (``cv2.resize``, bilinear) in ``training["preprocessing"]``.
+Each stream records the baseline's own input size and normalisation (not ImageNet's) and its resizing
+(``"resize": "bilinear"``, ``cv2.resize``'s default), so ``emoctx predict`` and ``emoctx evaluate`` feed it as
+the baseline did (:data:`BASELINE_STREAMS`); ``training["preprocessing"]`` describes the baseline's inputs.
 """
 
 from __future__ import annotations
@@ -412,6 +412,8 @@ def import_baseline(
         thresholds_for_scores(read_thresholds(paths["thresholds"])) if "thresholds" in paths else None
     )
     streams = net.stream_specs()
+    for spec in streams.values():
+        spec["resize"] = BASELINE_PREPROCESSING["resize"]  # predict and evaluate resize as the baseline did
     training = {
         "imported_from": BASELINE_REPO,
         "files": {part: {"name": p.name, "sha256": _sha256(p)} for part, p in paths.items()},
