@@ -3,8 +3,8 @@ r"""Import the common PyTorch EMOTIC baseline's trained model (Tandon-A/emotic) 
 DIR holds the baseline's released files: model_context1.pth, model_body1.pth, model_emotic1.pth (whole pickled
 modules) and val_thresholds.npy (its per-category thresholds; optional). Each file can also be given on its own.
 The output is one self-describing model.safetensors that 'emoctx predict', 'evaluate', 'export' and 'calibrate'
-use like any emoctx model; it feeds the model as the baseline did (its input sizes 224/128 and its own
-normalisation constants) and stores its thresholds.
+use like any emoctx model; it feeds the model as the baseline did (its input sizes 224/128, its own
+normalisation constants and cv2.resize's bilinear resizing) and stores its thresholds.
 
 No code from the files runs: the pickles are read with torch.load(weights_only=True) and an allow-list of the
 torch/torchvision layers they hold (the baseline's own Emotic class is read as plain state), the thresholds with
