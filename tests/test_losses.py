@@ -202,7 +202,13 @@ def test_same_losses_on_cuda():
     logits, vad, cats, vad_target = batch()
     vad_target[0, 1] = float("nan")
     counts = torch.arange(NUM_CATEGORIES, dtype=torch.float32)
-    for kwargs in ({}, {"discrete_weights": "dataset", "category_counts": counts}, {"discrete": "bce"}):
+    recipes = (
+        {},
+        {"discrete_weights": "dataset", "category_counts": counts},
+        {"discrete": "bce"},
+        {"reduction": "sum", "continuous_scale": "1-10", "continuous": "smoothl1"},
+    )
+    for kwargs in recipes:
         loss = EmotionLoss(**kwargs)
         cpu = loss(logits, vad, cats, vad_target)["loss"]
         gpu = loss.to("cuda")(logits.cuda(), vad.cuda(), cats.cuda(), vad_target.cuda())["loss"]

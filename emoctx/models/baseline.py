@@ -161,6 +161,16 @@ def read_module(path: str | os.PathLike) -> Any:
         raise EmoctxError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
 
 
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's parameters and buffers by name.
+
+    Read without ``state_dict()``, which would call the module's state-dict hooks, and those come from the file.
+    """
+    out = {name: p.detach() for name, p in module.named_parameters()}
+    out.update({name: b for name, b in module.named_buffers() if b is not None})
+    return out
+
+
 def _resnet_name(module: nn.Module, source: str) -> str:
     """The timm name of a torchvision ResNet's layout (block type and blocks per stage)."""
     layers = [getattr(module, f"layer{i}", None) for i in range(1, 5)]
@@ -183,7 +193,7 @@ def backbone_state(module: Any, source: str) -> tuple[str, dict[str, torch.Tenso
         ``(timm name, tensors under timm's names)``.
     """
     if isinstance(module, tv_resnet.ResNet):
-        state = {k: v for k, v in module.state_dict().items() if not k.startswith("fc.")}
+        state = {k: v for k, v in _tensors(module).items() if not k.startswith("fc.")}
         return _resnet_name(module, source), state
     if not isinstance(module, nn.Sequential) or len(module) != len(_RESNET_CHILDREN):
         raise EmoctxError(
@@ -202,7 +212,7 @@ def backbone_state(module: Any, source: str) -> tuple[str, dict[str, torch.Tenso
         raise EmoctxError(f"{source}: unexpected layer(s) {wrong} for a torchvision ResNet without fc")
     position = {str(i): name for i, name in enumerate(_RESNET_CHILDREN)}
     state = {}
-    for key, value in module.state_dict().items():
+    for key, value in _tensors(module).items():
         head, _, rest = key.partition(".")
         state[f"{position[head]}.{rest}"] = value
     return _resnet_name(nn.ModuleDict(named), source), state  # type: ignore[arg-type]
@@ -242,7 +252,7 @@ def fusion_state(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[s
         ("fc_cat", "category_head"),
         ("fc_cont", "vad_head"),
     ):
-        for key, value in mods[src].state_dict().items():
+        for key, value in _tensors(mods[src]).items():
             tensors[f"{dst}.{key}"] = value
     shape = {
         "hidden": int(fc1.out_features),

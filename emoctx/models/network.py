@@ -179,9 +179,8 @@ class EmotionNet(nn.Module):
             "dropout": self._dropout,
             "fusion_kwargs": copy.deepcopy(self._fusion_kwargs),
         }
-        if (
-            self._vad_output != "internal"
-        ):  # absent means the default, so such files stay readable by older emoctx
+        # Only when not the default: without the key, a model file stays readable by older emoctx versions.
+        if self._vad_output != "internal":
             cfg["vad_output"] = self._vad_output
         return cfg
 
