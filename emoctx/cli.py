@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "convert",
     "synth",
     "places365",
+    "import-baseline",
     "train",
     "calibrate",
     "evaluate",

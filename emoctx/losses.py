@@ -1,9 +1,17 @@
 """Losses for the emotion categories and the three V/A/D dimensions. All stateless and device-agnostic.
 
-Predictions and targets are compared on the model's internal scales: categories as multi-hot 0/1 vectors,
-V/A/D on 0-1 (:func:`emoctx.labels.vad_to_model`). Every loss sums over its dimensions and averages over the
-persons of the batch; V/A/D losses are masked (a missing rating contributes nothing, and a batch without any rating
-gives 0, not NaN). Computation is in float32 whatever the input precision.
+Predictions and targets come on the model's internal scales: categories as multi-hot 0/1 vectors, V/A/D on 0-1
+(:func:`emoctx.labels.vad_to_model`). Every loss sums over its dimensions; V/A/D losses are masked (a missing
+rating contributes nothing, and a batch without any rating gives 0, not NaN). Computation is in float32 whatever
+the input precision. Two options change the size of the loss, and with it what a learning rate means:
+
+* ``reduction``: ``"mean"`` (default) averages over the persons of the batch; ``"sum"`` adds them up, as the
+  common PyTorch EMOTIC baseline does (its losses end in ``loss.sum()``). At batch size B the summed loss and its
+  gradients are B times the mean.
+* ``scale`` of the V/A/D losses: ``"0-1"`` (default) compares on the internal scale; ``"1-10"`` compares in points
+  of the annotation scale, as the baseline's ``cont_loss(pred_cont * 10, labels_cont * 10)`` does. The margin (dead
+  zone, SmoothL1 ``beta``) is one point on either scale. Differences are 9 times larger in points, so a squared
+  error is 81 times larger and a SmoothL1 or L1 error 9 times.
 
 Discrete:
 
@@ -29,13 +37,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from emoctx.errors import EmoctxError
-from emoctx.labels import NUM_CATEGORIES, vad_points_to_model
+from emoctx.labels import NUM_CATEGORIES, VAD_RANGE, vad_points_to_model
 
 DEAD_ZONE: float = vad_points_to_model(1.0)
 """One point of the 1-10 scale on the internal 0-1 scale: the dead zone of the ``deadzone`` loss."""
 
 EMPTY_CATEGORY_WEIGHT: float = 1e-4
 """The weight of a category without positives in the ``emotic`` weighting."""
+
+REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+"""How a loss combines the persons of a batch: their mean (default) or their sum (the common PyTorch baseline)."""
+
+CONTINUOUS_SCALES: dict[str, float] = {"0-1": 1.0, "1-10": VAD_RANGE}
+"""Where V/A/D losses compare: on the internal 0-1 scale, or in points of the 1-10 scale (differences x 9)."""
 
 
 def emotic_category_weights(
@@ -55,41 +69,58 @@ def emotic_category_weights(
     return torch.where(counts == 0, torch.full_like(weights, empty_weight), weights)
 
 
-def _mean_over_batch(per_person: torch.Tensor) -> torch.Tensor:
+def _check_option(kind: str, value: str, options: Sequence[str]) -> str:
+    if value not in options:
+        raise EmoctxError(f"loss: unknown {kind} '{value}'; choose one of {', '.join(options)}")
+    return value
+
+
+def _reduce_persons(per_person: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Mean or sum of per-person losses ``[B]``."""
+    if _check_option("reduction", reduction, REDUCTIONS) == "sum":
+        return per_person.sum()
     # An empty batch gives a zero that still depends on the inputs (keeps the graph valid), not NaN.
     return per_person.mean() if per_person.numel() else per_person.sum()
 
 
 def emotic_discrete_loss(
-    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """The EMOTIC weighted squared error ``sum_i w_i (pred_i - y_i)^2``, averaged over the batch.
+    """The EMOTIC weighted squared error ``sum_i w_i (pred_i - y_i)^2`` per person, averaged (or summed) over the batch.
 
     Args:
         pred: Linear category outputs ``[B, C]``.
         target: Multi-hot targets ``[B, C]``.
         weights: Per-category weights ``[C]`` (or ``[B, C]``); ``None`` weighs every category 1.
+        reduction: ``"mean"`` or ``"sum"`` over the persons of the batch.
     """
     err = (pred.float() - target.float()) ** 2
     if weights is not None:
         err = err * weights.to(err.dtype)
-    return _mean_over_batch(err.sum(dim=1))
+    return _reduce_persons(err.sum(dim=1), reduction)
 
 
 def bce_discrete_loss(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Binary cross-entropy on logits, summed over categories (optionally weighted), averaged over the batch.
+    """Binary cross-entropy on logits, summed over categories (optionally weighted), averaged (or summed) over the batch.
 
     Args:
         logits: Raw category scores ``[B, C]``.
         target: Multi-hot targets ``[B, C]``.
         weights: Per-category weights ``[C]`` (or ``[B, C]``); ``None`` weighs every category 1.
+        reduction: ``"mean"`` or ``"sum"`` over the persons of the batch.
     """
     err = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     if weights is not None:
         err = err * weights.to(err.dtype)
-    return _mean_over_batch(err.sum(dim=1))
+    return _reduce_persons(err.sum(dim=1), reduction)
 
 
 def _masked(
@@ -104,52 +135,89 @@ def _masked(
     return pred, target, mask
 
 
-def _reduce_masked(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum over dimensions, mean over the persons with at least one rating (0 when there are none)."""
+def _reduce_masked(err: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Sum over dimensions; mean over the persons with at least one rating (0 when there are none), or sum."""
     err = torch.where(mask, err, torch.zeros_like(err))
+    if _check_option("reduction", reduction, REDUCTIONS) == "sum":
+        return err.sum()
     persons = mask.any(dim=1).sum().clamp(min=1)
     return err.sum() / persons
 
 
+def _scale_factor(scale: str) -> float:
+    """What V/A/D differences are multiplied by on ``scale`` (1 on the internal scale, 9 in points)."""
+    return CONTINUOUS_SCALES[_check_option("continuous scale", scale, list(CONTINUOUS_SCALES))]
+
+
 def deadzone_continuous_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, margin: float = DEAD_ZONE
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    margin: float = DEAD_ZONE,
+    reduction: str = "mean",
+    scale: str = "0-1",
 ) -> torch.Tensor:
     """Squared error ignored where ``|pred - target| < margin`` (one scale point by default), masked.
+
+    With ``scale="1-10"`` and ``reduction="sum"`` this is the baseline's ``ContinuousLoss_L2`` (margin 1) applied
+    to ``pred * 10, labels * 10``.
 
     Args:
         pred: V/A/D predictions ``[B, 3]`` on the internal 0-1 scale.
         target: V/A/D targets ``[B, 3]`` on the internal scale; NaN where missing.
         mask: ``[B, 3]``, True where the rating is present (combined with ``~isnan(target)``).
-        margin: The dead zone on the internal scale.
+        margin: The dead zone on the internal scale (converted to points with ``scale="1-10"``).
+        reduction: ``"mean"`` or ``"sum"`` over the persons of the batch.
+        scale: ``"0-1"`` (internal) or ``"1-10"`` (points) for the compared differences.
     """
     pred, target, mask = _masked(pred, target, mask)
-    diff = pred - target
-    err = torch.where(diff.abs() < margin, torch.zeros_like(diff), diff**2)
-    return _reduce_masked(err, mask)
+    k = _scale_factor(scale)
+    diff = (pred - target) * k
+    err = torch.where(diff.abs() < margin * k, torch.zeros_like(diff), diff**2)
+    return _reduce_masked(err, mask, reduction)
 
 
 def smoothl1_continuous_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, beta: float = DEAD_ZONE
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    beta: float = DEAD_ZONE,
+    reduction: str = "mean",
+    scale: str = "0-1",
 ) -> torch.Tensor:
-    """Smooth L1 (Huber) error, quadratic within ``beta`` (one scale point by default), masked like the others."""
+    """Smooth L1 (Huber) error, quadratic within ``beta`` (one scale point by default), masked like the others.
+
+    With ``scale="1-10"`` and ``reduction="sum"`` this is the baseline's ``ContinuousLoss_SL1`` (margin 1, which
+    is SmoothL1 with ``beta`` one point) applied to ``pred * 10, labels * 10``.
+    """
     pred, target, mask = _masked(pred, target, mask)
-    return _reduce_masked(F.smooth_l1_loss(pred, target, reduction="none", beta=beta), mask)
+    k = _scale_factor(scale)
+    err = F.smooth_l1_loss(pred * k, target * k, reduction="none", beta=beta * k)
+    return _reduce_masked(err, mask, reduction)
 
 
 def l1_continuous_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    scale: str = "0-1",
 ) -> torch.Tensor:
     """Absolute error, masked."""
     pred, target, mask = _masked(pred, target, mask)
-    return _reduce_masked((pred - target).abs(), mask)
+    return _reduce_masked(((pred - target) * _scale_factor(scale)).abs(), mask, reduction)
 
 
 def l2_continuous_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    scale: str = "0-1",
 ) -> torch.Tensor:
     """Squared error, masked."""
     pred, target, mask = _masked(pred, target, mask)
-    return _reduce_masked((pred - target) ** 2, mask)
+    return _reduce_masked(((pred - target) * _scale_factor(scale)) ** 2, mask, reduction)
 
 
 DISCRETE_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
@@ -198,6 +266,10 @@ class EmotionLoss(nn.Module):
         combine: ``"fixed"`` (``w_d * L_d + w_c * L_c``) or ``"shake"`` (in training, ``a * L_d + (1 - a) * L_c``
             with a fresh ``a ~ U(0, 1)`` per call; in eval, the fixed weights).
         weights: ``(w_d, w_c)`` for the fixed combination.
+        reduction: ``"mean"`` (default) or ``"sum"`` over the persons of a batch, for both tasks.
+        continuous_scale: ``"0-1"`` (default) or ``"1-10"``: where the V/A/D loss compares (see the module
+            docstring). ``reduction="sum"`` with ``continuous_scale="1-10"`` is the common PyTorch baseline's
+            recipe.
     """
 
     def __init__(
@@ -208,9 +280,13 @@ class EmotionLoss(nn.Module):
         category_counts: torch.Tensor | Sequence[float] | None = None,
         combine: str = "fixed",
         weights: Sequence[float] = (0.5, 0.5),
+        reduction: str = "mean",
+        continuous_scale: str = "0-1",
     ) -> None:
         super().__init__()
         self.discrete = _choose("discrete loss", discrete, list(DISCRETE_LOSSES))
+        self.reduction = _choose("reduction", reduction, REDUCTIONS)
+        self.continuous_scale = _choose("continuous scale", continuous_scale, list(CONTINUOUS_SCALES))
         self.continuous = _choose("continuous loss", continuous, list(CONTINUOUS_LOSSES))
         if discrete_weights is None:
             discrete_weights = "batch" if discrete == "emotic" else "none"
@@ -275,8 +351,12 @@ class EmotionLoss(nn.Module):
         Returns:
             ``{"loss", "discrete", "continuous"}`` scalar tensors.
         """
-        discrete = DISCRETE_LOSSES[self.discrete](logits, categories, self.category_weights(categories))
-        continuous = CONTINUOUS_LOSSES[self.continuous](vad, vad_target, vad_mask)
+        discrete = DISCRETE_LOSSES[self.discrete](
+            logits, categories, self.category_weights(categories), reduction=self.reduction
+        )
+        continuous = CONTINUOUS_LOSSES[self.continuous](
+            vad, vad_target, vad_mask, reduction=self.reduction, scale=self.continuous_scale
+        )
         if self.combine == "shake" and self.training:
             alpha = torch.rand((), device=discrete.device)
             loss = alpha * discrete + (1.0 - alpha) * continuous
@@ -288,5 +368,6 @@ class EmotionLoss(nn.Module):
         """The options, shown when the module is printed."""
         return (
             f"discrete={self.discrete}, continuous={self.continuous}, discrete_weights={self.discrete_weights}, "
-            f"combine={self.combine}, weights={self.weights}"
+            f"combine={self.combine}, weights={self.weights}, reduction={self.reduction}, "
+            f"continuous_scale={self.continuous_scale}"
         )

@@ -147,7 +147,7 @@ def test_evaluate_model_writes_every_output(evaluated, calibrated, synth):
     assert doc["source"]["streams"]["body"]["input_size"] == 32
     assert doc["records"]["num_records"] == doc["records"]["num_evaluated"] == len(test)
     o = doc["overall"]
-    assert o["num_persons"] == len(test)
+    assert o["num_persons"] == doc["num_persons"] == len(test)
     assert {"mAP", "f1_macro", "f1_micro", *(f"ap/{s}" for s in labels.SLUGS)} <= set(o)
     assert {f"vad_{m}/{d}" for m in ("mae", "rmse", "pcc", "ccc", "sagr") for d in labels.VAD_NAMES} <= set(o)
     assert doc["thresholds"]["values"].keys() == set(labels.SLUGS)
@@ -175,6 +175,7 @@ def test_evaluate_model_writes_every_output(evaluated, calibrated, synth):
     for heading in ("## Categories", "## Valence, arousal, dominance", "## Agreement with human annotators"):
         assert heading in report
     assert "### By gender" in report and "Doubt/Confusion" in report and "(pr_curves.png)" in report
+    assert "| Persons evaluated |" in report and f"{len(test)} persons, {len(test)} evaluated" in report
 
 
 def test_predictions_form_gives_the_same_figures(evaluated, calibrated, synth, tmp_path):
@@ -245,6 +246,7 @@ def test_unmatched_predictions_are_an_error(evaluated, synth, tmp_path):
         tmp_path / "partial.parquet", records, tmp_path / "p", allow_missing=True, plots=False
     ).metrics
     assert doc["records"]["num_skipped"] == 2 and doc["overall"]["num_persons"] == len(preds) - 2
+    assert doc["num_persons"] == len(preds) - 2  # the persons evaluated, at the top of metrics.json
 
 
 def test_predictions_file_problems_are_named(evaluated, synth, tmp_path):

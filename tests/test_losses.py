@@ -202,9 +202,138 @@ def test_same_losses_on_cuda():
     logits, vad, cats, vad_target = batch()
     vad_target[0, 1] = float("nan")
     counts = torch.arange(NUM_CATEGORIES, dtype=torch.float32)
-    for kwargs in ({}, {"discrete_weights": "dataset", "category_counts": counts}, {"discrete": "bce"}):
+    recipes = (
+        {},
+        {"discrete_weights": "dataset", "category_counts": counts},
+        {"discrete": "bce"},
+        {"reduction": "sum", "continuous_scale": "1-10", "continuous": "smoothl1"},
+    )
+    for kwargs in recipes:
         loss = EmotionLoss(**kwargs)
         cpu = loss(logits, vad, cats, vad_target)["loss"]
         gpu = loss.to("cuda")(logits.cuda(), vad.cuda(), cats.cuda(), vad_target.cuda())["loss"]
         assert gpu.device.type == "cuda"
         torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+# ------------------------------------------------------------------- the common PyTorch baseline's recipe
+# The baseline's loss formulas, written from its source (github.com/Tandon-A/emotic loss.py and train.py): the
+# discrete loss with dynamic weights, the V/A/D L2 with a margin and the V/A/D SmoothL1 with a margin, all summed
+# over the batch; train.py calls them as cont_loss(pred_cont * 10, labels_cont * 10) on outputs and labels that
+# are ratings / 10.
+def baseline_discrete_loss(pred, target):
+    target_stats = torch.sum(target, dim=0).float().unsqueeze(dim=0)
+    weights = torch.zeros((1, NUM_CATEGORIES))
+    weights[target_stats != 0] = 1.0 / torch.log(target_stats[target_stats != 0].data + 1.2)
+    weights[target_stats == 0] = 0.0001
+    return (((pred - target) ** 2) * weights).sum()
+
+
+def baseline_l2_loss(pred, target, margin=1):
+    labs = torch.abs(pred - target)
+    loss = labs**2
+    loss[(labs < margin)] = 0.0
+    return loss.sum()
+
+
+def baseline_sl1_loss(pred, target, margin=1):
+    labs = torch.abs(pred - target)
+    loss = 0.5 * (labs**2)
+    loss[(labs > margin)] = labs[(labs > margin)] - 0.5
+    return loss.sum()
+
+
+def _ratings(b: int, seed: int):
+    """Predicted ratings (points, with gradient) spread so that every loss zone is hit, and integer ratings."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.randint(1, 11, (b, NUM_VAD), generator=g).float()
+    points = (truth + (torch.rand(b, NUM_VAD, generator=g) - 0.5) * 6).requires_grad_()
+    return points, truth
+
+
+def test_sum_reduction_is_the_baselines_discrete_loss_and_gradient():
+    g = torch.Generator().manual_seed(1)
+    target = (torch.rand(52, NUM_CATEGORIES, generator=g) < 0.15).float()
+    target[:, 5] = 0  # a category without positives in the batch: weight 0.0001
+    pred_b = torch.randn(52, NUM_CATEGORIES, generator=g).requires_grad_()
+    pred_e = pred_b.detach().clone().requires_grad_()
+    ours = EmotionLoss(discrete="emotic", discrete_weights="batch", reduction="sum", weights=(1.0, 0.0))
+    vad = torch.full((52, NUM_VAD), 0.5)
+    loss_e = ours(pred_e, vad, target, vad)["discrete"]
+    loss_b = baseline_discrete_loss(pred_b, target)
+    loss_e.backward()
+    loss_b.backward()
+    torch.testing.assert_close(loss_e, loss_b, rtol=1e-6, atol=0)
+    torch.testing.assert_close(pred_e.grad, pred_b.grad, rtol=1e-6, atol=1e-9)
+    # The mean over the batch is the same loss divided by the batch size (52x smaller gradients).
+    pred_m = pred_b.detach().clone().requires_grad_()
+    emotic_discrete_loss(pred_m, target, emotic_category_weights(target.sum(0))).backward()
+    torch.testing.assert_close(pred_m.grad * 52, pred_b.grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("name", "baseline"), [("deadzone", baseline_l2_loss), ("smoothl1", baseline_sl1_loss)]
+)
+def test_points_scale_is_the_baselines_continuous_loss_and_gradient(name, baseline):
+    points, truth = _ratings(52, seed=2)
+    # The baseline's tensors: its output and labels are ratings / 10, its loss multiplies both by 10.
+    loss_b = baseline(points / 10 * 10, truth / 10 * 10)
+    (grad_b,) = torch.autograd.grad(loss_b, points)
+    # emoctx's tensors: the same ratings on the internal scale.
+    fn = {"deadzone": deadzone_continuous_loss, "smoothl1": smoothl1_continuous_loss}[name]
+    loss_e = fn(vad_to_model(points), vad_to_model(truth), reduction="sum", scale="1-10")
+    (grad_e,) = torch.autograd.grad(loss_e, points)
+    assert loss_b.item() > 0
+    torch.testing.assert_close(loss_e, loss_b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_e, grad_b, rtol=1e-5, atol=1e-6)
+    # And inside EmotionLoss, with the 0.5/0.5 weights of train.py.
+    both = EmotionLoss(continuous=name, reduction="sum", continuous_scale="1-10", weights=(0.0, 0.5))
+    cats = torch.zeros(52, NUM_CATEGORIES)
+    out = both(torch.zeros(52, NUM_CATEGORIES), vad_to_model(points), cats, vad_to_model(truth))
+    torch.testing.assert_close(out["loss"], 0.5 * loss_b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_recipes_differ_by_the_batch_size_and_the_squared_scale():
+    """With the dead-zone L2, sum + points gives 52 x 81 = 4,212 times the gradient of mean + 0-1."""
+    points, truth = _ratings(52, seed=3)
+    pred = vad_to_model(points.detach()).requires_grad_()
+    target = vad_to_model(truth)
+    (mean01,) = torch.autograd.grad(deadzone_continuous_loss(pred, target), pred)
+    (sum110,) = torch.autograd.grad(
+        deadzone_continuous_loss(pred, target, reduction="sum", scale="1-10"), pred
+    )
+    assert (mean01 != 0).any()
+    torch.testing.assert_close(sum110, mean01 * 52 * 81, rtol=1e-4, atol=1e-6)
+    # SmoothL1 and L1 are 9 times larger in points, L2 81 times (mean over the persons in both).
+    torch.testing.assert_close(
+        smoothl1_continuous_loss(pred, target, scale="1-10"), 9 * smoothl1_continuous_loss(pred, target)
+    )
+    torch.testing.assert_close(
+        l1_continuous_loss(pred, target, scale="1-10"), 9 * l1_continuous_loss(pred, target)
+    )
+    torch.testing.assert_close(
+        l2_continuous_loss(pred, target, scale="1-10"), 81 * l2_continuous_loss(pred, target)
+    )
+
+
+def test_sum_reduction_masks_missing_ratings():
+    pred = torch.tensor([[0.5, 0.5, 0.5], [0.1, 0.2, 0.3]])
+    target = torch.tensor([[float("nan")] * 3, [0.9, float("nan"), 0.3]])
+    # Only one rating is present: |0.1 - 0.9| = 0.8 on the internal scale, 7.2 points.
+    assert l2_continuous_loss(pred, target, reduction="sum").item() == pytest.approx(0.64)
+    assert l2_continuous_loss(pred, target, reduction="sum", scale="1-10").item() == pytest.approx(
+        7.2**2, rel=1e-5
+    )
+    nothing = torch.full((2, 3), float("nan"))
+    for fn in (deadzone_continuous_loss, smoothl1_continuous_loss, l1_continuous_loss, l2_continuous_loss):
+        assert fn(pred, nothing, reduction="sum", scale="1-10").item() == 0.0
+
+
+def test_recipe_options_are_checked():
+    with pytest.raises(EmoctxError, match="unknown reduction 'total'"):
+        EmotionLoss(reduction="total")
+    with pytest.raises(EmoctxError, match="did you mean '1-10'"):
+        EmotionLoss(continuous_scale="1_10")
+    with pytest.raises(EmoctxError, match="unknown continuous scale"):
+        l1_continuous_loss(torch.zeros(1, 3), torch.zeros(1, 3), scale="points")
+    assert "reduction=sum" in repr(EmotionLoss(reduction="sum"))

@@ -58,7 +58,8 @@ class EmotionDataModule(pl.LightningDataModule):
         predict_records: records for ``predict``; default the test records, else the validation records.
         batch_size: people per batch (all stages).
         num_workers: data-loading processes (kept alive between epochs when > 0).
-        augment: training augmentation preset: ``none``, ``light`` or ``strong``. Evaluation never augments.
+        augment: training augmentation preset: ``none``, ``light``, ``strong`` or ``baseline``. Evaluation never
+            augments.
         body_size: body crop size, int (square) or ``[height, width]``.
         scene_size: scene size, int (square) or ``[height, width]``.
         body_mean: per-channel mean (0-1 scale) of the body stream's normalisation.

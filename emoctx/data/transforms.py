@@ -16,8 +16,9 @@ then falls back to the un-augmented geometry for that sample instead of failing 
 counts these).
 
 Presets (:data:`PRESETS`): ``none`` (evaluation and prediction: resize and normalise only), ``light``
-(flip, small affine, mild colour jitter) and ``strong`` (adds a random crop that keeps the person, larger
-affine, stronger colour, grayscale, blur, noise and JPEG artefacts).
+(flip, small affine, mild colour jitter), ``strong`` (adds a random crop that keeps the person, larger
+affine, stronger colour, grayscale, blur, noise and JPEG artefacts) and ``baseline`` (the common PyTorch EMOTIC
+baseline's: a horizontal flip and brightness/contrast/saturation jitter of 0.4 on every sample).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 Size = int | tuple[int, int]
+
+RESIZES: tuple[str, ...] = ("area", "bilinear")
+"""How a stream's input is resized: INTER_AREA when shrinking (emoctx's), or always bilinear (``cv2.resize``'s
+default, which the common PyTorch baseline used)."""
 """An image size: one int for a square, or ``(height, width)``."""
 
 
@@ -117,10 +122,20 @@ def _strong(fill: tuple[int, int, int]) -> tuple[list, list]:
     return geometric, photometric
 
 
+def _baseline(fill: tuple[int, int, int]) -> tuple[list, list]:
+    # Tandon-A/emotic train.py: RandomHorizontalFlip() and ColorJitter(brightness=0.4, contrast=0.4,
+    # saturation=0.4), applied there to the body and the context separately; here once, to the scene before the
+    # body is cropped, so both streams see the same flip and colours.
+    geometric = [A.HorizontalFlip(p=0.5)]
+    photometric = [A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.0, p=1.0)]
+    return geometric, photometric
+
+
 _PRESET_BUILDERS: dict[str, Callable[[tuple[int, int, int]], tuple[list, list]]] = {
     "none": _none,
     "light": _light,
     "strong": _strong,
+    "baseline": _baseline,
 }
 PRESETS: tuple[str, ...] = tuple(_PRESET_BUILDERS)
 
@@ -147,6 +162,9 @@ class PairTransform:
             by the geometry and, with ``mask_subject``, the person's box.
         scene_std: per-channel std for the scene stream.
         mask_subject: fill the person's box in the scene with the scene mean (zeros after normalisation).
+        body_resize: ``"area"`` (INTER_AREA when shrinking, bilinear when enlarging) or ``"bilinear"`` (always,
+            ``cv2.resize``'s default, as the common PyTorch baseline resized).
+        scene_resize: the same for the scene.
         seed: seed of the random augmentations (``None``: from the operating system). Data-loader workers
             should call :meth:`reseed` with their own seed (see ``emoctx.data.dataset.worker_init_fn``).
         geometric: albumentations transforms replacing the preset's geometric part (they receive the box).
@@ -166,8 +184,13 @@ class PairTransform:
         seed: int | None = None,
         geometric: Sequence[Any] | None = None,
         photometric: Sequence[Any] | None = None,
+        body_resize: str = "area",
+        scene_resize: str = "area",
     ):
         self.preset = check_preset(preset)
+        for name, value in (("body_resize", body_resize), ("scene_resize", scene_resize)):
+            if value not in RESIZES:
+                raise PresetError(f"{name} must be one of {list(RESIZES)}, got {value!r}")
         self.body_hw = as_hw(body_size)
         self.scene_hw = as_hw(scene_size)
         for name, values in (
@@ -200,14 +223,17 @@ class PairTransform:
         )
         self._geometric = A.Compose(geo, bbox_params=bbox_params, seed=seed) if geo else None
         self._photometric = A.Compose(photo, seed=None if seed is None else seed + 1) if photo else None
-        self._body = self._finish(self.body_hw, self.body_mean, self.body_std)
-        self._scene = self._finish(self.scene_hw, self.scene_mean, self.scene_std)
+        self._body = self._finish(self.body_hw, self.body_mean, self.body_std, body_resize)
+        self._scene = self._finish(self.scene_hw, self.scene_mean, self.scene_std, scene_resize)
 
     @staticmethod
-    def _finish(hw: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
+    def _finish(
+        hw: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...], resize: str = "area"
+    ) -> A.Compose:
+        area = "image" if resize == "area" else None
         return A.Compose(
             [
-                A.Resize(hw[0], hw[1], interpolation=cv2.INTER_LINEAR, area_for_downscale="image"),
+                A.Resize(hw[0], hw[1], interpolation=cv2.INTER_LINEAR, area_for_downscale=area),
                 A.Normalize(mean=mean, std=std),
                 ToTensorV2(),
             ]
@@ -309,6 +335,8 @@ def build_transform(
     scene_std: Sequence[float] = IMAGENET_STD,
     mask_subject: bool = False,
     seed: int | None = None,
+    body_resize: str = "area",
+    scene_resize: str = "area",
 ) -> PairTransform:
     """Build the :class:`PairTransform` of a named preset (``"none"`` for evaluation and prediction)."""
     return PairTransform(
@@ -321,4 +349,6 @@ def build_transform(
         scene_std=scene_std,
         mask_subject=mask_subject,
         seed=seed,
+        body_resize=body_resize,
+        scene_resize=scene_resize,
     )

@@ -71,6 +71,7 @@ def _stream_preprocessing(info: ModelInfo, mask_subject: bool | None) -> dict[st
         prep[f"{stream}_size"] = int(spec["input_size"]) if spec else _UNUSED_STREAM_SIZE
         prep[f"{stream}_mean"] = tuple(spec["mean"]) if spec else IMAGENET_MEAN
         prep[f"{stream}_std"] = tuple(spec["std"]) if spec else IMAGENET_STD
+        prep[f"{stream}_resize"] = spec.get("resize", "area") if spec else "area"
     prep["mask_subject"] = info.trained_with_mask if mask_subject is None else mask_subject
     return prep
 

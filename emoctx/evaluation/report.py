@@ -139,8 +139,8 @@ def evaluation_document(
         min_annotators: persons with fewer annotators are not used for the agreement figures.
 
     Returns:
-        ``{"emoctx_version", "created", "ap_variant", "source", "records", "thresholds", "positives",
-        "overall", "agreement", "breakdowns"}``; ``overall`` holds the keys of
+        ``{"emoctx_version", "created", "num_persons" (the persons evaluated), "ap_variant", "source", "records",
+        "thresholds", "positives", "overall", "agreement", "breakdowns"}``; ``overall`` holds the keys of
         :func:`emoctx.metrics.evaluate_arrays`, ``agreement`` those of
         :func:`emoctx.metrics.agreement_from_records` (or ``{"skipped": reason}``) and ``breakdowns``
         ``{column: {group: figures}}`` for gender, age and source where the records have them.
@@ -178,6 +178,8 @@ def evaluation_document(
     doc: dict[str, Any] = {
         "emoctx_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # Every figure below is over these persons: compare results only on the same persons.
+        "num_persons": len(records),
         "ap_variant": ap_variant,
         "ap_variant_description": _AP_VARIANT_TEXT[ap_variant].replace("`", ""),
         "source": dict(source or {}),
@@ -631,7 +633,7 @@ def _breakdown_section(doc: Mapping[str, Any]) -> list[str]:
 def markdown_report(doc: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     """The Markdown report of a metrics document; ``plots`` maps plot kinds to file names beside it."""
     o = doc["overall"]
-    summary_header = ["Persons", "mAP (%)"]
+    summary_header = ["Persons evaluated", "mAP (%)"]
     summary = [str(o["num_persons"]), _pct(o.get("mAP"))]
     if "vad_mae" in o:
         summary_header += ["V/A/D MAE", "V/A/D CCC"]

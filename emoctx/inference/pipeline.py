@@ -33,7 +33,8 @@ How it runs, and why it is fast:
 
 Inputs are prepared as in training (``emoctx.data.transforms``, preset ``none``): the body is the clipped box
 cropped from the image and resized to the body stream's size; the scene is the whole image resized to the scene
-stream's size (INTER_AREA when shrinking, bilinear when enlarging); both normalised with the stream's mean/std.
+stream's size (INTER_AREA when shrinking, bilinear when enlarging, or always bilinear where the stream's spec says
+``"resize": "bilinear"``); both normalised with the stream's mean/std.
 
 Videos are read frame by frame (every ``video_stride``-th frame) in a background thread; persons are tracked
 (``track=True``) and each track's values smoothed (``smoothing``; see :mod:`emoctx.inference.video`).
@@ -251,16 +252,18 @@ def model_identity(path: str | os.PathLike) -> str:
     return f"{Path(path).name}@{digest.hexdigest()[:12]}"
 
 
-def resize_like_training(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def resize_like_training(image: np.ndarray, hw: tuple[int, int], resize: str = "area") -> np.ndarray:
     """Resize as the training transform does (albumentations ``Resize(area_for_downscale="image")``).
 
-    INTER_AREA when either side shrinks, bilinear otherwise; the same size is returned unchanged.
+    ``resize="area"`` (emoctx's models): INTER_AREA when either side shrinks, bilinear otherwise.
+    ``resize="bilinear"``: always bilinear, ``cv2.resize``'s default (a stream spec that says so: the imported
+    baseline). The same size is returned unchanged.
     """
     h, w = image.shape[:2]
     if (h, w) == tuple(hw):
         return image
-    interpolation = cv2.INTER_AREA if (hw[0] < h or hw[1] < w) else cv2.INTER_LINEAR
-    return cv2.resize(image, (hw[1], hw[0]), interpolation=interpolation)
+    shrink = resize != "bilinear" and (hw[0] < h or hw[1] < w)
+    return cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 # ------------------------------------------------------------------------------------------ worker decoding
@@ -291,10 +294,17 @@ def _opencv_fork_safe() -> Iterator[None]:
 class _DecodeDataset(torch.utils.data.Dataset):
     """Decodes image files (and resizes their scene input) inside ``DataLoader`` worker processes."""
 
-    def __init__(self, paths: Sequence[str], max_side: int | None, scene_hw: tuple[int, int] | None):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        max_side: int | None,
+        scene_hw: tuple[int, int] | None,
+        scene_resize: str = "area",
+    ):
         self.paths = list(paths)
         self.max_side = max_side
         self.scene_hw = scene_hw
+        self.scene_resize = scene_resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -303,7 +313,11 @@ class _DecodeDataset(torch.utils.data.Dataset):
         path = self.paths[i]
         try:
             decoded = read_image(path, max_side=self.max_side)
-            scene = resize_like_training(decoded.pixels, self.scene_hw) if self.scene_hw else None
+            scene = (
+                resize_like_training(decoded.pixels, self.scene_hw, self.scene_resize)
+                if self.scene_hw
+                else None
+            )
         except ImageError as e:
             return i, None, None, None, str(e)
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the run; its row says what happened
@@ -500,11 +514,13 @@ class Predictor:
 
         self.streams = tuple(net.stream_names)
         self._hw: dict[str, tuple[int, int]] = {}
+        self._resize: dict[str, str] = {}
         self._mean: dict[str, torch.Tensor] = {}
         self._scale: dict[str, torch.Tensor] = {}
         for name in self.streams:
             spec = self.info.streams[name]
             self._hw[name] = as_hw(spec["input_size"])
+            self._resize[name] = spec.get("resize", "area")
             mean = torch.tensor(spec["mean"], dtype=torch.float32) * 255.0
             std = torch.tensor(spec["std"], dtype=torch.float32) * 255.0
             self._mean[name] = mean.view(1, 3, 1, 1).to(self.device)
@@ -597,7 +613,7 @@ class Predictor:
             try:
                 fr.decoded = self._decode(image)
                 if self._scene_hw is not None:
-                    fr.scene = resize_like_training(fr.decoded.pixels, self._scene_hw)
+                    fr.scene = resize_like_training(fr.decoded.pixels, self._scene_hw, self._resize["scene"])
             except ImageError as e:
                 fr.error = str(e)
             if boxes is not None and boxes[i] is not None:
@@ -652,7 +668,7 @@ class Predictor:
         loader_iter: Iterator[Any] | None = None
         if image_paths:
             loader = torch.utils.data.DataLoader(
-                _DecodeDataset(image_paths, self.max_side, self._scene_hw),
+                _DecodeDataset(image_paths, self.max_side, self._scene_hw, self._resize.get("scene", "area")),
                 batch_size=None,
                 shuffle=False,
                 num_workers=min(self.num_workers, len(image_paths)),
@@ -692,7 +708,7 @@ class Predictor:
                 fr = _Frame(order, path, frame=index, kind="video", last=False)
                 fr.decoded = DecodedImage(pixels=pixels, original_size=(w, h))
                 if self._scene_hw is not None:
-                    fr.scene = resize_like_training(pixels, self._scene_hw)
+                    fr.scene = resize_like_training(pixels, self._scene_hw, self._resize["scene"])
                 yield fr
 
         previous: _Frame | None = None
@@ -822,7 +838,9 @@ class Predictor:
                 continue
             if "body" in self._hw:
                 x1, y1, x2, y2 = _pixel_box(clipped, w, h)
-                fr.bodies[k] = resize_like_training(pixels[y1:y2, x1:x2], self._hw["body"])
+                fr.bodies[k] = resize_like_training(
+                    pixels[y1:y2, x1:x2], self._hw["body"], self._resize["body"]
+                )
             if self._scene_hw is not None and self.scene_mode == "masked":
                 sh, sw = self._scene_hw
                 fr.masks[k] = _pixel_box(

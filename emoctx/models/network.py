@@ -7,7 +7,14 @@ pipeline encodes one scene per image and shares it among the persons in it.
 
 Outputs: ``"logits"`` ``[B, NUM_CATEGORIES]`` (raw category scores, in :data:`emoctx.labels.CATEGORIES` order) and
 ``"vad"`` ``[B, NUM_VAD]`` on the model's internal 0-1 scale (:func:`emoctx.labels.vad_from_model` gives 1-10;
-the raw linear output is returned, callers may clamp).
+not clamped, callers may clamp).
+
+The V/A/D head is a linear layer whose output is, by default, the internal scale itself (``vad_output="internal"``,
+its bias started at the middle of the scale). ``vad_output="tenths"`` is the head of the common PyTorch EMOTIC
+baseline: its linear output is V/A/D divided by 10 (the baseline reads ``10 * output`` as the 1-10 rating), mapped
+onto the internal scale after the layer. The two heads give the same outputs when their weights are converted,
+but train differently (gradients and default initialisation follow the layer's own output), so a recipe that
+reproduces the baseline uses ``"tenths"``, and importing the baseline's weights needs no conversion.
 
 This module imports neither Lightning nor any tracker: training wraps it, inference uses it directly.
 """
@@ -29,7 +36,12 @@ from emoctx.models.backbones import StreamConfig, build_backbone
 from emoctx.models.fusion import build_fusion
 
 _STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONFIG_KEYS = ("streams", "fusion", "hidden", "dropout", "fusion_kwargs")
+_CONFIG_KEYS = ("streams", "fusion", "hidden", "dropout", "fusion_kwargs", "vad_output")
+
+VAD_OUTPUTS: tuple[str, ...] = ("internal", "tenths")
+"""What the V/A/D head's linear layer outputs: the internal 0-1 scale, or V/A/D / 10 (the common baseline's)."""
+
+_TENTHS = 10.0  # the baseline's V/A/D divisor: its head's output times this is the rating on the 1-10 scale
 
 
 class EmotionNet(nn.Module):
@@ -41,6 +53,8 @@ class EmotionNet(nn.Module):
         hidden: Width of the fused vector.
         dropout: Dropout probability in the fusion.
         fusion_kwargs: Extra options for the fusion (e.g. ``{"heads": 4}`` for ``attention``).
+        vad_output: ``"internal"`` (default) or ``"tenths"`` (the common PyTorch baseline's V/A/D head, see the
+            module docstring).
     """
 
     def __init__(
@@ -50,8 +64,13 @@ class EmotionNet(nn.Module):
         hidden: int = 256,
         dropout: float = 0.5,
         fusion_kwargs: Mapping[str, Any] | None = None,
+        vad_output: str = "internal",
     ) -> None:
         super().__init__()
+        if vad_output not in VAD_OUTPUTS:
+            raise EmoctxError(
+                f"model config: unknown vad_output {vad_output!r}; choose one of {', '.join(VAD_OUTPUTS)}"
+            )
         if not isinstance(streams, Mapping) or not streams:
             raise EmoctxError(
                 "model config: 'streams' must map at least one stream name to a backbone config"
@@ -69,6 +88,7 @@ class EmotionNet(nn.Module):
         self._hidden = int(hidden)
         self._dropout = float(dropout)
         self._fusion_kwargs = dict(fusion_kwargs or {})
+        self._vad_output = str(vad_output)
 
         self.backbones = nn.ModuleDict()
         self._resolved: dict[str, dict[str, Any]] = {}
@@ -80,8 +100,10 @@ class EmotionNet(nn.Module):
         )
         self.category_head = nn.Linear(self._hidden, NUM_CATEGORIES)
         self.vad_head = nn.Linear(self._hidden, NUM_VAD)
-        # Start V/A/D predictions at the middle of the scale rather than at its bottom.
-        nn.init.constant_(self.vad_head.bias, float(vad_to_model(VAD_MID)))
+        if self._vad_output == "internal":
+            # Start V/A/D predictions at the middle of the scale rather than at its bottom.
+            nn.init.constant_(self.vad_head.bias, float(vad_to_model(VAD_MID)))
+        # "tenths" keeps PyTorch's default initialisation, as the baseline's head does.
 
     # -- running ---------------------------------------------------------------------------------------------
 
@@ -101,7 +123,10 @@ class EmotionNet(nn.Module):
             ``{"logits": [B, NUM_CATEGORIES], "vad": [B, NUM_VAD]}`` (V/A/D on the internal 0-1 scale).
         """
         fused = self.fusion(features)
-        return {"logits": self.category_head(fused), "vad": self.vad_head(fused)}
+        vad = self.vad_head(fused)
+        if self._vad_output == "tenths":
+            vad = vad_to_model(vad * _TENTHS)
+        return {"logits": self.category_head(fused), "vad": vad}
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Encode every stream and apply the heads.
@@ -147,13 +172,17 @@ class EmotionNet(nn.Module):
             d["mean"] = list(self._resolved[name]["mean"])
             d["std"] = list(self._resolved[name]["std"])
             streams[name] = d
-        return {
+        cfg: dict[str, Any] = {
             "streams": streams,
             "fusion": self._fusion_name,
             "hidden": self._hidden,
             "dropout": self._dropout,
             "fusion_kwargs": copy.deepcopy(self._fusion_kwargs),
         }
+        # Only when not the default: without the key, a model file stays readable by older emoctx versions.
+        if self._vad_output != "internal":
+            cfg["vad_output"] = self._vad_output
+        return cfg
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EmotionNet:
@@ -179,7 +208,7 @@ class EmotionNet(nn.Module):
             d = StreamConfig.from_dict(stream).to_dict()
             d["pretrained"] = None
             streams[name] = StreamConfig.from_dict(d)
-        kwargs = {k: cfg[k] for k in ("fusion", "hidden", "dropout", "fusion_kwargs") if k in cfg}
+        kwargs = {k: cfg[k] for k in _CONFIG_KEYS[1:] if k in cfg}
         return cls(streams, **kwargs)
 
     # -- parameter groups ------------------------------------------------------------------------------------

@@ -44,7 +44,12 @@ class EmotionModule(pl.LightningModule):
             or ``none``; default ``batch`` for ``emotic`` (the authors'), ``none`` for ``bce``.
         combine: ``fixed`` task weights or ``shake`` (random mixing of the two task losses during training).
         loss_weights: (discrete, continuous) weights for ``fixed`` (and for evaluation under ``shake``).
-        optimizer: ``sgd`` or ``adamw``.
+        loss_reduction: ``mean`` (average over the persons of a batch) or ``sum`` (the common PyTorch baseline's).
+        continuous_scale: compare V/A/D on the internal ``0-1`` scale or in points of the ``1-10`` scale (the
+            baseline's); see :mod:`emoctx.losses`.
+        vad_output: ``internal`` or ``tenths`` (the baseline's V/A/D head); see :mod:`emoctx.models.network`.
+        optimizer: ``sgd``, ``adam`` (``torch.optim.Adam``: weight decay added to the gradient, as the baseline
+            trains) or ``adamw`` (decoupled weight decay).
         lr: learning rate of the fusion head (and of the backbones times ``backbone_lr_scale``).
         momentum: SGD momentum.
         weight_decay: weight decay.
@@ -71,7 +76,10 @@ class EmotionModule(pl.LightningModule):
         discrete_weights: Literal["batch", "dataset", "none"] | None = None,
         combine: Literal["fixed", "shake"] = "fixed",
         loss_weights: tuple[float, float] = (0.5, 0.5),
-        optimizer: Literal["sgd", "adamw"] = "sgd",
+        loss_reduction: Literal["mean", "sum"] = "mean",
+        continuous_scale: Literal["0-1", "1-10"] = "0-1",
+        vad_output: Literal["internal", "tenths"] = "internal",
+        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -91,7 +99,7 @@ class EmotionModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["streams"])
         # Plain types only in the hyper-parameters, so checkpoints load with torch.load(weights_only=True).
         self.hparams["streams"] = {k: asdict(v) for k, v in streams.items()}
-        self.net = EmotionNet(streams, fusion=fusion, hidden=hidden, dropout=dropout)
+        self.net = EmotionNet(streams, fusion=fusion, hidden=hidden, dropout=dropout, vad_output=vad_output)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # Kept outside the module registry so the compiled wrapper adds no duplicate keys to the state dict.
@@ -111,6 +119,8 @@ class EmotionModule(pl.LightningModule):
             category_counts=category_counts if hp.discrete_weights == "dataset" else None,
             combine=hp.combine,
             weights=tuple(hp.loss_weights),
+            reduction=hp.loss_reduction,
+            continuous_scale=hp.continuous_scale,
         )
 
     def setup(self, stage: str) -> None:
@@ -223,6 +233,8 @@ class EmotionModule(pl.LightningModule):
         ]
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "none":
