@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -115,13 +116,18 @@ def read_kaggle(
 
 def _load(file: Path) -> pd.DataFrame:
     try:
-        # index_col=False: rows with one cell more than the header are an error, never a shifted table
-        df = pd.read_csv(file, dtype=str, keep_default_na=False, index_col=False)
+        with warnings.catch_warnings():
+            # A row with more cells than the header: pandas would shift the columns (index_col=None) or drop
+            # the extra cells with a warning (index_col=False); made an error here.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(file, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning as e:
+        raise EmoctxError(f"{file}: a row has more cells than the header ({e}); the file is damaged") from e
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise EmoctxError(f"{file}: cannot read as CSV ({type(e).__name__}: {e})") from e
     except OSError as e:
         raise EmoctxError(f"{file}: cannot read ({e.strerror or e})") from e
-    return df.fillna("")  # a short row's missing cells: empty, like the cells written empty
+    return df.fillna("")  # cells missing from a short row: empty, like cells written empty
 
 
 def _columns(df: pd.DataFrame, file: Path) -> tuple[dict[str, str], dict[str, str], list[str] | None]:
