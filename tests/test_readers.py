@@ -838,7 +838,14 @@ def test_duplicate_persons_are_kept_and_listed_in_every_layout(tmp_path):
     twin = person([10, 20, 200, 400], ["Peace", "Happiness"], [7, 4, 6])
     content = {
         "test": [
-            image("dup.jpg", [twin, dict(twin), person([10, 20, 200, 400], ["Peace"], [7, 4, 6])]),
+            image(
+                "dup.jpg",
+                [
+                    twin,
+                    dict(twin, annotators=[["Peace"], ["Happiness", "Peace"]]),  # only the .mat holds these
+                    person([10, 20, 200, 400], ["Peace"], [7, 4, 6]),
+                ],
+            ),
             image("other.jpg", [dict(twin)]),  # the same person in another image is not a duplicate
         ]
     }

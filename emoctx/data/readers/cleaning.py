@@ -83,9 +83,13 @@ def to_number(value: Any) -> float | None:
     if isinstance(value, np.ndarray):
         if value.size == 0:
             return math.nan
-        if value.size != 1 or value.dtype.kind not in "iuf":
+        if value.size != 1:
             return None
         value = value.reshape(-1)[0]
+        if isinstance(value, (np.ndarray, list, tuple, dict)):  # a cell holding an array: not one number
+            return None
+        if not isinstance(value, (np.integer, np.floating)):  # an object array's item: a number or a string
+            return to_number(value)
     elif isinstance(value, (list, tuple)):
         if not value:
             return math.nan
@@ -266,8 +270,10 @@ class RecordBuilder:
 
         Duplicates are kept (the source may mean them; the EMOTIC test set has one such pair), but each
         later copy gets a ``kept`` entry naming the person it repeats. Identical means the same image, box,
-        categories, V/A/D, per-annotator labels, gender and age. A person index used twice for one image
-        (the image is listed in more than one source entry) is noted as well.
+        categories, V/A/D, gender and age: the fields every layout holds, so the same source content gives
+        the same entries whatever its layout (per-annotator labels, only in ``Annotations.mat``, are not
+        compared). A person index used twice for one image (the image is listed in more than one source
+        entry) is noted as well.
         """
         first: dict[tuple, int] = {}
         used: set[tuple[str, int]] = set()
@@ -436,8 +442,7 @@ def _identity(row: dict[str, Any]) -> tuple:
             return "nan"
         return v
 
-    fields = ("image", "x1", "y1", "x2", "y2", "categories", *VAD_NAMES)
-    fields += ("annotator_categories", "annotator_vad", "gender", "age")
+    fields = ("image", "x1", "y1", "x2", "y2", "categories", *VAD_NAMES, "gender", "age")
     return tuple(plain(row.get(f)) for f in fields)
 
 
