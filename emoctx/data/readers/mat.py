@@ -189,9 +189,11 @@ def _read_in_child(path: Path, splits: list[str] | None) -> tuple[dict[str, pd.D
     faster to read back than the same rows as JSON) and then ``result.json``, whole, with the split names
     and the report, or the error. Everything lives in a private temporary folder.
     """
-    package_root = str(Path(__file__).resolve().parents[3])  # the child imports this very emoctx
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    package_root = Path(__file__).resolve().parents[3]
+    if package_root.name not in ("site-packages", "dist-packages"):
+        # a source tree (the child must import this very emoctx); an installed one it finds by itself
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="emoctx-mat-") as tmp:
         result = Path(tmp) / "result.json"
         args = [str(path), tmp, ",".join(splits) if splits is not None else ""]
@@ -238,6 +240,8 @@ def _child_main(argv: list[str]) -> None:
     try:
         frames, entries = _read_here(Path(path), splits.split(",") if splits else None)
         for i, df in enumerate(frames.values()):
+            if df.empty:  # built by the parent (see _read_in_child)
+                continue
             # Types inferred (float64, not the stored float32) and from_pandas=False (NaN stays NaN, also
             # inside the annotator lists, rather than becoming null): the values come back exactly.
             table = pa.table({c: pa.array(df[c].tolist(), from_pandas=False) for c in df.columns})
