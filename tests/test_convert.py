@@ -151,3 +151,91 @@ def test_convert_skips_a_split_left_empty(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "no persons left in split 'test'" in text
     assert sorted(p.name for p in out.iterdir()) == ["conversion_report.jsonl", "val.parquet"]
+
+
+def _coco_file(tmp_path, mutate):
+    src = write_coco(tmp_path / "coco", {"val": shared_content()["val"] + shared_content()["train"]})
+    file = src / "EMOTIC_val_x1y1x2y2.json"
+    doc = json.loads(file.read_text())
+    text = mutate(doc)
+    file.write_text(text if isinstance(text, str) else json.dumps(doc))
+    return file
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda doc: doc["images"][2].update(id=doc["images"][0]["id"]),
+            "images[0] ('v1.jpg') and images[2]",
+        ),
+        (lambda doc: doc["images"][1].update(id=[0]), "images[1]: 'id' [0] is not an integer"),
+        (lambda doc: "[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_convert_malformed_coco_is_one_line_error(tmp_path, capsys, mutate, expected):
+    file = _coco_file(tmp_path, mutate)
+    out = tmp_path / "out"
+    assert main(["convert", str(file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"emoctx convert: error: {file}: ") and expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_convert_mat_that_crashes_scipy_is_one_line_error(tmp_path, capfd):
+    from test_readers import crashing_mat
+
+    bad = crashing_mat(tmp_path / "Annotations.mat")
+    out = tmp_path / "out"
+    assert main(["convert", str(bad), "--out", str(out)]) == 2  # this process is still here to answer
+    err = capfd.readouterr().err
+    assert err.startswith(f"emoctx convert: error: {bad}: cannot read as a MATLAB .mat file")
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_convert_reports_duplicates_and_refused_values(tmp_path, capsys):
+    def mutate(doc):
+        anns = doc["annotations"]
+        anns.append(dict(anns[1], id=100))  # t1.jpg person 0 once more
+        anns[0]["annotations_continuous"]["valence"] = True  # v1.jpg
+        anns[2]["bbox"] = "1234"  # t1.jpg person 1
+        doc["images"][2]["file_name"] = "../../../../etc/passwd"  # t2.jpg
+
+    file = _coco_file(tmp_path, mutate)
+    out = tmp_path / "out"
+    assert main(["convert", str(file), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    val = read_records(out / "val.parquet")
+    assert [(r["image"], r["person"]) for r in val.to_dict("records")] == [
+        ("ade20k/images/v1.jpg", 0),
+        ("mscoco/images/t1.jpg", 0),
+        ("mscoco/images/t1.jpg", 2),
+    ]
+    assert pd.isna(val.iloc[0]["valence"])
+    report = [json.loads(line) for line in (out / "conversion_report.jsonl").read_text().splitlines()]
+    got = {(r["image"], r["person"], r["action"], r["field"]) for r in report}
+    assert ("mscoco/images/t1.jpg", 2, "kept", "person") in got  # the duplicate, kept and listed
+    assert ("mscoco/images/t1.jpg", 1, "dropped", "box") in got
+    assert ("ade20k/images/v1.jpg", 0, "repaired", "valence") in got
+    assert ("framesdb/images/../../../../etc/passwd", 0, "dropped", "file_name") in got
+    assert "duplicate of person 0" in text and "leaves the images root" in text
+
+
+def test_convert_images_root_survives_a_decompression_bomb(tmp_path, capsys):
+    from PIL import Image
+    from test_readers import _png_header
+
+    src = write_coco(tmp_path / "coco", shared_content())
+    root = tmp_path / "emotic"
+    for folder in ("mscoco", "framesdb"):
+        (root / folder / "images").mkdir(parents=True)
+    _png_header(root / "mscoco" / "images" / "t1.jpg", 20_000, 20_000)
+    Image.new("RGB", (320, 240)).save(root / "framesdb" / "images" / "t2.jpg")
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "--out", str(out), "--images-root", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "4 checked, 2 missing, 1 unreadable, 0 with another size" in text
+    assert "unreadable: mscoco/images/t1.jpg (image too large to decode safely" in text
+    report = [json.loads(line) for line in (out / "conversion_report.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in report if "too large" in r["reason"]] == ["mscoco/images/t1.jpg"]

@@ -21,6 +21,7 @@ from emoctx.data.readers import (
     read_kaggle,
     read_mat,
 )
+from emoctx.data.readers.cleaning import image_path_problem
 from emoctx.data.readers.files import split_from_name
 from emoctx.data.readers.kaggle import parse_numbers
 from emoctx.data.records import COLUMNS, validate_records
@@ -712,3 +713,291 @@ def test_annotation_docs_match_the_code():
     assert [(r.split("|")[2].strip(), r.split("|")[3].strip(" `")) for r in rows] == list(
         zip(CATEGORIES, SLUGS)
     )
+
+
+# -- malformed and hostile sources -------------------------------------------------------------------------
+
+
+def _coco_doc(tmp_path, content=None, split="train"):
+    """One split of ``content`` (default: the shared content) as a COCO-style file and its parsed JSON."""
+    folder = write_coco(tmp_path / "coco", {split: (content or shared_content())[split]})
+    file = folder / f"EMOTIC_{split}_x1y1x2y2.json"
+    return file, json.loads(file.read_text())
+
+
+def test_coco_duplicate_image_id_is_an_error_naming_both_entries(tmp_path):
+    file, doc = _coco_doc(tmp_path)
+    doc["images"][1]["id"] = doc["images"][0]["id"]  # t2.jpg takes the id of t1.jpg
+    file.write_text(json.dumps(doc))
+    with pytest.raises(EmoctxError) as err:
+        read_coco(file)
+    msg = str(err.value)
+    assert str(file) in msg and "images[0]" in msg and "images[1]" in msg
+    assert "'t1.jpg'" in msg and "'t2.jpg'" in msg and "same 'id' 0" in msg
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "field"),
+    [
+        ("annotations", "bbox", 5, "box"),
+        ("annotations", "bbox", {"x1": 1}, "box"),
+        ("annotations", "annotations_categories", 5, "categories"),
+        ("annotations", "annotations_categories", {"Peace": 1}, "categories"),
+        ("annotations", "image_id", [0], "image_id"),
+        ("annotations", "image_id", True, "image_id"),  # would equal id 1: another image's persons
+    ],
+)
+def test_coco_malformed_person_values_are_dropped_with_a_report_entry(tmp_path, where, key, value, field):
+    file, doc = _coco_doc(tmp_path)
+    doc[where][0][key] = value
+    file.write_text(json.dumps(doc))
+    report = ConversionReport()
+    df = read_coco(file, report=report)["train"]
+    validate_records(df)
+    assert len(df) == 2  # the two other persons are converted
+    (entry,) = report.by_action("dropped")
+    assert entry.file == str(file) and entry.field == field
+    assert repr(value)[:4] in entry.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            lambda doc: json.dumps(dict(doc, images=[dict(doc["images"][0], id=[0])])),
+            r"images\[0\]: 'id' \[0\]",
+        ),
+        (
+            lambda doc: json.dumps(dict(doc, images=[dict(doc["images"][0], id=1.0)])),
+            r"images\[0\]: 'id' 1\.0",
+        ),
+        (lambda doc: "[" * 100_000, "nested too deeply"),
+        (lambda doc: '{"images": [' * 50_000, "nested too deeply"),
+        (lambda doc: '{"images": [], "annotations": [], "x": ' + "9" * 5000 + "}", "not valid JSON"),
+    ],
+)
+def test_coco_malformed_files_are_clear_errors(tmp_path, text, expected):
+    file, doc = _coco_doc(tmp_path)
+    file.write_text(text(doc))
+    with pytest.raises(EmoctxError, match=expected) as err:
+        read_coco(file)
+    assert str(file) in str(err.value)
+
+
+def test_bool_and_string_values_are_not_numbers(tmp_path):
+    """``bbox: "1234"`` is not [1, 2, 3, 4] and ``valence: true`` is not 1, in every layout that can hold them."""
+    file, doc = _coco_doc(tmp_path)
+    doc["annotations"][0]["bbox"] = "1234"
+    doc["annotations"][1]["annotations_continuous"]["valence"] = True
+    doc["annotations"][2]["bbox"] = [True, 0, 100, 120]
+    file.write_text(json.dumps(doc))
+    report = ConversionReport()
+    df = read_coco(file, report=report)["train"]
+    validate_records(df)
+    assert [(r["image"], r["person"]) for r in df.to_dict("records")] == [("mscoco/images/t1.jpg", 1)]
+    assert math.isnan(df.iloc[0]["valence"]) and df.iloc[0]["arousal"] == 6
+    entries = {(e.person, e.action, e.field): e.reason for e in report if e.image == "mscoco/images/t1.jpg"}
+    assert "'1234' is not a list of four numbers" in entries[0, "dropped", "box"]
+    assert "True is not a number" in entries[1, "repaired", "valence"]
+    assert any(e.action == "dropped" and e.field == "box" and "True" in e.reason for e in report)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../../../etc/passwd", "a/../../b.jpg", "x\x00.jpg", "\x1b[2Jx.jpg", "", 5],
+)
+def test_coco_image_paths_must_stay_under_the_root(tmp_path, name):
+    file, doc = _coco_doc(tmp_path)
+    doc["images"][0]["file_name"] = name
+    file.write_text(json.dumps(doc))
+    report = ConversionReport()
+    df = read_coco(file, report=report)["train"]
+    assert list(df["image"]) == ["framesdb/images/t2.jpg"]  # the other image is converted
+    dropped = report.by_action("dropped")
+    assert [e.person for e in dropped] == [0, 1] and {e.field for e in dropped} == {"file_name"}
+    assert all("\x00" not in e.image and "\x1b" not in e.image for e in dropped)  # names escaped for printing
+
+
+def test_mat_and_kaggle_image_paths_must_stay_under_the_root(tmp_path):
+    content = {"train": [image("../../../etc/passwd", [person([1, 1, 20, 20], ["Pain"], [2, 9, 3])])]}
+    content["train"] += shared_content()["train"]
+    for read in (
+        lambda r: read_mat(write_mat(tmp_path / "a.mat", content), report=r),
+        lambda r: read_kaggle(write_kaggle(tmp_path / "k", content), report=r),
+    ):
+        report = ConversionReport()
+        df = read(report)["train"]
+        assert not any(".." in img for img in df["image"]) and len(df) == 3
+        (entry,) = report.by_action("dropped")
+        assert "leaves the images root" in entry.reason and entry.field == "file_name"
+    assert image_path_problem("C:/Windows/win.ini") == "the image path leaves the images root"
+    assert image_path_problem("mscoco/images/a..b.jpg") is None
+
+
+def test_duplicate_persons_are_kept_and_listed_in_every_layout(tmp_path):
+    twin = person([10, 20, 200, 400], ["Peace", "Happiness"], [7, 4, 6])
+    content = {
+        "test": [
+            image(
+                "dup.jpg",
+                [
+                    twin,
+                    dict(twin, annotators=[["Peace"], ["Happiness", "Peace"]]),  # only the .mat holds these
+                    person([10, 20, 200, 400], ["Peace"], [7, 4, 6]),
+                ],
+            ),
+            image("other.jpg", [dict(twin)]),  # the same person in another image is not a duplicate
+        ]
+    }
+    sources = {
+        "mat": write_mat(tmp_path / "Annotations.mat", content),
+        "coco": write_coco(tmp_path / "coco", content),
+        "kaggle": write_kaggle(tmp_path / "kaggle", content),
+    }
+    for fmt, src in sources.items():
+        ann = read_annotations(src)
+        assert len(ann.splits["test"]) == 4, fmt  # kept
+        notes = [(e.image, e.person, e.action, e.field, e.reason) for e in ann.report]
+        assert notes == [
+            (
+                "mscoco/images/dup.jpg",
+                1,
+                "kept",
+                "person",
+                "duplicate of person 0 (same box, categories, V/A/D, gender and age)",
+            )
+        ], fmt
+
+
+def test_mat_read_in_a_child_process_gives_the_same_records_and_report(tmp_path):
+    content = shared_content()
+    content["val"].append(
+        image(
+            "odd.jpg",
+            [
+                person(
+                    [-5, 2, 30, 40],
+                    ["Esteem", "Glee"],
+                    [NAN, 5, 11],
+                    annotators=[["Esteem"], ["Esteem", "Fear"]],
+                    annotator_vad=[[NAN, 5, 4], [3, 12, 4]],
+                    gender="female",
+                    age="elder",
+                )
+            ],
+            width=100,
+            height=50,
+        )
+    )
+    content["test"] = [image("gone.jpg", [person([5, 5, 5, 9], ["Fear"], [3, 3, 3])])]  # a split left empty
+    mat = write_mat(tmp_path / "Annotations.mat", content)
+    here, child = ConversionReport(), ConversionReport()
+    frames_here = read_mat(mat, report=here, isolate=False)
+    frames_child = read_mat(mat, report=child)
+    assert here.entries == child.entries and len(here) > 3
+    assert list(frames_child) == ["train", "val", "test"] and frames_child["test"].empty
+    for split in frames_here:
+        pd.testing.assert_frame_equal(frames_here[split], frames_child[split])
+
+
+def test_mat_reader_crash_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    from emoctx.data.readers import mat as mat_module
+
+    mat = write_mat(tmp_path / "Annotations.mat", shared_content())
+    # the child dies the way scipy's compiled reader does on some damaged files
+    monkeypatch.setattr(mat_module, "_CHILD_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(EmoctxError, match=r"Annotations\.mat: .*crashed on it \(SIGSEGV\)"):
+        read_mat(mat)
+    monkeypatch.setattr(mat_module, "_CHILD_CODE", "import sys; sys.exit(3)")
+    with pytest.raises(EmoctxError, match=r"Annotations\.mat: .*exit status 3"):
+        read_mat(mat)
+
+
+def crashing_mat(path):
+    """A small .mat file that crashes scipy's reader (SIGSEGV, scipy 1.17): the complex flag set on a double
+    held in a struct, with no imaginary part in the file."""
+    import io
+
+    buf = io.BytesIO()
+    sio.savemat(buf, {"train": {"a": 1.0, "b": 2.0}})
+    data = bytearray(buf.getvalue())
+    flags = data.index(bytes([6, 0, 0, 0, 8, 0, 0, 0, 6]), 128)  # array flags (miUINT32, 8 bytes) of a double
+    data[flags + 9] |= 0x08  # complex
+    Path(path).write_bytes(data)
+    return Path(path)
+
+
+def test_mat_file_that_crashes_scipy_is_reported_and_this_process_survives(tmp_path):
+    import subprocess
+    import sys
+
+    bad = crashing_mat(tmp_path / "Annotations.mat")
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import scipy.io as s; s.loadmat({str(bad)!r}, squeeze_me=True)"],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode >= 0:
+        pytest.skip(f"this scipy does not crash on the damaged file (exit status {probe.returncode})")
+    with pytest.raises(EmoctxError, match=r"Annotations\.mat: .*crashed on it \(SIG"):
+        read_mat(bad)
+
+
+def test_kaggle_row_longer_than_the_header_is_an_error(tmp_path):
+    folder = write_kaggle(tmp_path, {"val": shared_content()["val"]})
+    file = folder / "annot_arrs_val.csv"
+    lines = file.read_text().splitlines()
+    file.write_text("\n".join([lines[0]] + [line + ",extra" for line in lines[1:]]) + "\n")
+    with pytest.raises(EmoctxError, match=r"annot_arrs_val\.csv: a row has more cells than the header"):
+        read_kaggle(file)
+
+
+def _png_header(path, width, height):
+    """A PNG file that declares ``width`` x ``height`` pixels (header and an empty data chunk: enough to open)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+    )
+
+
+def test_check_images_reports_decompression_bombs_and_checks_the_rest(tmp_path):
+    from PIL import Image
+
+    frames = read_mat(write_mat(tmp_path / "Annotations.mat", shared_content()), isolate=False)
+    root = tmp_path / "emotic"
+    for folder in ("mscoco", "framesdb"):
+        (root / folder / "images").mkdir(parents=True)
+    _png_header(root / "mscoco" / "images" / "t1.jpg", 20_000, 20_000)  # over twice Pillow's pixel limit
+    Image.new("RGB", (320, 240)).save(root / "framesdb" / "images" / "t2.jpg")
+    check = check_images(frames, root)
+    assert check.checked == 4
+    assert [img for img, _ in check.unreadable] == ["mscoco/images/t1.jpg"]
+    assert "too large to decode safely" in check.unreadable[0][1]
+    assert sorted(check.missing) == ["ade20k/images/v1.jpg", "emodb_small/images/s1.jpg"]
+    assert check.size_mismatch == []
+    escaping = pd.DataFrame({"image": ["../outside.jpg"], "width": [10], "height": [10]})
+    (tmp_path / "outside.jpg").write_bytes(b"")
+    assert check_images(escaping, root).unreadable == [
+        ("../outside.jpg", "the image path leaves the images root")
+    ]
+
+
+def test_coco_image_listed_twice_is_noted(tmp_path):
+    file, doc = _coco_doc(tmp_path)
+    doc["images"].append(dict(doc["images"][1], id=7))  # t2.jpg again, under another id
+    doc["annotations"].append(
+        dict(doc["annotations"][2], id=9, image_id=7, bbox=[5, 5, 50, 50], annotations_categories=["Fear"])
+    )
+    file.write_text(json.dumps(doc))
+    report = ConversionReport()
+    df = read_coco(file, report=report)["train"]
+    assert len(df) == 4
+    (entry,) = list(report)
+    assert (entry.image, entry.person, entry.action) == ("framesdb/images/t2.jpg", 0, "kept")
+    assert "listed more than once" in entry.reason

@@ -2,10 +2,13 @@
 
 SOURCE is the official Annotations.mat, a COCO-style JSON file or folder of per-split JSON files, or the
 Kaggle annot_arrs_<split>.csv files (a file or their folder); the layout is detected from the path unless
---format is given. Boxes past the image border are clipped, unusable persons are dropped, unknown
-category names are removed and out-of-range V/A/D values are set to missing: every change is printed and
-written to <out>/conversion_report.jsonl. With --images-root, every image is looked up under ROOT (the
-folder holding mscoco/, framesdb/, emodb_small/ and ade20k/) and missing ones are listed.
+--format is given. Boxes past the image border are clipped, unusable persons (and images whose path
+would leave the images root) are dropped, unknown category names are removed, out-of-range V/A/D values
+are set to missing and duplicate persons are kept and listed: every change is printed and written to
+<out>/conversion_report.jsonl. A source that cannot be read as a whole (invalid JSON/CSV, duplicate COCO
+image ids, a damaged .mat file, which is read in a separate process) is a one-line error and nothing is
+written. With --images-root, every image is looked up under ROOT (the folder holding mscoco/, framesdb/,
+emodb_small/ and ade20k/) and missing, unreadable or oversized ones are listed.
 
 Example:
   emoctx convert ~/data/emotic/Annotations/Annotations.mat --images-root ~/data/emotic/emotic

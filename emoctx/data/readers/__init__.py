@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emoctx.data.readers.cleaning import image_path_problem
 from emoctx.data.readers.coco import read_coco
 from emoctx.data.readers.kaggle import read_kaggle
 from emoctx.data.readers.mat import read_mat
@@ -156,12 +157,15 @@ def check_images(records: pd.DataFrame | Mapping[str, pd.DataFrame], root: str |
     """Check that every record's image exists under ``root`` with the recorded width and height.
 
     Only the image header is read (Pillow opens files lazily), so this is fast even for the whole dataset.
+    One image that cannot be checked (damaged, in an unknown format, over Pillow's decompression-bomb
+    limit, or with a path leaving ``root``) is listed in :attr:`ImageCheck.unreadable` with the reason,
+    and the others are still checked.
 
     Args:
         records: one records frame or ``{split: frame}``.
         root: the dataset root the ``image`` paths are relative to (for EMOTIC: ``<root>/emotic``).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     root = Path(root)
     if not root.is_dir():
@@ -173,14 +177,22 @@ def check_images(records: pd.DataFrame | Mapping[str, pd.DataFrame], root: str |
             sizes.setdefault(image, (int(w), int(h)))
     result = ImageCheck(checked=len(sizes))
     for image, declared in sizes.items():
-        file = root / image
-        if not file.is_file():
-            result.missing.append(image)
+        problem = image_path_problem(image) if isinstance(image, str) else "the image path is not text"
+        if problem is not None:
+            result.unreadable.append((image, problem))
             continue
+        file = root / image
         try:
+            if not file.is_file():  # may raise too: a name too long, a folder without permission
+                result.missing.append(image)
+                continue
             with Image.open(file) as im:
                 actual = im.size
-        except (OSError, UnidentifiedImageError) as e:
+        except Image.DecompressionBombError as e:
+            # the limit guards every decode (training, prediction): the image is unusable as it is
+            result.unreadable.append((image, f"image too large to decode safely ({e})"))
+            continue
+        except Exception as e:  # Pillow's plugins raise OSError, ValueError, SyntaxError... on bad headers
             result.unreadable.append((image, f"{type(e).__name__}: {e}"))
             continue
         if tuple(actual) != declared:

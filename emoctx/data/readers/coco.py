@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from emoctx.data.readers.cleaning import RecordBuilder, relative_image_path, to_number
+from emoctx.data.readers.cleaning import RecordBuilder, show, to_number
 from emoctx.data.readers.files import split_files, split_of_file
 from emoctx.data.readers.report import ConversionReport
 from emoctx.data.records import records_frame
@@ -82,6 +82,12 @@ def _load(file: Path) -> dict[str, Any]:
         raise EmoctxError(f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
     except UnicodeDecodeError as e:
         raise EmoctxError(f"{file}: not a UTF-8 text file ({e})") from e
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise EmoctxError(f"{file}: not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise EmoctxError(f"{file}: not a COCO-style EMOTIC file (its JSON is nested too deeply)") from e
+    except OSError as e:
+        raise EmoctxError(f"{file}: cannot read ({e.strerror or e})") from e
     if not isinstance(data, dict):
         raise EmoctxError(
             f"{file}: expected a JSON object with 'images' and 'annotations', got {type(data).__name__}"
@@ -92,40 +98,61 @@ def _load(file: Path) -> dict[str, Any]:
     return data
 
 
+def _is_id(value: Any) -> bool:
+    """An image id is an integer or a string (``true`` would equal 1 and ``1.0`` too: both are refused)."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _index_images(file: Path, images: list[Any]) -> dict[Any, tuple[int, dict]]:
+    """``{id: (position, image entry)}``; an entry without a usable id, or an id used twice, is an error.
+
+    Both are errors rather than report entries: the persons of such an image cannot be told apart from
+    those of another image, and attaching them to the wrong one would corrupt both silently.
+    """
+    out: dict[Any, tuple[int, dict]] = {}
+    for i, img in enumerate(images):
+        if not isinstance(img, dict) or "id" not in img:
+            raise EmoctxError(f"{file}: images[{i}] is not an object with an 'id'")
+        key = img["id"]
+        if not _is_id(key):
+            raise EmoctxError(f"{file}: images[{i}]: 'id' {show(key)} is not an integer or a string")
+        if key in out:
+            j, other = out[key]
+            raise EmoctxError(
+                f"{file}: images[{j}] ({show(other.get('file_name'))}) and images[{i}] "
+                f"({show(img.get('file_name'))}) have the same 'id' {show(key)}; image ids must be unique"
+            )
+        out[key] = (i, img)
+    return out
+
+
 def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
     data = _load(file)
     xywh = "xywh" in re.findall(r"[a-z0-9]+", file.stem.lower())
     builder = RecordBuilder(file, split, report)
-    images: dict[Any, dict] = {}
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img:
-            raise EmoctxError(f"{file}: images[{i}] is not an object with an 'id'")
-        images[img["id"]] = img
+    images = _index_images(file, data["images"])
     persons: dict[Any, list[tuple[int, dict]]] = {key: [] for key in images}
     for k, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise EmoctxError(f"{file}: annotations[{k}] is not an object")
         image_id = ann.get("image_id")
-        if image_id not in images:
+        label = f"annotation {show(ann.get('id', k))}"
+        if not _is_id(image_id):
             builder.note(
-                f"annotation {ann.get('id', k)}",
-                None,
-                "dropped",
-                "image_id",
-                f"no image with id {image_id!r}",
+                label, None, "dropped", "image_id", f"image_id {show(image_id)} is not an integer or a string"
             )
+            continue
+        if image_id not in images:
+            builder.note(label, None, "dropped", "image_id", f"no image with id {show(image_id)}")
             continue
         persons[image_id].append((k, ann))
     rows: list[dict] = []
-    for image_id, img in images.items():
+    for image_id, (i, img) in images.items():
         anns = persons[image_id]
         if not anns:
             continue
-        name = img.get("file_name")
-        image = relative_image_path(img.get("folder"), name) if name else f"image id {image_id}"
-        if not name:
-            for p in range(len(anns)):
-                builder.note(image, p, "dropped", "file_name", "image has no file_name")
+        image = builder.image_path(img.get("folder"), img.get("file_name"), f"images[{i}]", range(len(anns)))
+        if image is None:
             continue
         wh = builder.image_size(image, img.get("width"), img.get("height"), range(len(anns)))
         if wh is None:
@@ -137,9 +164,17 @@ def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
                 if None not in (x, y, w, h):  # otherwise left as is: the builder reports it
                     box = [x, y, x + w, y + h]
             cont = ann.get("annotations_continuous")
+            if cont is not None and not isinstance(cont, dict):
+                builder.note(
+                    image,
+                    p,
+                    "repaired",
+                    "annotations_continuous",
+                    f"{show(cont)} is not an object with valence, arousal and dominance; set to missing",
+                )
             cont = cont if isinstance(cont, dict) else {}
             cats = ann.get("annotations_categories")
-            cats = [cats] if isinstance(cats, str) else (cats or [])
+            cats = [cats] if isinstance(cats, str) else ([] if cats is None else cats)
             row = builder.person(
                 image=image,
                 width=wh[0],
@@ -154,4 +189,5 @@ def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
             )
             if row is not None:
                 rows.append(row)
+    builder.note_duplicates(rows)
     return rows

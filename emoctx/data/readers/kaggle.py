@@ -29,12 +29,19 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from emoctx.data.readers.cleaning import RecordBuilder, relative_image_path, source_from_folder, to_number
+from emoctx.data.readers.cleaning import (
+    RecordBuilder,
+    relative_image_path,
+    show,
+    source_from_folder,
+    to_number,
+)
 from emoctx.data.readers.files import split_of_file
 from emoctx.data.readers.report import ConversionReport
 from emoctx.data.records import records_frame
@@ -109,9 +116,18 @@ def read_kaggle(
 
 def _load(file: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(file, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        with warnings.catch_warnings():
+            # A row with more cells than the header: pandas would shift the columns (index_col=None) or drop
+            # the extra cells with a warning (index_col=False); made an error here.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(file, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning as e:
+        raise EmoctxError(f"{file}: a row has more cells than the header ({e}); the file is damaged") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise EmoctxError(f"{file}: cannot read as CSV ({type(e).__name__}: {e})") from e
+    except OSError as e:
+        raise EmoctxError(f"{file}: cannot read ({e.strerror or e})") from e
+    return df.fillna("")  # cells missing from a short row: empty, like cells written empty
 
 
 def _columns(df: pd.DataFrame, file: Path) -> tuple[dict[str, str], dict[str, str], list[str] | None]:
@@ -153,9 +169,12 @@ def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
     rows: list[dict] = []
     for n, row in enumerate(df.to_dict("records")):
         folder, filename = row[fields["Folder"]], row[fields["Filename"]]
-        image = relative_image_path(folder, filename) if str(filename).strip() else f"row {n + 2}"
-        person = seen.get(image, 0)
-        seen[image] = person + 1
+        key = relative_image_path(folder, filename) if filename.strip() else f"row {n + 2}"
+        person = seen.get(key, 0)
+        seen[key] = person + 1
+        image = builder.image_path(folder or None, filename, f"row {n + 2}", [person])
+        if image is None:
+            continue
         size = parse_numbers(row[fields["Image Size"]])
         if len(size) != 2:
             builder.note(
@@ -163,7 +182,7 @@ def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
                 person,
                 "dropped",
                 "image_size",
-                f"Image Size {row[fields['Image Size']]!r} is not [width, height]",
+                f"Image Size {show(row[fields['Image Size']])} is not [width, height]",
             )
             continue
         wh = builder.image_size(image, size[0], size[1], [person])
@@ -177,7 +196,11 @@ def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
                 positives.append(name)
             elif value != 0:
                 builder.note(
-                    image, person, "repaired", "categories", f"{col} = {row[col]!r} is not 0 or 1; left out"
+                    image,
+                    person,
+                    "repaired",
+                    "categories",
+                    f"{col} = {show(row[col])} is not 0 or 1; left out",
                 )
         record = builder.person(
             image=image,
@@ -193,4 +216,5 @@ def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
         )
         if record is not None:
             rows.append(record)
+    builder.note_duplicates(rows)
     return rows
