@@ -20,6 +20,7 @@ from emoctx.data.datamodule import EmotionDataModule
 from emoctx.errors import EmoctxError
 from emoctx.training.callbacks import ReplicaCheck
 from emoctx.training.module import EmotionModule
+from emoctx.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def train(args: list[str] | None = None) -> dict[str, float]:
     cli = EmoctxCLI(
         EmotionModule,
         EmotionDataModule,
+        trainer_class=Trainer,
         run=False,
         args=args,
         save_config_kwargs={"overwrite": True},

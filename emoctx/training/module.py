@@ -252,13 +252,18 @@ class EmotionModule(pl.LightningModule):
         """The model's self-description (see :mod:`emoctx.checkpoint`) with the data preprocessing.
 
         ``training["data"]`` holds the datamodule's settings; ``training["mask_subject"]`` tells prediction
-        how to build the scene input.
+        how to build the scene input; ``training["precision"]`` is the arithmetic the run trained with
+        (``precision_requested``: what the config asked for, e.g. ``auto``).
         """
         from emoctx.checkpoint import describe
 
         training = dict(self.hparams)
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         if dm is not None:
             training["data"] = dict(dm.hparams)
             training["mask_subject"] = bool(dm.preprocessing["mask_subject"])
+        if trainer is not None:
+            training["precision"] = str(trainer.precision)
+            training["precision_requested"] = str(getattr(trainer, "requested_precision", trainer.precision))
         return describe(self.net, training=training, score_activation=self.criterion.score_activation)
