@@ -78,6 +78,45 @@ def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
     torch.testing.assert_close(a["logits"], b["logits"])
 
 
+def test_saved_model_is_the_best_validation_epoch(synth_root, tmp_path, monkeypatch):
+    """3 epochs whose validation mAP goes up, then down: the model file holds the best epoch's weights with
+    --skip_test too (no test step to reload them), and says which epoch that was."""
+    from emoctx.training.module import EmotionModule
+
+    scripted = [0.30, 0.90, 0.50]  # val/mAP per epoch: the best is epoch 1, not the last
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+    original = EmotionModule._log_metrics
+
+    def log_metrics(self, stage):
+        if stage != "val" or self.trainer.sanity_checking:
+            return original(self, stage)
+        real = self.val_metrics.compute()
+        self.val_metrics.reset()
+        assert 0.0 <= float(real["mAP"]) <= 1.0
+        weights[self.current_epoch] = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        self.log("val/mAP", scripted[self.current_epoch])
+
+    monkeypatch.setattr(EmotionModule, "_log_metrics", log_metrics)
+    run = tmp_path / "run"
+    results = train(_args(synth_root, run, "--trainer.max_epochs", "3", "--skip_test"))
+    assert sorted(weights) == [0, 1, 2]
+
+    net, info = load_model(results["model_path"])
+    saved = net.state_dict()
+    changed = [k for k in saved if not torch.equal(weights[1][k], weights[2][k])]
+    assert changed, "training changed the weights after epoch 1"
+    for k in saved:
+        torch.testing.assert_close(saved[k], weights[1][k], rtol=0, atol=0)
+    selected = info.training["selected_checkpoint"]
+    assert (
+        selected["epoch"] == 1
+        and selected["score"] == pytest.approx(0.9)
+        and selected["monitor"] == "val/mAP"
+    )
+    # Thresholds were calibrated on the saved (best) weights, after the selection.
+    assert set(info.thresholds) == set(labels.SLUGS)
+
+
 def test_precision_auto_follows_the_hardware(monkeypatch):
     import emoctx.inference.pipeline
     from emoctx.training.trainer import Trainer, auto_precision

@@ -100,6 +100,8 @@ class EmotionModule(pl.LightningModule):
         self.criterion = self._make_criterion(torch.zeros(labels.NUM_CATEGORIES))
         self.val_metrics = EmotionMetrics(ap_variant=ap_variant)
         self.test_metrics = EmotionMetrics(ap_variant=ap_variant)
+        # Which epoch's weights the module holds after training (set by the training entry point).
+        self.selected_checkpoint: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _make_criterion(self, category_counts: torch.Tensor) -> EmotionLoss:
@@ -253,7 +255,8 @@ class EmotionModule(pl.LightningModule):
 
         ``training["data"]`` holds the datamodule's settings; ``training["mask_subject"]`` tells prediction
         how to build the scene input; ``training["precision"]`` is the arithmetic the run trained with
-        (``precision_requested``: what the config asked for, e.g. ``auto``).
+        (``precision_requested``: what the config asked for, e.g. ``auto``); ``training["selected_checkpoint"]``
+        says which epoch's weights the model holds (the best ``val/mAP`` one).
         """
         from emoctx.checkpoint import describe
 
@@ -263,6 +266,8 @@ class EmotionModule(pl.LightningModule):
         if dm is not None:
             training["data"] = dict(dm.hparams)
             training["mask_subject"] = bool(dm.preprocessing["mask_subject"])
+        if self.selected_checkpoint is not None:
+            training["selected_checkpoint"] = dict(self.selected_checkpoint)
         if trainer is not None:
             training["precision"] = str(trainer.precision)
             training["precision_requested"] = str(getattr(trainer, "requested_precision", trainer.precision))
