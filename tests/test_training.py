@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -115,6 +116,53 @@ def test_saved_model_is_the_best_validation_epoch(synth_root, tmp_path, monkeypa
     )
     # Thresholds were calibrated on the saved (best) weights, after the selection.
     assert set(info.thresholds) == set(labels.SLUGS)
+
+
+def test_training_and_evaluate_give_one_map(synth_root, tmp_path):
+    """The authors' squared-error loss (scores clamped to 0-1): training's test mAP, `emoctx evaluate --model`
+    and `emoctx evaluate --predictions` on the file it writes agree to 1e-6, because all three rank the raw
+    outputs; the clamped scores would tie persons and give another AP."""
+    from emoctx import cli
+    from emoctx.data.records import category_matrix, read_records
+    from emoctx.evaluation.inference import RAW_COLUMNS, SCORE_COLUMNS
+    from emoctx.metrics import mean_average_precision
+
+    run = tmp_path / "run"
+    results = train(
+        _args(
+            synth_root, run, "--trainer.max_epochs", "1", "--trainer.precision", "32-true",
+            "--model.discrete_loss", "emotic", "--model.continuous_loss", "deadzone",
+        )
+    )  # fmt: skip
+    test_records = synth_root / "annotations" / "test.parquet"
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", results["model_path"], "--records", str(test_records)]
+    assert (
+        cli.main([*argv, "--root", str(synth_root), "--out", str(out), "--workers", "0", "--no-progress"])
+        == 0
+    )
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["overall"]["mAP"] == pytest.approx(results["test/mAP"], abs=1e-6)
+    assert doc["num_persons"] == doc["overall"]["num_persons"] == results["test/num_persons"]
+    assert doc["num_persons"] == len(read_records(test_records))
+    for slug in labels.SLUGS:
+        if f"test/ap/{slug}" in results:
+            assert doc["overall"][f"ap/{slug}"] == pytest.approx(results[f"test/ap/{slug}"], abs=1e-6)
+
+    # The predictions file evaluate wrote scores the same, from its raw columns.
+    again = tmp_path / "again"
+    argv = ["evaluate", "--predictions", str(out / "predictions.parquet"), "--records", str(test_records)]
+    assert cli.main([*argv, "--out", str(again), "--no-plots"]) == 0
+    assert json.loads((again / "metrics.json").read_text())["overall"]["mAP"] == pytest.approx(
+        doc["overall"]["mAP"], abs=1e-12
+    )
+    # What this guards against: the clamped 0-1 scores tie persons and rank to another mAP.
+    preds = pd.read_parquet(out / "predictions.parquet")
+    targets = category_matrix(read_records(test_records))
+    clamped = mean_average_precision(preds[list(SCORE_COLUMNS)].to_numpy(), targets)["mAP"]
+    raw = mean_average_precision(preds[list(RAW_COLUMNS)].to_numpy(), targets)["mAP"]
+    assert raw == pytest.approx(doc["overall"]["mAP"], abs=1e-12)
+    assert abs(clamped - raw) > 1e-4
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
