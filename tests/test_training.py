@@ -244,6 +244,32 @@ def test_loading_is_safe_and_checked(tmp_path, monkeypatch):
         load_model(save_model(tmp_path / "f.safetensors", net, {"format": "other"}))
 
 
+def test_model_file_records_torch_and_timm_and_warns_on_another_major(tmp_path, caplog):
+    import timm
+
+    from emoctx.checkpoint import describe
+    from emoctx.models.backbones import StreamConfig
+    from emoctx.models.network import EmotionNet
+
+    net = EmotionNet({"body": StreamConfig("test_resnet", input_size=32)}, hidden=16)
+    info = describe(net)
+    _, loaded = load_model(save_model(tmp_path / "m.safetensors", net, info))
+    assert (loaded.torch_version, loaded.timm_version) == (torch.__version__, timm.__version__)
+    assert "another major version" not in caplog.text
+
+    minor = dict(info, torch_version=f"{torch.__version__.split('.')[0]}.0.0")  # same major: silent
+    load_model(save_model(tmp_path / "minor.safetensors", net, minor))
+    assert "another major version" not in caplog.text
+    old = dict(info, torch_version="1.13.1", timm_version="0.9.16")
+    load_model(save_model(tmp_path / "old.safetensors", net, old))
+    assert "old.safetensors: written with torch 1.13.1" in caplog.text
+    assert "written with timm 0.9.16" in caplog.text
+    caplog.clear()
+    unrecorded = {k: v for k, v in info.items() if k not in ("torch_version", "timm_version")}
+    _, loaded = load_model(save_model(tmp_path / "unrecorded.safetensors", net, unrecorded))
+    assert loaded.torch_version is None and "another major version" not in caplog.text
+
+
 @pytest.mark.parametrize(("arch", "size"), [("test_resnet", 32), ("test_vit_relpos", 160)])
 def test_loaded_network_is_complete_and_equal(tmp_path, arch, size):
     """Built without random initialisation where the file holds every tensor; built normally where it

@@ -789,6 +789,8 @@ def evaluate_model(
         "path": str(model_path),
         "sha256": file_sha256(model_path),
         "emoctx_version": info.emoctx_version,
+        "torch_version": info.torch_version,
+        "timm_version": info.timm_version,
         "format_version": info.format_version,
         "score_activation": info.score_activation,
         "network": info.network,
