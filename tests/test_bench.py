@@ -36,25 +36,29 @@ def no_native_bf16(monkeypatch):
     monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: False)
 
 
-def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf16):
-    """The whole harness at toy sizes, as on a CPU without native bf16: every bf16 row is skipped and said so."""
+FAST_SECTIONS = "floor,predict,detector,training,accuracy"  # the memory section starts processes: slow
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [pytest.param(FAST_SECTIONS, id="fast-sections"), pytest.param(None, id="all", marks=pytest.mark.slow)],
+)
+def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf16, sections):
+    """The harness at toy sizes, as on a CPU without native bf16: every bf16 row is skipped and said so.
+
+    The default run leaves out the memory section (its processes cost more than the rest together; its jobs
+    are checked by ``test_memory_section_runs_fresh_processes_in_the_default_precision``)."""
     out = tmp_path / "bench"
-    res = bench.main(["--quick", "--out", str(out)])
+    res = bench.main(["--quick", "--out", str(out), *(["--sections", sections] if sections else [])])
     printed = capsys.readouterr().out
 
     # Both files are written, and the Markdown file is what was printed.
     assert json.loads((out / "bench.json").read_text())["plan"]["arch"] == "tiny"
     table = (out / "bench.md").read_text()
     assert table.strip() in printed
-    for heading in (
-        "**Model floor**",
-        "**Prediction**",
-        "**Detector**",
-        "**Training**",
-        "**Memory**",
-        "**Accuracy cost**",
-    ):
+    for heading in ("**Model floor**", "**Prediction**", "**Detector**", "**Training**", "**Accuracy cost**"):
         assert heading in table
+    assert ("**Memory**" in table) is (sections is None)
     assert res["machine"]["native_bf16"] is False and bench.NO_BF16 in table
 
     floor = res["floor"]["persons_per_s"]
@@ -85,15 +89,16 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf1
         training["samples_per_s"]["jpeg"] / training["samples_per_s"]["memory"]
     )
 
-    # Peak memory of both runs at both dataset sizes, each from its own process (told to run fp32).
-    sizes = {str(n) for n in bench.QUICK.memory_images}
-    assert res["memory"]["predict_mode"] == ["fp32", "shared"]
-    assert res["memory"]["training_precision"] == "32-true"
-    for what in ("predict", "training"):
-        assert set(res["memory"][what]) == sizes
-        for peak in res["memory"][what].values():
-            assert peak["main"] > 50 and peak["largest_child"] > 0 and peak["count"] > 0
-            assert 50 < peak["retained"] <= peak["main"]  # Linux with glibc here
+    if sections is None:
+        # Peak memory of both runs at both dataset sizes, each from its own process (told to run fp32).
+        sizes = {str(n) for n in bench.QUICK.memory_images}
+        assert res["memory"]["predict_mode"] == ["fp32", "shared"]
+        assert res["memory"]["training_precision"] == "32-true"
+        for what in ("predict", "training"):
+            assert set(res["memory"][what]) == sizes
+            for peak in res["memory"][what].values():
+                assert peak["main"] > 50 and peak["largest_child"] > 0 and peak["count"] > 0
+                assert 50 < peak["retained"] <= peak["main"]  # Linux with glibc here
 
     # Two models trained here (in fp32: the config asks for precision auto), each run shared/masked in fp32.
     models = res["accuracy"]["models"]
@@ -156,6 +161,32 @@ def test_bf16_is_measured_only_where_native(bench, monkeypatch):
             (*bench.default_mode(native), ())
         ]
         assert bench.training_precision(native) == ("bf16-mixed" if native else "32-true")
+
+
+def test_memory_section_runs_fresh_processes_in_the_default_precision(bench, tmp_path, monkeypatch):
+    """Which processes the memory section starts, and what they are told to run (no process is started)."""
+    import emoctx.inference.pipeline as pipeline
+
+    root = bench.make_data(tmp_path / "synth", (6, 0, 6), (160, 120), seed=0)
+    model = bench.save_random_model("tiny", tmp_path / "m.safetensors")
+    for native in (False, True):
+        monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda native=native: native)
+        jobs = []
+
+        def fake_child(kind, spec, jobs=jobs):
+            jobs.append((kind, spec))
+            return {"count": 1, "main": 100.0, "largest_child": 10.0, "retained": 90.0}
+
+        monkeypatch.setattr(bench, "run_child", fake_child)
+        work = tmp_path / f"work{native}"
+        work.mkdir()
+        result = bench.measure_memory(bench.QUICK, model, root, work, threads=1)
+        sizes = [str(n) for n in bench.QUICK.memory_images]
+        assert sorted(kind for kind, _ in jobs) == ["predict"] * len(sizes) + ["train"] * len(sizes)
+        want = (["bf16", "shared"], "bf16-mixed") if native else (["fp32", "shared"], "32-true")
+        assert all((spec["mode"], spec["precision"]) == want for _, spec in jobs)
+        assert (result["predict_mode"], result["training_precision"]) == want
+        assert set(result["predict"]) == set(result["training"]) == set(sizes)
 
 
 def test_child_peak_memory_is_its_own(bench):
