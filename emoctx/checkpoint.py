@@ -1,7 +1,7 @@
 """Self-describing model checkpoints: weights plus everything needed to rebuild and use the model.
 
 A model file is a single ``.safetensors`` file: the network's tensors, and in the safetensors metadata a JSON
-description (format version, package version, the categories, the V/A/D scale, each stream's backbone, input
+description (format version, the emoctx, torch and timm versions that wrote it, the categories, the V/A/D scale, each stream's backbone, input
 size and normalisation, the network config, the training config, the score activation and, after calibration,
 per-category thresholds). Loading it cannot run code. Lightning's ``.ckpt`` files written by ``emoctx train``
 carry the same description and are read with ``torch.load(weights_only=True)``.
@@ -52,6 +52,8 @@ class ModelInfo:
         }
     )
     emoctx_version: str = __version__
+    torch_version: str | None = None  # None: not recorded (files written before versions were recorded)
+    timm_version: str | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -89,14 +91,45 @@ def describe(
     thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The JSON-serialisable description of ``net`` stored in every checkpoint."""
+    import timm
+
     info = ModelInfo(
         network=net.config(),
         streams=net.stream_specs(),
         score_activation=score_activation,
         thresholds=thresholds,
         training=training or {},
+        torch_version=torch.__version__,
+        timm_version=timm.__version__,
     )
     return _jsonable(info.__dict__)
+
+
+def _major(version: str) -> str:
+    return str(version).split(".", 1)[0].strip()
+
+
+def warn_on_version_mismatch(info: ModelInfo, source: str | os.PathLike) -> list[str]:
+    """Log a warning when the file was written with another major version of torch or timm than this one's.
+
+    A new major version may change a layer's numerics or a timm architecture's definition, so the model may
+    not compute what it computed when it was trained. Returns the warnings (empty when the versions agree or
+    the file does not record them).
+    """
+    import timm
+
+    said = []
+    for name, written, here in (
+        ("torch", info.torch_version, torch.__version__),
+        ("timm", info.timm_version, timm.__version__),
+    ):
+        if written and _major(written) != _major(here):
+            said.append(
+                f"{source}: written with {name} {written}, running {name} {here} (another major version)"
+            )
+    for message in said:
+        log.warning("%s; its outputs may differ from those it was evaluated with", message)
+    return said
 
 
 def _check(meta: dict[str, Any], source: str | os.PathLike) -> ModelInfo:
@@ -121,7 +154,9 @@ def _check(meta: dict[str, Any], source: str | os.PathLike) -> ModelInfo:
             f"{source}: V/A/D scale {vad.get('min')}-{vad.get('max')} differs from {labels.VAD_MIN:g}-{labels.VAD_MAX:g}"
         )
     known = set(ModelInfo.__dataclass_fields__)
-    return ModelInfo(**{k: v for k, v in meta.items() if k in known})
+    info = ModelInfo(**{k: v for k, v in meta.items() if k in known})
+    warn_on_version_mismatch(info, source)
+    return info
 
 
 def save_model(path: str | os.PathLike, net: EmotionNet, info: ModelInfo | dict[str, Any]) -> Path:

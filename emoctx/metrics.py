@@ -3,7 +3,12 @@
 Everything is computed the way the literature reports it, and every figure says how it was computed:
 
 * **Average precision** per category on the raw scores, then the mean over the categories (mAP, as a
-  fraction in [0, 1]; reports may show percent). Two variants, chosen by name:
+  fraction in [0, 1]; reports may show percent). AP depends only on the order of the scores, so it ranks the
+  model's raw outputs, never outputs squashed into 0-1: a clamp to [0, 1] (the score of a model trained with
+  the authors' squared-error loss) ties every person at 0 or at 1, and a float32 sigmoid rounds large outputs
+  to exactly 1.0; such ties change the AP. Training (:class:`EmotionMetrics`), ``emoctx evaluate`` and the
+  reports all rank the raw outputs, so they give one mAP for one model and split. Two variants, chosen by
+  name:
 
   - ``"sklearn"`` (default): step-wise AP without interpolation, identical to
     ``sklearn.metrics.average_precision_score``: ``sum_i (R_i - R_{i-1}) * P_i`` over the distinct score
@@ -469,11 +474,13 @@ def evaluate_arrays(
     thresholds: Any | None = None,
     names: Sequence[str] | None = None,
     context: str = "",
+    ranking: Any | None = None,
 ) -> dict[str, Any]:
     """Every figure for one set of persons: mAP and per-category AP, V/A/D errors, and (with thresholds) F1.
 
     Args:
-        scores: (N, C) category scores (any monotone scale).
+        scores: (N, C) category scores (any monotone scale): the scale of ``thresholds``, and what AP ranks
+            unless ``ranking`` is given.
         targets: (N, C) 0/1 category labels.
         vad_pred: (N, 3) predicted V/A/D on the 1-10 scale, or None for a categories-only model.
         vad_true: (N, 3) true V/A/D on the 1-10 scale, NaN where missing, or None.
@@ -481,6 +488,8 @@ def evaluate_arrays(
         thresholds: optional (C,) decision thresholds; adds the :func:`precision_recall_f1_at` figures.
         names: category names of the columns; default :data:`emoctx.labels.CATEGORIES`.
         context: text added to warnings (e.g. the subset evaluated).
+        ranking: optional (N, C) raw outputs that AP ranks instead of ``scores`` (e.g. a model's outputs
+            before its clamp to 0-1, which ties persons).
 
     Returns:
         A flat JSON-serialisable dict: ``num_persons``, the keys of :func:`mean_average_precision`, of
@@ -488,8 +497,9 @@ def evaluate_arrays(
         are given).
     """
     s, t, names, _ = _category_inputs(scores, targets, names)
+    r = s if ranking is None else _category_inputs(ranking, targets, names)[0]
     out: dict[str, Any] = {"num_persons": int(s.shape[0])}
-    out.update(mean_average_precision(s, t, ap_variant, names, context))
+    out.update(mean_average_precision(r, t, ap_variant, names, context))
     if vad_pred is not None and vad_true is not None:
         vp, vt = _array(vad_pred, "vad_pred"), _array(vad_true, "vad_true")
         if len(vp) != len(s) or len(vt) != len(s):
@@ -512,11 +522,12 @@ def breakdown(
     thresholds: Any | None = None,
     names: Sequence[str] | None = None,
     missing_label: str = "unknown",
+    ranking: Any | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`evaluate_arrays` per group value (e.g. gender, age or source), with the count of each group.
 
     Rows are matched to groups by position. Missing group values (None/NaN) form the group
-    ``missing_label``.
+    ``missing_label``. ``ranking``: raw outputs that AP ranks (see :func:`evaluate_arrays`).
 
     Returns:
         ``{group value as str: figures}``, sorted by group; each figures dict has ``num_persons``.
@@ -528,6 +539,7 @@ def breakdown(
     keys = np.array([missing_label if pd.isna(g) else str(g) for g in groups], dtype=object)
     vp = None if vad_pred is None else _array(vad_pred, "vad_pred")
     vt = None if vad_true is None else _array(vad_true, "vad_true")
+    r = None if ranking is None else _category_inputs(ranking, targets, names)[0]
     label = f"{groups.name}=" if groups.name is not None else "group "
     out: dict[str, dict[str, Any]] = {}
     for key in sorted(set(keys.tolist())):
@@ -541,6 +553,7 @@ def breakdown(
             thresholds=thresholds,
             names=names,
             context=f"{label}{key}",
+            ranking=None if r is None else r[rows],
         )
     return out
 
@@ -755,8 +768,11 @@ class EmotionMetrics(torchmetrics.Metric):
     """mAP, per-category AP and V/A/D errors accumulated over the steps of one stage (one instance per stage).
 
     States are concatenated across processes (``dist_reduce_fx="cat"``), so the figures are those of the
-    whole validation/test set under DDP. :meth:`compute` runs :func:`evaluate_arrays` on CPU in float64, so
-    the numbers equal the ``emoctx evaluate`` ones.
+    whole validation/test set under DDP. :meth:`compute` runs :func:`evaluate_arrays` on CPU in float64 on
+    the raw outputs it is given (the training module passes the network's raw category outputs), so the
+    numbers equal those of ``emoctx evaluate`` on the same model and split when the network ran in the same
+    arithmetic (``emoctx evaluate`` runs fp32: a run trained with ``bf16-mixed`` computes its validation and
+    test figures in bf16, a little apart). ``num_persons`` counts the persons scored.
 
     Example:
         >>> m = EmotionMetrics()
@@ -819,7 +835,7 @@ class EmotionMetrics(torchmetrics.Metric):
             self.vad_true.append(vt)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Flat dict: ``mAP``, ``ap/<slug>``, ``vad_<metric>`` and ``vad_<metric>/<dim>``.
+        """Flat dict: ``mAP``, ``num_persons``, ``ap/<slug>``, ``vad_<metric>`` and ``vad_<metric>/<dim>``.
 
         Categories without positives are left out of the dict and of ``mAP`` (with a warning); so are
         undefined V/A/D figures. Empty when nothing was accumulated.
@@ -831,9 +847,10 @@ class EmotionMetrics(torchmetrics.Metric):
         vp = dim_zero_cat(self.vad_pred) if has_vad else None
         vt = dim_zero_cat(self.vad_true) if has_vad else None
         figures = mean_average_precision(s, t, self.ap_variant, self.names)
+        figures["num_persons"] = int(s.shape[0])
         if has_vad:
             figures.update(vad_metrics(vp, vt))
-        keys = ["mAP", *(f"ap/{slug}" for slug in self.slugs)]
+        keys = ["mAP", "num_persons", *(f"ap/{slug}" for slug in self.slugs)]
         if has_vad:
             keys += [
                 f"vad_{m}{suffix}" for m in VAD_METRICS for suffix in ("", *(f"/{d}" for d in VAD_NAMES))

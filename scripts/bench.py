@@ -4,19 +4,23 @@ Everything is measured in one run, side by side, so that the ratios hold even on
 
 * **machine**: what a 2048x2048 matrix multiply reaches in fp32 and bf16 at the start and at the end of the
   run (a shared machine delivers less than its specification, and not the same all run long);
+* **bf16 only where it is native**: on a CPU without native bf16 (AVX512-BF16 or AMX) bf16 arithmetic is
+  emulated, orders of magnitude slower than fp32, and nothing here would run it by default (``predict`` and
+  ``precision: auto`` pick fp32 there): every bf16 row is skipped, and the tables say so;
 * **model floor**: the emotion model alone on preprocessed tensors (persons/s, batch 1 and 32) in fp32,
   channels-last fp32 and bf16 autocast (channels-last), under ``torch.inference_mode``; warm-up excluded,
   median of several repeats. Also each stream alone, which gives the floor of the shared-scene computation
   (body per person + scene per image);
 * **prediction**: ``emoctx predict`` end to end (the command, in this process) on a generated folder of
-  640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given: the defaults (bf16, shared scene), bf16
-  with the masked scene, fp32 with the shared scene, and with 2 decoding processes; its ratio to the model
+  640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given: the defaults (``--precision auto``: bf16
+  where native, else fp32; shared scene), the masked scene, fp32 with the shared scene (where the default is
+  bf16), and with 2 decoding processes; its ratio to the model
   floor, and to the common EMOTIC baseline's inference path (one person at a time, the image re-decoded per
   person, fp32) measured here too;
 * **detector**: ultralytics person detection, images/s at its default size (640), with ``yolo11n.yaml``
   (random weights: the compute of a forward is that of the trained model; the number of candidate boxes,
   and so the NMS time, can differ);
-* **training**: samples/s of a full training step (forward, loss, backward, optimiser step; bf16 autocast)
+* **training**: samples/s of a full training step (forward, loss, backward, optimiser step; ``precision: auto``)
   fed by the data module from JPEGs with ``light`` augmentation and 2 workers, against the same step fed by
   batches already in memory;
 * **memory**: peak RSS of prediction and of a few training steps, each in its own process, at three dataset
@@ -27,8 +31,8 @@ Everything is measured in one run, side by side, so that the ratios hold even on
 
     .venv/bin/python scripts/bench.py [--quick] [--out runs/bench] [--model FILE] [--profile]
 
-``--quick`` runs every section at toy sizes with tiny networks (a smoke test of the harness; its figures mean
-nothing). Writes ``bench.json`` (every figure, the machine, the plan) and ``bench.md`` (the tables) in
+``--quick`` runs every section at toy sizes with tiny networks and a 128x128 matrix multiply (a smoke test of the
+harness; its figures mean nothing). Writes ``bench.json`` (every figure, the machine, the plan) and ``bench.md`` (the tables) in
 ``--out`` and prints the tables.
 """
 
@@ -56,14 +60,40 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("floor", "predict", "detector", "training", "memory", "accuracy")
-DEFAULT_MODE = ("bf16", "shared")  # what `emoctx predict` runs by default on a CPU with native bf16
-# Prediction runs: label -> (precision, scene mode, extra options); the default decoding workers unless said.
-MODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "fp32 shared": ("fp32", "shared", ()),
-    "bf16 masked": ("bf16", "masked", ()),
-    "bf16 shared (default)": ("bf16", "shared", ()),
-    "bf16 shared, --workers 2 (decoding processes)": ("bf16", "shared", ("--workers", "2")),
-}
+NO_BF16 = (
+    "bf16 rows skipped: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 arithmetic is emulated and "
+    "far slower than fp32; `emoctx predict` and `precision: auto` run fp32 here"
+)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (the detection ``emoctx predict`` uses)."""
+    from emoctx.inference.pipeline import cpu_supports_bf16
+
+    return cpu_supports_bf16()
+
+
+def default_mode(native: bool) -> tuple[str, str]:
+    """(precision, scene mode) that `emoctx predict` runs by default on this CPU."""
+    return ("bf16" if native else "fp32", "shared")
+
+
+def prediction_modes(native: bool) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """Prediction runs: label -> (precision, scene mode, extra options); the default decoding workers unless
+    said. bf16 runs only where the CPU has native bf16 (elsewhere the default is fp32)."""
+    fast, _ = default_mode(native)
+    modes: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+    if native:
+        modes["fp32 shared"] = ("fp32", "shared", ())
+    modes[f"{fast} masked"] = (fast, "masked", ())
+    modes[f"{fast} shared (default)"] = (fast, "shared", ())
+    modes[f"{fast} shared, --workers 2 (decoding processes)"] = (fast, "shared", ("--workers", "2"))
+    return modes
+
+
+def training_precision(native: bool) -> str:
+    """Lightning precision of the training measurements: what ``precision: auto`` runs on this CPU."""
+    return "bf16-mixed" if native else "32-true"
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,7 @@ class Plan:
     """The sizes of one benchmark run."""
 
     arch: str  # "paper" (ResNet-18 body @128 + ResNet-18 scene @224) or "tiny" (timm test_resnet)
+    matmul: int  # side of the square matrix multiply that measures the machine
     predict_images: int  # 640x480 JPEGs predicted in each mode
     rounds: int  # repeats of each prediction mode (median reported)
     floor_batch: int
@@ -89,6 +120,7 @@ class Plan:
 
 FULL = Plan(
     arch="paper",
+    matmul=2048,
     predict_images=200,
     rounds=3,
     floor_batch=32,
@@ -106,6 +138,7 @@ FULL = Plan(
 )
 QUICK = Plan(
     arch="tiny",
+    matmul=128,
     predict_images=6,
     rounds=1,
     floor_batch=4,
@@ -190,12 +223,12 @@ def time_call(fn: Callable[[], Any], reps: int) -> float:
 def measure_floor(plan: Plan, model: Path) -> dict[str, Any]:
     """Persons/s of the model alone on preprocessed tensors, per variant and batch; and each stream alone.
 
-    The variants are the plain network in fp32, in fp32 channels-last and under bf16 autocast (channels-last),
-    and the network as the prediction pipeline prepares it from ``model`` (where the CPU has native bf16).
+    The variants are the plain network in fp32, in fp32 channels-last and, where the CPU has native bf16, under
+    bf16 autocast (channels-last) and as the prediction pipeline prepares it from ``model``.
     """
     import torch
 
-    from emoctx.inference.pipeline import Predictor, cpu_supports_bf16
+    from emoctx.inference.pipeline import Predictor
 
     sizes = {name: size for name, (_, size) in ARCHS[plan.arch].items()}
     variants: dict[str, tuple[Any, Any, torch.memory_format, bool]] = {}
@@ -203,8 +236,8 @@ def measure_floor(plan: Plan, model: Path) -> dict[str, Any]:
     variants["fp32"] = (net, torch.float32, torch.contiguous_format, False)
     cl = build_net(plan.arch).to(memory_format=torch.channels_last)
     variants["fp32 channels-last"] = (cl, torch.float32, torch.channels_last, False)
-    variants["bf16 autocast, channels-last"] = (cl, torch.float32, torch.channels_last, True)
-    if cpu_supports_bf16():
+    if native_bf16():
+        variants["bf16 autocast, channels-last"] = (cl, torch.float32, torch.channels_last, True)
         prepared = Predictor(model, precision="bf16", num_workers=0).net
         variants[PREDICT_NET] = (prepared, torch.bfloat16, torch.channels_last, False)
     out: dict[str, Any] = {"persons_per_s": {}, "stream_ms": {}}
@@ -322,12 +355,14 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     boxes = write_boxes(sub, work / "predict_boxes.csv")
     sources = [str(root / p) for p in images]
     out = work / "predictions.jsonl"
-    run_predict(model, sources[:4], boxes, out, *DEFAULT_MODE)  # warm-up: imports, first-call caches
-    seconds: dict[str, list[float]] = {label: [] for label in MODES}
-    loop: dict[str, list[float]] = {label: [] for label in MODES}
+    native = native_bf16()
+    modes = prediction_modes(native)
+    run_predict(model, sources[:4], boxes, out, *default_mode(native))  # warm-up: imports, first-call caches
+    seconds: dict[str, list[float]] = {label: [] for label in modes}
+    loop: dict[str, list[float]] = {label: [] for label in modes}
     persons = 0
     for r in range(plan.rounds):
-        for label, (precision, mode, extra) in MODES.items():
+        for label, (precision, mode, extra) in modes.items():
             s, persons, inner = run_predict(model, sources, boxes, out, precision, mode, extra)
             seconds[label].append(s)
             loop[label].append(inner or s)
@@ -340,6 +375,7 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     defaults = build_parser().parse_args(["predict", "x", "--model", "m"])
     workers = default_workers(torch.device("cpu")) if defaults.workers is None else defaults.workers
     return {
+        "modes": {label: list(mode[:2]) for label, mode in modes.items()},
         "images": len(images),
         "persons": persons,
         "persons_per_image": persons / len(images),
@@ -361,14 +397,13 @@ def profile_predict(plan: Plan, model: Path, root: Path, work: Path, path: Path)
     images = first_images(df, plan.predict_images)
     boxes = write_boxes(df[df["image"].isin(images)], work / "predict_boxes.csv")
     sources = [str(root / p) for p in images]
+    mode = default_mode(native_bf16())
     profiler = cProfile.Profile()
     profiler.enable()
-    seconds, persons, _ = run_predict(model, sources, boxes, work / "profiled.jsonl", *DEFAULT_MODE)
+    seconds, persons, _ = run_predict(model, sources, boxes, work / "profiled.jsonl", *mode)
     profiler.disable()
     text = io.StringIO()
-    text.write(
-        f"{persons} persons in {seconds:.2f} s ({persons / seconds:.1f}/s), {' '.join(DEFAULT_MODE)}\n"
-    )
+    text.write(f"{persons} persons in {seconds:.2f} s ({persons / seconds:.1f}/s), {' '.join(mode)}\n")
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("cumulative").print_stats(r"emoctx", 30)
     stats.sort_stats("tottime").print_stats(25)
@@ -475,15 +510,14 @@ def _module(plan: Plan) -> Any:
     return EmotionModule(streams=streams_of(plan.arch), optimizer="sgd", scheduler="none", channels_last=True)
 
 
-def _trainer(max_steps: int = -1, max_epochs: int | None = None, callbacks: list | None = None) -> Any:
+def _trainer(precision: str, max_steps: int = -1, callbacks: list | None = None) -> Any:
     import pytorch_lightning as pl
 
     return pl.Trainer(
         accelerator="cpu",
         devices=1,
-        precision="bf16-mixed",
+        precision=precision,
         max_steps=max_steps,
-        max_epochs=max_epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -507,8 +541,9 @@ class _Replay:
         return self.batches[i % len(self.batches)]
 
 
-def train_rate(plan: Plan, root: Path, records: Path, feed: str) -> float:
-    """Samples/s of full training steps (bf16 autocast, SGD), after ``plan.train_warmup`` untimed steps."""
+def train_rate(plan: Plan, root: Path, records: Path, feed: str, precision: str) -> float:
+    """Samples/s of full training steps (SGD, Lightning ``precision``), after ``plan.train_warmup`` untimed
+    steps."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
@@ -525,7 +560,7 @@ def train_rate(plan: Plan, root: Path, records: Path, feed: str) -> float:
 
     steps = plan.train_warmup + plan.train_steps
     clock = StepClock()
-    trainer = _trainer(max_steps=steps, callbacks=[clock])
+    trainer = _trainer(precision, max_steps=steps, callbacks=[clock])
     if feed == "jpeg":
         trainer.fit(_module(plan), datamodule=_data_module(plan, root, records, workers=2))
     else:
@@ -545,16 +580,17 @@ def train_rate(plan: Plan, root: Path, records: Path, feed: str) -> float:
 
 def measure_training(plan: Plan, root: Path) -> dict[str, Any]:
     records = root / "annotations" / "train.parquet"
+    precision = training_precision(native_bf16())
     rates: dict[str, list[float]] = {"memory": [], "jpeg": []}
     for r in range(plan.train_rounds):
         for feed in ("memory", "jpeg"):
-            rates[feed].append(train_rate(plan, root, records, feed))
+            rates[feed].append(train_rate(plan, root, records, feed, precision))
             say(f"training round {r + 1}/{plan.train_rounds}, {feed} feed: {rates[feed][-1]:.1f} samples/s")
     memory, jpeg = median(rates["memory"]), median(rates["jpeg"])
     return {
         "architecture": ARCH_NAMES[plan.arch],
         "batch": plan.train_batch,
-        "precision": "bf16-mixed",
+        "precision": precision,
         "optimizer": "SGD",
         "timed_steps": plan.train_steps,
         "samples_per_s": {"memory": memory, "jpeg": jpeg},
@@ -612,11 +648,11 @@ def child(kind: str, spec: dict[str, Any]) -> None:
         count = 0
     elif kind == "predict":
         _, count, _ = run_predict(
-            Path(spec["model"]), spec["sources"], Path(spec["boxes"]), Path(spec["out"]), *DEFAULT_MODE
+            Path(spec["model"]), spec["sources"], Path(spec["boxes"]), Path(spec["out"]), *spec["mode"]
         )
     else:
         dm = _data_module(plan, Path(spec["root"]), Path(spec["records"]), workers=2)
-        trainer = _trainer(max_steps=plan.memory_train_steps)
+        trainer = _trainer(spec["precision"], max_steps=plan.memory_train_steps)
         trainer.fit(_module(plan), datamodule=dm)
         count = len(dm.dataset("train"))  # persons in the training set
     print(json.dumps({"count": count, **_peak_rss_mib(), "retained": _retained_rss_mib()}))
@@ -646,7 +682,13 @@ def measure_memory(plan: Plan, model: Path, root: Path, work: Path, threads: int
 
     test, train = records_of(root, "test"), records_of(root, "train")
     boxes = write_boxes(test, work / "memory_boxes.csv")
-    base = {"plan": asdict(plan), "threads": threads}
+    native = native_bf16()
+    base = {
+        "plan": asdict(plan),
+        "threads": threads,
+        "mode": list(default_mode(native)),
+        "precision": training_precision(native),
+    }
     jobs: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {("imports", "-"): ("imports", base)}
     if plan.arch == "tiny":  # the quick run: the imports alone tell nothing about a toy model
         jobs.clear()
@@ -662,7 +704,13 @@ def measure_memory(plan: Plan, model: Path, root: Path, work: Path, threads: int
         jobs["training", str(n)] = ("train", {**base, "root": str(root), "records": str(records)})
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = dict(zip(jobs, pool.map(lambda job: run_child(*job), jobs.values()), strict=True))
-    result: dict[str, Any] = {"imports": done.get(("imports", "-")), "predict": {}, "training": {}}
+    result: dict[str, Any] = {
+        "imports": done.get(("imports", "-")),
+        "predict": {},
+        "training": {},
+        "predict_mode": base["mode"],
+        "training_precision": base["precision"],
+    }
     for (what, n), peak in done.items():
         if what != "imports":
             result[what][n] = peak
@@ -729,16 +777,19 @@ def _accuracy(plan: Plan, root: Path, work: Path, given: Path | None) -> dict[st
             models[label] = train_synth_tiny(
                 root, work / ("tiny_masked" if masked else "tiny_scene"), plan.acc_epochs, masked
             )
-    out: dict[str, Any] = {"persons": len(df), "models": {}}
+    precisions = ("fp32", "bf16") if native_bf16() else ("fp32",)
+    out: dict[str, Any] = {"persons": len(df), "precisions": list(precisions), "models": {}}
     for label, path in models.items():
         rows = {}
         for mode in ("shared", "masked"):
-            scores = {p: predicted_scores(path, root, df, boxes, p, mode) for p in ("fp32", "bf16")}
+            scores = {p: predicted_scores(path, root, df, boxes, p, mode) for p in precisions}
             m = {p: mean_average_precision(s, targets)["mAP"] for p, s in scores.items()}
             rows[mode] = {
                 "mAP_fp32": m["fp32"],
-                "mAP_bf16": m["bf16"],
-                "max_abs_prob_diff": float(np.abs(scores["bf16"] - scores["fp32"]).max()),
+                "mAP_bf16": m.get("bf16"),
+                "max_abs_prob_diff": (
+                    float(np.abs(scores["bf16"] - scores["fp32"]).max()) if "bf16" in scores else None
+                ),
             }
             say(f"accuracy {label}, {mode}: {rows[mode]}")
         out["models"][label] = {"path": str(path), "modes": rows}
@@ -749,8 +800,6 @@ def _accuracy(plan: Plan, root: Path, work: Path, given: Path | None) -> dict[st
 def machine() -> dict[str, Any]:
     import torch
 
-    from emoctx.inference.pipeline import cpu_supports_bf16
-
     cpu = platform.processor() or "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
@@ -759,18 +808,22 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "native_bf16": cpu_supports_bf16(),
+        "native_bf16": native_bf16(),
         "python": platform.python_version(),
     }
 
 
-def roofline(n: int = 2048, reps: int = 5) -> dict[str, float]:
+def roofline(n: int = 2048, reps: int = 5) -> dict[str, float | None]:
     """GFLOP/s of an ``n`` x ``n`` matrix multiply in fp32 and bf16 with torch's threads: what this machine
-    delivers at the moment (a shared or throttled machine delivers less; compare runs by it)."""
+    delivers at the moment (a shared or throttled machine delivers less; compare runs by it). bf16 is
+    ``None`` where the CPU has no native bf16 (emulated, it would take minutes at 2048)."""
     import torch
 
-    out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    out: dict[str, float | None] = {"bf16": None}
+    dtypes = (
+        (("fp32", torch.float32), ("bf16", torch.bfloat16)) if native_bf16() else (("fp32", torch.float32),)
+    )
+    for name, dtype in dtypes:
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         out[name] = 2 * n**3 / time_call(lambda a=a, b=b: a @ b, reps) / 1e9
     return out
@@ -793,12 +846,19 @@ def render(res: dict[str, Any]) -> str:
         f"({', '.join(f'{k} {v:.0f} s' for k, v in res['section_seconds'].items())})."
     )
     add(f"Command: `{res['command']}`")
+    if not m["native_bf16"]:
+        add(f"Note: {NO_BF16}.")
     if res.get("roofline_start"):
         a, z = res["roofline_start"], res["roofline_end"]
+        n = plan.get("matmul", 2048)
+        bf16 = (
+            f", bf16 {a['bf16']:.0f} / {z['bf16']:.0f} GFLOP/s"
+            if a.get("bf16") is not None and z.get("bf16") is not None
+            else ", bf16 not measured (not native)"
+        )
         add(
-            f"Matrix multiply (2048x2048, torch's threads) at the start / end of the run: fp32 "
-            f"{a['fp32']:.0f} / {z['fp32']:.0f} GFLOP/s, bf16 {a['bf16']:.0f} / {z['bf16']:.0f} GFLOP/s: the "
-            "compute this machine delivered during the run."
+            f"Matrix multiply ({n}x{n}, torch's threads) at the start / end of the run: fp32 "
+            f"{a['fp32']:.0f} / {z['fp32']:.0f} GFLOP/s{bf16}: the compute this machine delivered during the run."
         )
     floor = res.get("floor")
     if floor:
@@ -835,15 +895,16 @@ def render(res: dict[str, Any]) -> str:
         add("|---|--:|--:|--:|--:|--:|--:|")
         base = res.get("baseline", {}).get("persons_per_s")
         ff = floor["persons_per_s"] if floor else None
-        bf = ff["bf16 autocast, channels-last"][b] if ff else None
+        bf = ff["bf16 autocast, channels-last"][b] if ff and "bf16 autocast, channels-last" in ff else None
         fp = ff["fp32"][b] if ff else None
+        modes = pred["modes"]
         if base:
             add(
                 f"| baseline reference: 1 person at a time, image re-read per person, fp32 | {_f(base)} | "
                 f"{_f(base / bf, 2) if bf else '-'} | {_f(base / fp, 2) if fp else '-'} | - | 1.0 | - |"
             )
         for label, rate in pred["persons_per_s"].items():
-            precision, mode, _ = MODES[label]
+            precision, mode = modes[label]
             own = None
             if floor:
                 variant = "fp32 channels-last"
@@ -878,7 +939,7 @@ def render(res: dict[str, Any]) -> str:
     if tr:
         add("")
         add(
-            f"**Training** ({tr['architecture']}; batch {tr['batch']}, {tr['precision']} autocast on CPU, "
+            f"**Training** ({tr['architecture']}; batch {tr['batch']}, precision {tr['precision']} on CPU, "
             f"{tr['optimizer']}, full step with loss, backward and optimiser; {tr['timed_steps']} timed steps "
             f"after warm-up; median of {len(tr['runs']['jpeg'])} run(s))"
         )
@@ -910,8 +971,8 @@ def render(res: dict[str, Any]) -> str:
                 f"{mem['imports']['main']:.0f} | {dashes} |"
             )
         for what, label in (
-            ("predict", f"`emoctx predict` ({' '.join(DEFAULT_MODE)})"),
-            ("training", f"training, {plan['memory_train_steps']} steps"),
+            ("predict", f"`emoctx predict` ({' '.join(mem['predict_mode'])})"),
+            ("training", f"training ({mem['training_precision']}), {plan['memory_train_steps']} steps"),
         ):
             for part, name in (
                 ("main", "main, peak"),
@@ -936,6 +997,9 @@ def render(res: dict[str, Any]) -> str:
         add("|---|---|--:|--:|--:|--:|")
         for label, entry in acc["models"].items():
             for mode, r in entry["modes"].items():
+                if r["mAP_bf16"] is None:
+                    add(f"| {label} | {mode} | {100 * r['mAP_fp32']:.2f} | - | - | - |")
+                    continue
                 add(
                     f"| {label} | {mode} | {100 * r['mAP_fp32']:.2f} | {100 * r['mAP_bf16']:.2f} | "
                     f"{100 * (r['mAP_bf16'] - r['mAP_fp32']):+.2f} | {r['max_abs_prob_diff']:.4f} |"
@@ -987,7 +1051,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "plan": asdict(plan),
         "machine": machine(),
         "load_start": list(os.getloadavg()),
-        "roofline_start": roofline(),
+        "roofline_start": roofline(plan.matmul),
         "section_seconds": {},
     }
     n_test = max(plan.predict_images, plan.memory_images[-1], plan.baseline_persons, plan.detector_images)
@@ -1021,7 +1085,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     res["load_end"] = list(os.getloadavg())
-    res["roofline_end"] = roofline()
+    res["roofline_end"] = roofline(plan.matmul)
     res["seconds"] = time.perf_counter() - started
     table = render(res)
     atomic_write_text(out / "bench.json", json.dumps(res, indent=2) + "\n")

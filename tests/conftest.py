@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
+# The home folder of the tests (and of every process they start) is a temporary folder, removed at the end:
+# libraries write caches and settings there (onnxruntime a device id under ~/.cache/Microsoft, matplotlib its
+# font cache, wandb its settings), and a test run must leave the user's home as it was.
+_HOME = tempfile.mkdtemp(prefix="emoctx-tests-home-")
+os.environ["HOME"] = _HOME
+for _var, _sub in (
+    ("XDG_CACHE_HOME", ".cache"),
+    ("XDG_CONFIG_HOME", ".config"),
+    ("XDG_DATA_HOME", ".local/share"),
+):
+    os.environ[_var] = os.path.join(_HOME, _sub)
 # Set before any test imports ultralytics or wandb: ultralytics otherwise probes the network and writes its
 # settings to the home folder; wandb in online mode with no network hangs.
 _CONFIG_DIR = tempfile.mkdtemp(prefix="emoctx-tests-yolo-")
+for _dir in (_HOME, _CONFIG_DIR):
+    atexit.register(shutil.rmtree, _dir, ignore_errors=True)
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", _CONFIG_DIR)
 os.environ.setdefault("WANDB_MODE", "disabled")

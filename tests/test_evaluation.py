@@ -283,6 +283,34 @@ def test_predictions_file_problems_are_named(evaluated, synth, tmp_path):
     assert not (tmp_path / "cats" / "vad_scatter.png").exists()
 
 
+def test_evaluator_messages_say_what_is_wrong(evaluated, synth, tmp_path, caplog):
+    records = synth / "annotations" / "test.parquet"
+    preds = pd.read_parquet(evaluated / "predictions.parquet")
+    # A person predicted twice is called a duplicate, naming the row it repeats.
+    twice = pd.concat([preds, preds.iloc[[2]]], ignore_index=True)
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(EmoctxError) as e:
+        evaluate_predictions(tmp_path / "twice.csv", records, tmp_path / "out")
+    assert f"row {len(preds)} " in str(e.value) and "duplicate of row 2" in str(e.value)
+    # A missing category column is not "closely matched" by another category's column...
+    preds.drop(columns=["p_yearning"]).to_csv(tmp_path / "no_yearning.csv", index=False)
+    with pytest.raises(EmoctxError, match="missing column.*p_yearning") as e:
+        read_predictions(tmp_path / "no_yearning.csv")
+    assert "close matches" not in str(e.value) and "p_suffering" not in str(e.value)
+    # ... but a misspelt one is suggested, and score columns that name no category are warned about.
+    preds.rename(columns={"p_yearning": "p_yearnig"}).to_csv(tmp_path / "typo.csv", index=False)
+    with pytest.raises(EmoctxError, match="'p_yearning' \\(found 'p_yearnig'\\)"):
+        read_predictions(tmp_path / "typo.csv")
+    caplog.clear()
+    preds.assign(p_joy=0.5).to_csv(tmp_path / "extra.csv", index=False)
+    read_predictions(tmp_path / "extra.csv")
+    assert "p_joy" in caplog.text and "name no category" in caplog.text
+    # Raw score columns come all together or not at all.
+    preds.drop(columns=["raw_anger"]).to_parquet(tmp_path / "raw.parquet")
+    with pytest.raises(EmoctxError, match="25 of the 26 raw score columns.*raw_anger"):
+        read_predictions(tmp_path / "raw.parquet")
+
+
 def test_model_agrees_like_the_annotator_it_copies(synth, tmp_path):
     """Predictions equal to annotator 0's own labels score exactly as annotator 0 against the others."""
     records = read_records(synth / "annotations" / "val.parquet")

@@ -87,6 +87,22 @@ def test_metadata_describes_the_model(exported):
     assert json.loads(runtime_meta["streams"]) == meta["streams"]
 
 
+def test_metadata_is_strict_json_with_null_for_never_predicted():
+    from emoctx.checkpoint import ModelInfo
+
+    spec = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    thresholds = {s: 0.4 for s in labels.SLUGS} | {labels.SLUGS[3]: None}
+    meta = export.onnx_metadata(ModelInfo(network={}, streams={"body": spec}, thresholds=thresholds))
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    json_keys = ("emoctx", "streams", "categories", "thresholds", "vad_names")
+    decoded = {k: json.loads(meta[k], parse_constant=refuse) for k in json_keys}
+    assert decoded["thresholds"][3] is None and decoded["thresholds"][0] == pytest.approx(0.4)
+    assert decoded["emoctx"]["thresholds"][labels.SLUGS[3]] is None
+
+
 def test_check_reports_differences_and_fails_beyond_tolerance(exported):
     model, onnx_path = exported
     net, info = load_model(model)

@@ -167,6 +167,35 @@ def test_bad_names_are_clear_errors():
         StreamConfig(BODY, input_size=0)
 
 
+def test_prefixed_timm_names_are_accepted(tmp_path, monkeypatch):
+    """timm.create_model takes 'local-dir:' and 'hf-hub:' names that timm.is_model does not know."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    pretrained_cfg = {"input_size": [3, 48, 48], "mean": [0.4] * 3, "std": [0.2] * 3, "classifier": "fc"}
+    (folder / "config.json").write_text(
+        json.dumps({"architecture": BODY, "num_classes": 10, "pretrained_cfg": pretrained_cfg})
+    )
+    net = EmotionNet({"body": StreamConfig(f"local-dir:{folder}")}, hidden=8)
+    spec = net.stream_specs()["body"]
+    assert spec["input_size"] == 48 and spec["mean"] == pytest.approx([0.4] * 3)  # from the folder's config
+    assert net({"body": torch.randn(2, 3, 48, 48)})["logits"].shape == (2, NUM_CATEGORIES)
+
+    # An hf-hub name reaches timm's factory (stubbed: no network in tests)...
+    asked = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, **kw: asked.append(name) or real(BODY, **kw))
+    build_backbone(StreamConfig("hf-hub:timm/resnet18.a1_in1k"))
+    assert asked == ["hf-hub:timm/resnet18.a1_in1k"]
+    monkeypatch.undo()
+    # ... and without the Hub (tests run offline) it is a clear error naming the source.
+    with pytest.raises(EmoctxError, match="hf-hub:nobody/nothing.*hf-hub source"):
+        build_backbone(StreamConfig("hf-hub:nobody/nothing"))
+    with pytest.raises(EmoctxError, match="unknown backbone 'resnet18x'"):
+        build_backbone(StreamConfig("resnet18x"))
+    with pytest.raises(EmoctxError, match="backbone 'ftp:x'"):
+        build_backbone(StreamConfig("ftp:x"))
+
+
 # -- local weight files -------------------------------------------------------------------------------------
 
 

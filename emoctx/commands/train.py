@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         maes = "  ".join(
             f"{d}={results.get(f'test/vad_mae/{d}', float('nan')):.2f}" for d in labels.VAD_NAMES
         )
-        print(f"test mAP: {100 * results['test/mAP']:.2f}%   V/A/D MAE (1-10 scale): {maes}")
+        persons = results.get("test/num_persons")
+        on = f" on {int(persons)} persons" if persons is not None else ""
+        print(f"test mAP{on}: {100 * results['test/mAP']:.2f}%   V/A/D MAE (1-10 scale): {maes}")
     print(f"model: {results['model_path']}")
     return 0

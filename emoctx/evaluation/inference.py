@@ -8,7 +8,11 @@ The predictions table (:data:`PREDICTION_COLUMNS`) has one row per person:
 * ``x1``, ``y1``, ``x2``, ``y2``: the person's box in pixels (a JSONL/Parquet file may instead hold one
   ``box`` column with ``[x1, y1, x2, y2]``);
 * ``p_<slug>``: one score column per category (:data:`emoctx.labels.SLUGS`), any monotone scale (models
-  of emoctx write 0-1 probabilities);
+  of emoctx write 0-1 probabilities); decision thresholds apply to them;
+* ``raw_<slug>`` (optional, all or none): the system's raw category outputs, before any squashing (an emoctx
+  model's outputs before its sigmoid or clamp). When given, average precision and the precision-recall curves
+  rank these: a clamp to 0-1, or a sigmoid that rounds to exactly 1.0 in float32, ties persons the model
+  ranks apart and so changes the AP. ``emoctx evaluate --model`` writes them;
 * ``valence``, ``arousal``, ``dominance``: V/A/D on the 1-10 scale (optional as a group: without them only
   the category figures are computed).
 
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 
 SCORE_PREFIX = "p_"
 SCORE_COLUMNS: tuple[str, ...] = tuple(f"{SCORE_PREFIX}{s}" for s in labels.SLUGS)
+RAW_PREFIX = "raw_"
+RAW_COLUMNS: tuple[str, ...] = tuple(f"{RAW_PREFIX}{s}" for s in labels.SLUGS)
 PREDICTION_COLUMNS: tuple[str, ...] = ("image", "person", *BOX_COLUMNS, *SCORE_COLUMNS, *labels.VAD_NAMES)
 PREDICTION_SUFFIXES: tuple[str, ...] = (".parquet", ".jsonl", ".csv")
 
@@ -53,6 +59,7 @@ PREDICTION_SUFFIXES: tuple[str, ...] = (".parquet", ".jsonl", ".csv")
 _DATASET_STREAMS = ("body", "scene")
 _UNUSED_STREAM_SIZE = 32  # the dataset always builds both streams; an unused one is made small
 _LIST_MAX = 10  # rows named in an error message
+_CLOSE_MATCH = 0.8  # difflib similarity from which a column is suggested for a missing one
 
 
 # ------------------------------------------------------------------------------------------ running a model
@@ -94,6 +101,7 @@ def predict_records(
     mask_subject: bool | None = None,
     max_side: int | None = None,
     progress: bool = True,
+    raw: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a model on every person of ``records`` with its ground-truth box.
 
@@ -113,9 +121,12 @@ def predict_records(
             (``mask_subject`` in ``info.training``, else False).
         max_side: decode images with their longest side at most this many pixels (``None``: full size).
         progress: show a tqdm progress bar.
+        raw: return the model's raw category outputs (before its sigmoid or clamp; what average precision
+            ranks, see :func:`scores_from_raw`) instead of the 0-1 scores.
 
     Returns:
-        ``(scores, vad, valid)``: ``scores`` (N, C) float64 in 0-1 (the model's score activation),
+        ``(scores, vad, valid)``: ``scores`` (N, C) float64 in 0-1 (the model's score activation; with
+        ``raw``, the raw outputs),
         ``vad`` (N, 3) float64 on the 1-10 scale, ``valid`` (N,) bool, False where the image could not be
         used (those rows of ``scores`` and ``vad`` are NaN).
     """
@@ -150,7 +161,10 @@ def predict_records(
                 continue
             rows = batch["index"].numpy()
             out = net({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
-            scores[rows] = scores_from_logits(out["logits"].float(), info.score_activation).cpu().numpy()
+            logits = out["logits"].float()
+            scores[rows] = (
+                (logits if raw else scores_from_logits(logits, info.score_activation)).cpu().numpy()
+            )
             v = labels.vad_from_model(out["vad"].float()).clamp(labels.VAD_MIN, labels.VAD_MAX)
             vad[rows] = v.cpu().numpy()
             valid[rows] = True
@@ -159,10 +173,26 @@ def predict_records(
     return scores, vad, valid
 
 
+def scores_from_raw(raw: np.ndarray, activation: str) -> np.ndarray:
+    """0-1 scores of raw category outputs, in float64 (``activation``: the model's ``score_activation``)."""
+    import torch
+
+    from emoctx.losses import scores_from_logits
+
+    return scores_from_logits(torch.as_tensor(raw, dtype=torch.float64), activation).numpy()
+
+
 def predictions_frame(
-    records: pd.DataFrame, scores: np.ndarray, vad: np.ndarray | None, valid: np.ndarray | None = None
+    records: pd.DataFrame,
+    scores: np.ndarray,
+    vad: np.ndarray | None,
+    valid: np.ndarray | None = None,
+    raw: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The predictions table of records (one row per valid person) in the form :func:`read_predictions` reads."""
+    """The predictions table of records (one row per valid person) in the form :func:`read_predictions` reads.
+
+    ``raw`` (optional) gives the ``raw_<slug>`` columns.
+    """
     records = records.reset_index(drop=True)
     keep = np.ones(len(records), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     out = pd.DataFrame(
@@ -174,6 +204,9 @@ def predictions_frame(
     )
     for c, col in enumerate(SCORE_COLUMNS):
         out[col] = np.asarray(scores, dtype=np.float64)[:, c]
+    if raw is not None:
+        for c, col in enumerate(RAW_COLUMNS):
+            out[col] = np.asarray(raw, dtype=np.float64)[:, c]
     if vad is not None:
         for d, name in enumerate(labels.VAD_NAMES):
             out[name] = np.asarray(vad, dtype=np.float64)[:, d]
@@ -241,10 +274,14 @@ def _check_predictions(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             df[name] = boxes[:, c]
     required = ["image", *BOX_COLUMNS, *SCORE_COLUMNS]
     missing = [c for c in required if c not in df.columns]
+    known = {*required, *RAW_COLUMNS, *labels.VAD_NAMES, "person", "box", "row", "error", "source"}
+    unknown = [str(c) for c in df.columns if str(c) not in known]
     if missing:
         hints = []
         for c in missing[:_LIST_MAX]:
-            close = difflib.get_close_matches(c, [str(x) for x in df.columns], n=1)
+            # Only columns the file has and nothing else reads are candidates: another category's column is
+            # never "a close match" of a missing one.
+            close = difflib.get_close_matches(c, unknown, n=1, cutoff=_CLOSE_MATCH)
             if close:
                 hints.append(f"{c!r} (found {close[0]!r})")
         hint = f"; close matches: {', '.join(hints)}" if hints else ""
@@ -253,6 +290,24 @@ def _check_predictions(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             f"'image', the box 'x1','y1','x2','y2' (or 'box'), one score column '{SCORE_PREFIX}<slug>' per "
             f"category ({SCORE_COLUMNS[0]!r} ... {SCORE_COLUMNS[-1]!r}) and optionally "
             f"{list(labels.VAD_NAMES)} on the 1-10 scale"
+        )
+    for prefix in (SCORE_PREFIX, RAW_PREFIX):
+        stray = [c for c in unknown if c.startswith(prefix)]
+        if stray:
+            log.warning(
+                "%s: column(s) %s name no category and are ignored; score columns are '%s<slug>' with the "
+                "slugs %s",
+                path,
+                stray[:_LIST_MAX],
+                prefix,
+                ", ".join(labels.SLUGS),
+            )
+    raw_present = [c for c in RAW_COLUMNS if c in df.columns]
+    if raw_present and len(raw_present) != len(RAW_COLUMNS):
+        raise EmoctxError(
+            f"{path}: has {len(raw_present)} of the {len(RAW_COLUMNS)} raw score columns "
+            f"'{RAW_PREFIX}<slug>' (missing {[c for c in RAW_COLUMNS if c not in raw_present][:_LIST_MAX]}); "
+            "give all of them or none"
         )
     vad_present = [v for v in labels.VAD_NAMES if v in df.columns]
     if vad_present and len(vad_present) != labels.NUM_VAD:
@@ -268,7 +323,7 @@ def _check_predictions(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     out["image"] = [_norm_image(v) for v in df["image"]]
     if "person" in df.columns:
         out["person"] = df["person"]
-    for col in (*BOX_COLUMNS, *SCORE_COLUMNS, *vad_present):
+    for col in (*BOX_COLUMNS, *SCORE_COLUMNS, *raw_present, *vad_present):
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
@@ -369,17 +424,21 @@ def match_predictions(
         # Scipy's assignment solver rather than a greedy pass: with overlapping people a greedy choice
         # can take the box another row needed.
         r_idx, c_idx = linear_sum_assignment(iou + 2.0 * exact, maximize=True)
-        paired = set()
+        paired: dict[int, int] = {}  # row in this image -> record in this image
         for r, c in zip(r_idx, c_idx):
             if exact[r, c] or iou[r, c] >= min_iou:
                 match[recs[c]] = rows[r]
-                paired.add(r)
+                paired[r] = c
         for r, j in enumerate(rows):
-            if r not in paired:
+            if r in paired:
+                continue
+            same = [q for q in paired if (np.abs(pb[q] - pb[r]) <= pixel_tolerance).all()]
+            if same:  # the same person twice: another row of this image with the same box was matched
+                why = f"image {img!r}: duplicate of row {file_rows[rows[same[0]]]} (the same box)"
+            else:
                 best = float(iou[r].max()) if iou.shape[1] else 0.0
-                unmatched.append(
-                    (j, f"image {img!r}: no free record box with IoU >= {min_iou} (best {best:.2f})")
-                )
+                why = f"image {img!r}: no free record box with IoU >= {min_iou} (best {best:.2f})"
+            unmatched.append((j, why))
 
     missing = int((match < 0).sum())
     if unmatched or (missing and not allow_missing):
@@ -420,6 +479,13 @@ def predicted_arrays(
     has_vad = all(v in predictions.columns for v in labels.VAD_NAMES)
     vad = predictions[list(labels.VAD_NAMES)].to_numpy(dtype=np.float64)[rows] if has_vad else None
     return scores, vad
+
+
+def raw_arrays(predictions: pd.DataFrame, rows: Sequence[int] | np.ndarray) -> np.ndarray | None:
+    """The (len(rows), C) raw category outputs (``raw_<slug>``) of predictions rows, or None without them."""
+    if not all(c in predictions.columns for c in RAW_COLUMNS):
+        return None
+    return predictions[list(RAW_COLUMNS)].to_numpy(dtype=np.float64)[np.asarray(rows, dtype=np.int64)]
 
 
 def thresholds_from_dict(values: dict[str, Any] | None, source: str = "<thresholds>") -> np.ndarray | None:

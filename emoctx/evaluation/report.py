@@ -124,12 +124,13 @@ def evaluation_document(
     source: Mapping[str, Any] | None = None,
     records_info: Mapping[str, Any] | None = None,
     min_annotators: int = DEFAULT_MIN_ANNOTATORS,
+    ranking: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every figure for predictions on records: the content of ``metrics.json``.
 
     Args:
         records: the evaluated records (one row per person, aligned with ``scores``).
-        scores: (N, C) category scores.
+        scores: (N, C) category scores (the scale of the thresholds; what AP ranks without ``ranking``).
         vad: (N, 3) V/A/D predictions on 1-10, or None.
         ap_variant: ``"sklearn"`` or ``"voc"``.
         thresholds: (C,) decision thresholds (``inf``: never predicted), or None for no P/R/F1 figures.
@@ -137,9 +138,10 @@ def evaluation_document(
         source: identity of the model or predictions file.
         records_info: identity of the records file and the counts.
         min_annotators: persons with fewer annotators are not used for the agreement figures.
+        ranking: (N, C) raw outputs that AP ranks (see :func:`emoctx.metrics.evaluate_arrays`), or None.
 
     Returns:
-        ``{"emoctx_version", "created", "num_persons" (the persons evaluated), "ap_variant", "source", "records",
+        ``{"emoctx_version", "created", "ap_variant", "ap_ranks", "num_persons", "source", "records",
         "thresholds", "positives", "overall", "agreement", "breakdowns"}``; ``overall`` holds the keys of
         :func:`emoctx.metrics.evaluate_arrays`, ``agreement`` those of
         :func:`emoctx.metrics.agreement_from_records` (or ``{"skipped": reason}``) and ``breakdowns``
@@ -158,7 +160,7 @@ def evaluation_document(
 
     with _warnings_to_log():
         overall = evaluate_arrays(
-            scores, targets, vad, vad_true, ap_variant=ap_variant, thresholds=thresholds
+            scores, targets, vad, vad_true, ap_variant=ap_variant, thresholds=thresholds, ranking=ranking
         )
     breakdowns: dict[str, Any] = {}
     for col in BREAKDOWN_COLUMNS:
@@ -174,14 +176,15 @@ def evaluation_document(
                     vad_true,
                     ap_variant=ap_variant,
                     thresholds=thresholds,
+                    ranking=ranking,
                 )
     doc: dict[str, Any] = {
         "emoctx_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        # Every figure below is over these persons: compare results only on the same persons.
-        "num_persons": len(records),
         "ap_variant": ap_variant,
         "ap_variant_description": _AP_VARIANT_TEXT[ap_variant].replace("`", ""),
+        "ap_ranks": "raw outputs" if ranking is not None else "scores",
+        "num_persons": int(len(records)),  # every figure is over these persons: compare on the same ones
         "source": dict(source or {}),
         "records": dict(records_info or {}),
         "thresholds": (
@@ -236,6 +239,7 @@ def write_outputs(
     vad: np.ndarray | None,
     thresholds: np.ndarray | None = None,
     plots: bool = True,
+    ranking: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``report.md`` and the PNG plots of one evaluation into ``out_dir``.
 
@@ -247,6 +251,7 @@ def write_outputs(
         vad: (N, 3) V/A/D predictions, or None.
         thresholds: (C,) decision thresholds, marked on the precision-recall curves.
         plots: write the PNG plots (False: only the JSON and the Markdown).
+        ranking: (N, C) raw outputs the precision-recall curves rank (as the AP did), or None.
 
     Returns:
         ``{"metrics", "report", "ap_plot", "pr_plot", "vad_plot"}`` paths (no plots when ``plots`` is
@@ -261,7 +266,8 @@ def write_outputs(
     targets = category_matrix(records)
     if plots:
         files["ap_plot"] = plot_ap_bars(out / AP_PLOT, doc)
-        files["pr_plot"] = plot_pr_curves(out / PR_PLOT, scores, targets, doc, thresholds)
+        ranked = scores if ranking is None else ranking
+        files["pr_plot"] = plot_pr_curves(out / PR_PLOT, ranked, targets, doc, thresholds)
     if plots and vad is not None:
         files["vad_plot"] = plot_vad_scatter(out / VAD_PLOT, vad, vad_matrix(records), doc)
     files["report"] = out / REPORT_FILE
@@ -335,7 +341,11 @@ def plot_pr_curves(
     doc: Mapping[str, Any],
     thresholds: np.ndarray | None = None,
 ) -> Path:
-    """A grid with one precision-recall curve per category, its AP, prevalence and threshold point."""
+    """A grid with one precision-recall curve per category, its AP, prevalence and threshold point.
+
+    ``scores`` are what the AP ranked (raw outputs where available); the threshold point is the precision
+    and recall at the decision threshold from the figures of ``doc``.
+    """
     from emoctx.metrics import precision_recall_curve
 
     plt = _pyplot()
@@ -349,14 +359,12 @@ def plot_pr_curves(
         pos = int(targets[:, c].sum())
         ap = doc["overall"].get(f"ap/{slug}")
         if pos > 0:
-            precision, recall, th = precision_recall_curve(scores[:, c], targets[:, c])
+            precision, recall, _ = precision_recall_curve(scores[:, c], targets[:, c])
             ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="pre", color="#4C72B0", lw=1.3)
             ax.axhline(pos / n, color="grey", linestyle=":", linewidth=1)
-            if thresholds is not None and math.isfinite(thresholds[c]):
-                at = np.flatnonzero(th >= thresholds[c])
-                if at.size:
-                    k = at[-1]
-                    ax.plot(recall[k], precision[k], "o", color="#C44E52", markersize=4)
+            p_at, r_at = doc["overall"].get(f"precision/{slug}"), doc["overall"].get(f"recall/{slug}")
+            if thresholds is not None and math.isfinite(thresholds[c]) and p_at is not None and r_at:
+                ax.plot(r_at, p_at, "o", color="#C44E52", markersize=4)
             ax.set_title(f"{name}\nAP {100 * ap:.1f}%  (n={pos})", fontsize=8.5)
         else:
             ax.text(0.5, 0.5, "no positives", ha="center", va="center", fontsize=8, color="grey")
@@ -457,7 +465,14 @@ def _source_lines(doc: Mapping[str, Any]) -> list[str]:
             else ""
         )
     )
-    lines.append(f"- **AP variant**: `{doc['ap_variant']}`, {_AP_VARIANT_TEXT[doc['ap_variant']]}")
+    ranks = (
+        "the model's raw category outputs (before its sigmoid or clamp)"
+        if doc.get("ap_ranks") == "raw outputs"
+        else "the scores as given"
+    )
+    lines.append(
+        f"- **AP variant**: `{doc['ap_variant']}`, {_AP_VARIANT_TEXT[doc['ap_variant']]}; AP ranks {ranks}"
+    )
     th = doc.get("thresholds")
     lines.append(
         f"- **Decision thresholds**: {th['from']}"
@@ -706,9 +721,11 @@ def evaluate_model(
 ) -> Evaluation:
     """Run a model on records (ground-truth boxes), score it and write every output into ``out_dir``.
 
-    Persons whose image cannot be read are left out (counted in ``metrics.json``). The model's calibrated
-    thresholds, if it has any, give the precision/recall/F1 figures. Also writes ``predictions.parquet``
-    (one row per evaluated person), which :func:`evaluate_predictions` scores to the same figures.
+    Persons whose image cannot be read are left out (counted in ``metrics.json``). Average precision ranks
+    the model's raw category outputs, as training's validation and test figures do (not the 0-1 scores,
+    which a clamp ties); the model's calibrated thresholds, if it has any, apply to its 0-1 scores and give
+    the precision/recall/F1 figures. Also writes ``predictions.parquet`` (one row per evaluated person, with
+    the 0-1 scores and the raw outputs), which :func:`evaluate_predictions` scores to the same figures.
 
     Args:
         model_path: an emoctx model file.
@@ -730,12 +747,17 @@ def evaluate_model(
     """
     from emoctx.checkpoint import load_model
     from emoctx.data.records import read_records
-    from emoctx.evaluation.inference import predict_records, predictions_frame, thresholds_from_dict
+    from emoctx.evaluation.inference import (
+        predict_records,
+        predictions_frame,
+        scores_from_raw,
+        thresholds_from_dict,
+    )
 
     model_path, records_path = Path(model_path), Path(records_path)
     records = read_records(records_path)
     net, info = load_model(model_path)
-    scores, vad, valid = predict_records(
+    raw, vad, valid = predict_records(
         net,
         info,
         records,
@@ -744,7 +766,9 @@ def evaluate_model(
         num_workers=num_workers,
         device=device,
         progress=progress,
+        raw=True,
     )
+    scores = scores_from_raw(raw, info.score_activation)
     if not valid.any():
         raise EmoctxError(
             f"{records_path}: no person with a readable image under {root}; nothing to evaluate"
@@ -765,6 +789,8 @@ def evaluate_model(
         "path": str(model_path),
         "sha256": file_sha256(model_path),
         "emoctx_version": info.emoctx_version,
+        "torch_version": info.torch_version,
+        "timm_version": info.timm_version,
         "format_version": info.format_version,
         "score_activation": info.score_activation,
         "network": info.network,
@@ -784,11 +810,12 @@ def evaluate_model(
             records_path, len(records), int(valid.sum()), int((~valid).sum()), "unreadable image"
         ),
         min_annotators=min_annotators,
+        ranking=raw[valid],
     )
-    files = write_outputs(out_dir, doc, kept, scores[valid], vad[valid], th, plots=plots)
+    files = write_outputs(out_dir, doc, kept, scores[valid], vad[valid], th, plots=plots, ranking=raw[valid])
     files["predictions"] = Path(out_dir) / PREDICTIONS_FILE
     with atomic_path(files["predictions"]) as tmp:
-        predictions_frame(records, scores, vad, valid).to_parquet(tmp, index=False)
+        predictions_frame(records, scores, vad, valid, raw=raw).to_parquet(tmp, index=False)
     log.info("evaluation written to %s", out_dir)
     return Evaluation(doc, files)
 
@@ -858,7 +885,12 @@ def evaluate_predictions(
         EmoctxError: unreadable or invalid files, or rows that match no record.
     """
     from emoctx.data.records import read_records
-    from emoctx.evaluation.inference import match_predictions, predicted_arrays, read_predictions
+    from emoctx.evaluation.inference import (
+        match_predictions,
+        predicted_arrays,
+        raw_arrays,
+        read_predictions,
+    )
 
     predictions_path, records_path = Path(predictions_path), Path(records_path)
     records = read_records(records_path)
@@ -878,6 +910,7 @@ def evaluate_predictions(
         thresholds, th_from = np.asarray(thresholds, dtype=np.float64), "given"
     valid = match >= 0
     scores, vad = predicted_arrays(preds, match[valid])
+    raw = raw_arrays(preds, match[valid])  # what AP ranks when the file gives it
     kept = records[valid].reset_index(drop=True)
     source = {
         "kind": "predictions",
@@ -886,6 +919,7 @@ def evaluate_predictions(
         "num_rows": len(preds) + preds.attrs.get("error_rows", 0),
         "num_error_rows": preds.attrs.get("error_rows", 0),
         "has_vad": vad is not None,
+        "has_raw": raw is not None,
         "matching": f"same image; box within {pixel_tolerance:g} px or IoU >= {min_iou:g} (one-to-one)",
     }
     doc = evaluation_document(
@@ -900,7 +934,8 @@ def evaluate_predictions(
             records_path, len(records), int(valid.sum()), int((~valid).sum()), "no prediction"
         ),
         min_annotators=min_annotators,
+        ranking=raw,
     )
-    files = write_outputs(out_dir, doc, kept, scores, vad, thresholds, plots=plots)
+    files = write_outputs(out_dir, doc, kept, scores, vad, thresholds, plots=plots, ranking=raw)
     log.info("evaluation written to %s", out_dir)
     return Evaluation(doc, files)

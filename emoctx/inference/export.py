@@ -10,7 +10,8 @@ The batch dimension is dynamic. The model's description travels in the ONNX ``me
 * ``streams``: ``{input name: {"input_size", "mean", "std"}}`` (JSON; mean and std on the 0-1 pixel scale);
 * ``categories``: the category names (JSON list, the order of the ``scores`` columns);
 * ``thresholds``: per-category decision thresholds in the same order (JSON list; 0.5 where none were
-  calibrated; a category is predicted when ``score >= threshold``);
+  calibrated; ``null`` for a category calibration found no positive example for: never predicted; a
+  category is predicted when ``score >= threshold``);
 * ``vad_names``, ``vad_min``, ``vad_max``, ``score_activation``, ``emoctx_version``.
 
 Running with onnxruntime
@@ -28,7 +29,8 @@ normalise with the stream's mean and std, and feed NCHW float32 arrays (stack se
     meta = session.get_modelmeta().custom_metadata_map
     streams = json.loads(meta["streams"])  # {"body": {"input_size", "mean", "std"}, "scene": {...}}
     categories = json.loads(meta["categories"])
-    thresholds = np.array(json.loads(meta["thresholds"]), dtype=np.float32)
+    # null: never predicted (no positive validation example to calibrate on)
+    thresholds = np.array([np.inf if t is None else t for t in json.loads(meta["thresholds"])], np.float32)
 
     image = cv2.cvtColor(cv2.imread("photo.jpg"), cv2.COLOR_BGR2RGB)  # H x W x 3, uint8, RGB
     x1, y1, x2, y2 = 120, 40, 260, 400  # the person's box in pixels
@@ -149,17 +151,20 @@ def _quiet_exporter_logs() -> Iterator[None]:
 
 
 def onnx_metadata(info: ModelInfo) -> dict[str, str]:
-    """The ``metadata_props`` written into the ONNX file (see the module docstring)."""
-    thresholds = [float(t) for t in info.threshold_vector().tolist()]
+    """The ``metadata_props`` written into the ONNX file (see the module docstring).
+
+    Valid JSON throughout: a never-predicted category's threshold is ``null``, not ``Infinity``.
+    """
+    thresholds = [t if math.isfinite(t) else None for t in info.threshold_vector().tolist()]
     streams = {
         name: {"input_size": spec["input_size"], "mean": list(spec["mean"]), "std": list(spec["std"])}
         for name, spec in info.streams.items()
     }
     return {
-        "emoctx": json.dumps(info.__dict__),
+        "emoctx": json.dumps(info.__dict__, allow_nan=False),
         "streams": json.dumps(streams),
         "categories": json.dumps(list(labels.CATEGORIES)),
-        "thresholds": json.dumps(thresholds),
+        "thresholds": json.dumps(thresholds, allow_nan=False),
         "score_activation": info.score_activation,
         "vad_names": json.dumps(list(labels.VAD_NAMES)),
         "vad_min": str(labels.VAD_MIN),

@@ -48,7 +48,10 @@ class StreamConfig:
     """How to build one input stream's backbone.
 
     Attributes:
-        backbone: Any timm model name (``timm.list_models()``), e.g. ``"resnet18"``.
+        backbone: Any timm model name (``timm.list_models()``), e.g. ``"resnet18"``, or a name with a
+            source prefix as ``timm.create_model`` takes it: ``hf-hub:timm/resnet18.a1_in1k`` (a Hugging
+            Face Hub repository, its configuration fetched from the Hub or its cache) or
+            ``local-dir:/path/to/folder`` (a folder with timm's ``config.json``).
         pretrained: ``None`` (random init), ``"timm"`` (timm's pretrained weights) or a path to a local
             ``.safetensors`` / torch state-dict file.
         input_size: Side of the square input in pixels; ``None`` takes timm's default for the model.
@@ -151,11 +154,13 @@ def create_backbone(cfg: StreamConfig) -> nn.Module:
     Raises:
         EmoctxError: Unknown model name, bad keyword arguments, or timm's weights could not be fetched.
     """
-    if not timm.is_model(cfg.backbone):
+    source = _model_source(cfg.backbone)
+    if source is None and not timm.is_model(cfg.backbone):
         close = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=3, cutoff=0.7)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise EmoctxError(
-            f"unknown backbone '{cfg.backbone}': not a timm model name (see timm.list_models()).{hint}"
+            f"unknown backbone '{cfg.backbone}': not a timm model name (see timm.list_models()), nor a "
+            f"'hf-hub:' or 'local-dir:' name.{hint}"
         )
     kwargs = dict(cfg.kwargs)
     if cfg.drop_path is not None:
@@ -168,6 +173,12 @@ def create_backbone(cfg: StreamConfig) -> nn.Module:
             f"backbone '{cfg.backbone}': timm rejected the keyword arguments {kwargs}: {e}"
         ) from e
     except Exception as e:
+        if source is not None:  # the configuration (and weights) come from the Hub or a folder
+            raise EmoctxError(
+                f"backbone '{cfg.backbone}': timm could not build it from its {source} source "
+                f"({type(e).__name__}: {e}). A Hub model needs network access or the Hugging Face cache; a "
+                "local folder needs timm's config.json (and the weights file for pretrained: timm)."
+            ) from e
         if not use_timm_weights:
             raise
         # Fetching goes through timm / huggingface_hub, whose network and cache errors have no common base class.
@@ -176,6 +187,21 @@ def create_backbone(cfg: StreamConfig) -> nn.Module:
             "Without network access, download them elsewhere and pass the file path as 'pretrained', or use "
             "pretrained: null for random initialisation."
         ) from e
+
+
+_PREFIXED_SOURCES = ("hf-hub", "local-dir")
+
+
+def _model_source(name: str) -> str | None:
+    """``"hf-hub"`` or ``"local-dir"`` for a prefixed timm name (timm's own parser), None for a plain name.
+
+    ``timm.is_model`` knows only the registry's names, though ``timm.create_model`` also takes these.
+    """
+    try:
+        source, _ = timm.models.parse_model_name(name)
+    except (ValueError, AssertionError) as e:  # an unknown prefix, or a path without one
+        raise EmoctxError(f"backbone '{name}': {e}") from e
+    return source if source in _PREFIXED_SOURCES else None
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:

@@ -21,7 +21,13 @@ class ReplicaCheck(pl.Callback):
     an unsynchronised random operation in the model). Each process computes a fingerprint of its weights
     (sum and sum of squares in float64); the main process writes all of them to ``replicas.json`` in the
     run folder and logs an error when they differ.
+
+    Args:
+        filename: the report's name in the run folder.
     """
+
+    def __init__(self, filename: str = "replicas.json") -> None:
+        self.filename = filename
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
         if trainer.world_size < 2:
@@ -34,7 +40,7 @@ class ReplicaCheck(pl.Callback):
             return
         rows = gathered.tolist()
         agree = all(torch.allclose(gathered[0], g, rtol=1e-9, atol=0.0) for g in gathered)
-        out = Path(trainer.default_root_dir) / "replicas.json"
+        out = Path(trainer.default_root_dir) / self.filename
         atomic_write_text(
             out, json.dumps({"world_size": trainer.world_size, "agree": agree, "fingerprints": rows})
         )

@@ -20,6 +20,7 @@ from emoctx.data.datamodule import EmotionDataModule
 from emoctx.errors import EmoctxError
 from emoctx.training.callbacks import ReplicaCheck
 from emoctx.training.module import EmotionModule
+from emoctx.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,47 @@ class EmoctxCLI(LightningCLI):
                 )
 
 
+MONITOR = "val/mAP"
+
+
+def _best_checkpoint(trainer: Any) -> ModelCheckpoint | None:
+    """The callback that keeps the best ``val/mAP`` checkpoint."""
+    return next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == MONITOR), None)
+
+
+def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
+    """Give ``model`` the weights of its best ``val/mAP`` epoch, on every process; say what was selected.
+
+    Lightning's ``ModelCheckpoint`` (``best.ckpt``) names the best epoch; its weights are read back with
+    ``torch.load(weights_only=True)``. Without a validation split (or before any validation) there is
+    nothing to choose by: the model keeps the last epoch's weights, and the returned description says so.
+    """
+    callback = _best_checkpoint(trainer)
+    best = callback.best_model_path if callback is not None else ""
+    best = trainer.strategy.broadcast(best)  # the path the main process holds, on every process
+    trainer.strategy.barrier()  # the main process has finished writing it
+    if not best:
+        return {"monitor": None, "weights": "last epoch (no validation score to choose by)"}
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt["state_dict"])
+    score = callback.best_model_score
+    log.info("the model holds the best %s weights: epoch %d (%s)", MONITOR, ckpt["epoch"], best)
+    return {
+        "monitor": MONITOR,
+        "weights": "best validation epoch",
+        "epoch": int(ckpt["epoch"]),
+        "global_step": int(ckpt["global_step"]),
+        "score": None if score is None else float(score),
+        "checkpoint": Path(best).name,
+    }
+
+
 def train(args: list[str] | None = None) -> dict[str, float]:
     """Fit a model from a config (and overrides), test its best checkpoint, and write ``model.safetensors``.
+
+    The model that is tested, written and calibrated holds the weights of the epoch with the best
+    ``val/mAP`` (:func:`select_best`), whether or not the test split is evaluated; the model file records
+    which epoch that was (``training["selected_checkpoint"]``).
 
     Args:
         args: LightningCLI arguments, e.g. ``["--config", "configs/synth_tiny.yaml", "--trainer.max_epochs", "2"]``.
@@ -69,6 +109,7 @@ def train(args: list[str] | None = None) -> dict[str, float]:
     cli = EmoctxCLI(
         EmotionModule,
         EmotionDataModule,
+        trainer_class=Trainer,
         run=False,
         args=args,
         save_config_kwargs={"overwrite": True},
@@ -77,7 +118,7 @@ def train(args: list[str] | None = None) -> dict[str, float]:
                 # best.ckpt: the best val/mAP so far. last.ckpt: every completed epoch (Lightning's own
                 # save_last refreshes only when the metric improves). Both are written when the epoch is
                 # complete, so that resuming continues with the next epoch.
-                ModelCheckpoint(monitor="val/mAP", mode="max", filename="best", save_on_train_epoch_end=True),
+                ModelCheckpoint(monitor=MONITOR, mode="max", filename="best", save_on_train_epoch_end=True),
                 ModelCheckpoint(filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
                 ReplicaCheck(),
             ],
@@ -91,7 +132,6 @@ def train(args: list[str] | None = None) -> dict[str, float]:
             cb.dirpath = str(
                 ckpt_dir
             )  # a fixed place (not inside a logger's version folder), for --resume last
-    ckpt_cb = trainer.checkpoint_callback
     resume = cli.config.get("resume")
     if resume == "last":
         resume = ckpt_dir / "last.ckpt"
@@ -99,10 +139,10 @@ def train(args: list[str] | None = None) -> dict[str, float]:
             raise EmoctxError(f"{resume}: nothing to resume (no last checkpoint in this run folder)")
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        model.selected_checkpoint = select_best(trainer, model)
         results: dict[str, Any] = {}
         if not cli.config.get("skip_test") and dm.records_path("test") is not None:
-            best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-            tested = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
+            tested = trainer.test(model, datamodule=dm, verbose=False)  # the selected weights, as they are
             results.update(tested[0] if tested else {})
         model_path = run_dir / "model.safetensors"
         if trainer.is_global_zero:

@@ -30,6 +30,25 @@ def _default_streams() -> dict[str, StreamConfig]:
     }
 
 
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then cosine decay: torch's ``LinearLR`` then ``CosineAnnealingLR``.
+
+    The rate rises from ``lr / W`` to ``lr`` over the first ``W = warmup_steps`` steps and falls to 0 at
+    ``total_steps``: at step ``k`` the factor is ``(k + 1) / W`` during the warm-up and
+    ``(1 + cos(pi (k - W) / (total - W))) / 2`` after it.
+    """
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    warmup = min(int(warmup_steps), total_steps - 1)
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - max(warmup, 0)))
+    if warmup < 2:  # no warm-up (one step of warm-up would start at the full rate anyway)
+        return cosine
+    linear = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    return SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+
+
 class EmotionModule(pl.LightningModule):
     """Trains an :class:`EmotionNet` on EMOTIC-format data.
 
@@ -53,10 +72,13 @@ class EmotionModule(pl.LightningModule):
         lr: learning rate of the fusion head (and of the backbones times ``backbone_lr_scale``).
         momentum: SGD momentum.
         weight_decay: weight decay.
+        filter_bias_and_bn: no weight decay on biases and normalisation weights (every parameter with at
+            most one dimension, and those a timm model lists in ``no_weight_decay()``), timm's rule
+            (``timm.optim.param_groups_weight_decay``); ``false`` decays every parameter.
         backbone_lr_scale: learning-rate multiplier for the (pretrained) backbones.
         freeze_backbone_epochs: keep the backbones frozen for this many epochs (warm-up of the head).
-        scheduler: ``step`` (lr x ``gamma`` every ``step_size`` epochs), ``cosine`` (per step, with linear
-            warm-up of ``warmup_epochs``) or ``none``.
+        scheduler: ``step`` (lr x ``gamma`` every ``step_size`` epochs), ``cosine`` (per step, after a linear
+            warm-up of ``warmup_epochs``; torch's ``LinearLR`` then ``CosineAnnealingLR``) or ``none``.
         step_size: epochs between decays for ``step``.
         gamma: decay factor for ``step``.
         warmup_epochs: linear warm-up length for ``cosine`` (may be fractional).
@@ -83,6 +105,7 @@ class EmotionModule(pl.LightningModule):
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        filter_bias_and_bn: bool = True,
         backbone_lr_scale: float = 1.0,
         freeze_backbone_epochs: int = 0,
         scheduler: Literal["step", "cosine", "none"] = "step",
@@ -108,6 +131,8 @@ class EmotionModule(pl.LightningModule):
         self.criterion = self._make_criterion(torch.zeros(labels.NUM_CATEGORIES))
         self.val_metrics = EmotionMetrics(ap_variant=ap_variant)
         self.test_metrics = EmotionMetrics(ap_variant=ap_variant)
+        # Which epoch's weights the module holds after training (set by the training entry point).
+        self.selected_checkpoint: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _make_criterion(self, category_counts: torch.Tensor) -> EmotionLoss:
@@ -131,11 +156,30 @@ class EmotionModule(pl.LightningModule):
             self.criterion = self._make_criterion(counts).to(self.device)
             log.info("category weights from the training-set counts (%d positives)", int(counts.sum()))
 
+    def backbones_frozen(self) -> bool:
+        """Whether this epoch is one of the ``freeze_backbone_epochs`` warm-up epochs of the head."""
+        return self.current_epoch < self.hparams.freeze_backbone_epochs
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Freeze the backbones during the warm-up epochs: their gradients are dropped before the step.
+
+        A parameter without a gradient is left alone by the optimiser (no update, no weight decay, no
+        momentum or Adam state). The freeze is not done with ``requires_grad`` as Lightning's
+        ``BackboneFinetuning`` does it: a parameter that stops or starts requiring a gradient after DDP has
+        wrapped the model breaks distributed training (DDP stops with "parameters that were not used in
+        producing the loss"; with ``BackboneFinetuning`` the unfrozen backbone is not kept in step across
+        processes, Lightning issue #20340). Here every process computes and all-reduces every gradient, and
+        every process drops the same ones. ``BackboneFinetuning`` also ramps the backbone's learning rate on
+        its own schedule, outside this module's scheduler and weight-decay groups.
+        """
+        if self.backbones_frozen():
+            for p in self.net.backbone_parameters():
+                p.grad = None
+
     def on_train_epoch_start(self) -> None:
-        """Freeze the backbones during the warm-up epochs, then unfreeze them."""
-        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
-        for p in self.net.backbone_parameters():
-            p.requires_grad_(not frozen)
+        """Log the learning rate of the head."""
+        if self.backbones_frozen():
+            log.info("epoch %d: backbones frozen (head warm-up)", self.current_epoch)
         if self.trainer.optimizers:
             self.log(
                 "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, on_step=False
@@ -154,11 +198,12 @@ class EmotionModule(pl.LightningModule):
         return scores_from_logits(logits, self.criterion.score_activation)
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
-        if (
-            "categories" not in batch
-        ):  # every image of this batch was unreadable (each one logged by the dataset)
-            log.warning("%s: a batch of %d unreadable image(s) skipped", stage, int(batch.get("skipped", 0)))
-            return None
+        # Images the dataset could not read are dropped from the batch (each one logged by the dataset).
+        if "categories" not in batch:
+            return self._empty_step(stage, f"a batch of {int(batch.get('skipped', 0))} unreadable image(s)")
+        if stage == "train" and batch["categories"].shape[0] < 2 and batch.get("skipped", 0):
+            # Training-mode batch normalisation cannot normalise a single person.
+            return self._empty_step(stage, f"a batch with one readable image of {1 + int(batch['skipped'])}")
         out = self(batch)
         losses = self.criterion(
             out["logits"], out["vad"], batch["categories"], batch["vad"], batch["vad_mask"]
@@ -187,6 +232,22 @@ class EmotionModule(pl.LightningModule):
                 vad_true,
             )
         return losses["loss"]
+
+    def _empty_step(self, stage: str, what: str) -> torch.Tensor | None:
+        """A batch whose images were all (or all but one) unreadable: nothing to learn from.
+
+        In one process the step is skipped (``None``). Under DDP every process must take part in each
+        step's gradient all-reduce, or the others wait for it forever: this process contributes a zero
+        loss that reaches every trainable parameter, so its gradients are zeros and the step stays in sync
+        (the others' gradients are averaged with these zeros).
+        """
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        log.warning("%s: %s skipped (process %d, step %d)", stage, what, rank, self.global_step)
+        if stage != "train" or self._trainer is None or self.trainer.world_size < 2:
+            return None
+        return sum(
+            (0.0 * p.sum() for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device)
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimisation step."""
@@ -224,13 +285,35 @@ class EmotionModule(pl.LightningModule):
         }
 
     # ---------------------------------------------------------------------------------------- optimisation
-    def configure_optimizers(self) -> dict[str, Any]:
-        """Optimiser with a separate (scaled) learning rate for the backbones, and the schedule."""
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups of the head and of the backbones.
+
+        The backbones' learning rate is ``lr x backbone_lr_scale``; each part is split into weight-decayed and
+        not-decayed parameters by timm's rule (see ``filter_bias_and_bn``).
+        """
+        from timm.optim import param_groups_weight_decay
+
         hp = self.hparams
-        groups = [
-            {"params": list(self.net.head_parameters()), "lr": hp.lr},
-            {"params": list(self.net.backbone_parameters()), "lr": hp.lr * hp.backbone_lr_scale},
-        ]
+        head = torch.nn.ModuleList([self.net.fusion, self.net.category_head, self.net.vad_head])
+        parts = [(head, hp.lr, ())]
+        for backbone in self.net.backbones.values():
+            skip = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else ()
+            parts.append((backbone, hp.lr * hp.backbone_lr_scale, tuple(skip)))
+        groups = []
+        for module, lr, skip in parts:
+            if hp.filter_bias_and_bn:
+                split = param_groups_weight_decay(
+                    module, weight_decay=hp.weight_decay, no_weight_decay_list=skip
+                )
+            else:
+                split = [{"params": list(module.parameters()), "weight_decay": hp.weight_decay}]
+            groups += [dict(g, lr=lr) for g in split if g["params"]]
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The optimiser over :meth:`param_groups`, and the learning-rate schedule (torch's schedulers)."""
+        hp = self.hparams
+        groups = self.param_groups()
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adam":
@@ -244,16 +327,13 @@ class EmotionModule(pl.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        warmup = int(hp.warmup_epochs * steps_per_epoch)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {
+                "scheduler": warmup_cosine(opt, total, hp.warmup_epochs * steps_per_epoch),
+                "interval": "step",
+            },
+        }
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -264,13 +344,21 @@ class EmotionModule(pl.LightningModule):
         """The model's self-description (see :mod:`emoctx.checkpoint`) with the data preprocessing.
 
         ``training["data"]`` holds the datamodule's settings; ``training["mask_subject"]`` tells prediction
-        how to build the scene input.
+        how to build the scene input; ``training["precision"]`` is the arithmetic the run trained with
+        (``precision_requested``: what the config asked for, e.g. ``auto``); ``training["selected_checkpoint"]``
+        says which epoch's weights the model holds (the best ``val/mAP`` one).
         """
         from emoctx.checkpoint import describe
 
         training = dict(self.hparams)
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        trainer = self._trainer
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         if dm is not None:
             training["data"] = dict(dm.hparams)
             training["mask_subject"] = bool(dm.preprocessing["mask_subject"])
+        if self.selected_checkpoint is not None:
+            training["selected_checkpoint"] = dict(self.selected_checkpoint)
+        if trainer is not None:
+            training["precision"] = str(trainer.precision)
+            training["precision_requested"] = str(getattr(trainer, "requested_precision", trainer.precision))
         return describe(self.net, training=training, score_activation=self.criterion.score_activation)
