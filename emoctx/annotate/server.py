@@ -174,6 +174,17 @@ def make_accounts(n: int, domain: str = "localhost") -> list[Account]:
     ]
 
 
+def read_accounts(data_dir: str | os.PathLike) -> list[Account]:
+    """The accounts :meth:`LabelStudioServer.ensure_accounts` made in a server's data folder (none: [])."""
+    state = Path(data_dir) / _STATE
+    if not state.is_file():
+        return []
+    try:
+        return [Account(**a) for a in json.loads(state.read_text())["accounts"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise EmoctxError(f"{state}: not an accounts file written by emoctx ({e})") from e
+
+
 def free_port(host: str = HOST) -> int:
     """A TCP port nothing listens on now (the system picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -240,10 +251,7 @@ class LabelStudioServer:
 
     def accounts(self) -> list[Account]:
         """The accounts made in this data folder so far (read from ``emoctx-accounts.json``)."""
-        state = self.data_dir / _STATE
-        if not state.is_file():
-            return []
-        return [Account(**a) for a in json.loads(state.read_text())["accounts"]]
+        return read_accounts(self.data_dir)
 
     def ensure_accounts(self, n: int) -> list[Account]:
         """Make sure at least ``n`` accounts exist (made with ``label-studio init`` before the start).

@@ -200,7 +200,8 @@ def _person_results(
 
     if p.categories:
         score = float(np.mean(p.category_scores)) if p.category_scores else None
-        answer(CATEGORIES_CONTROL, "choices", list(p.categories), score)
+        known = sorted((c for c in p.categories if c in CATEGORY_INDEX), key=CATEGORY_INDEX.__getitem__)
+        answer(CATEGORIES_CONTROL, "choices", known, score)
     for name, v in zip(VAD_CONTROLS, p.vad if p.vad is not None else ()):
         if v is not None and math.isfinite(float(v)):  # a whole point, as the number field takes
             answer(name, "number", int(min(VAD_MAX, max(VAD_MIN, math.floor(float(v) + 0.5)))))
