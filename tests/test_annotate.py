@@ -30,7 +30,7 @@ from emoctx.annotate.server import LabelStudioServer, default_environment_dir, r
 from emoctx.cli import main
 from emoctx.data.records import read_records, records_frame, write_records
 from emoctx.errors import EmoctxError
-from emoctx.inference.detect import BoxFileDetector, UltralyticsDetector, import_ultralytics
+from emoctx.inference.detect import UltralyticsDetector, import_ultralytics
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
 from emoctx.inference.writers import read_predictions, write_predictions
 
@@ -184,7 +184,9 @@ def test_tasks_from_a_prediction_table(tmp_path, photos, suffix):
     table = write_predictions(_prediction_rows(photos), tmp_path / f"table{suffix}")
     found, skipped, model = T.photos_from_predictions(read_predictions(table), photos)
     assert model == "model.safetensors@abc123"
-    assert [(p.image, p.width, p.height, [q.person for q in p.persons]) for p in found] == [("bus.jpg", 810, 1080, [0, 1])]
+    assert [(p.image, p.width, p.height, [q.person for q in p.persons]) for p in found] == [
+        ("bus.jpg", 810, 1080, [0, 1])
+    ]
     reasons = " | ".join(f"{s.source}: {s.reason}" for s in skipped)
     assert "broken.jpg: prediction error: cannot read image" in reasons
     assert "video frame 3" in reasons and "not inside the photo folder" in reasons
@@ -215,13 +217,18 @@ def _person_yolo():
 def test_tasks_from_photos_with_the_yolo_detector(photos):
     paths = [str(photos / "bus.jpg"), str(photos / "sub" / "zidane.jpg"), str(photos / "broken.jpg")]
     found, skipped = T.photos_from_files(paths, photos, _person_yolo(), batch_size=2)
-    assert [(p.image, p.width, p.height) for p in found] == [("bus.jpg", 810, 1080), ("sub/zidane.jpg", 1280, 720)]
+    assert [(p.image, p.width, p.height) for p in found] == [
+        ("bus.jpg", 810, 1080),
+        ("sub/zidane.jpg", 1280, 720),
+    ]
     assert found[0].persons and all(p.score is not None for p in found[0].persons)
     for p in found[0].persons:  # pixels of the full-resolution photo, inside it
         x1, y1, x2, y2 = p.box
         assert 0 <= x1 < x2 <= 810 and 0 <= y1 < y2 <= 1080
     assert [p.person for p in found[0].persons] == list(range(len(found[0].persons)))
-    assert [s.source for s in skipped] == [str(photos / "broken.jpg")] and "cannot read image" in skipped[0].reason
+    assert [s.source for s in skipped] == [str(photos / "broken.jpg")] and "cannot read image" in skipped[
+        0
+    ].reason
 
 
 def test_tasks_command_with_a_box_file(tmp_path, photos, capsys):
@@ -234,10 +241,14 @@ def test_tasks_command_with_a_box_file(tmp_path, photos, capsys):
         ]
     ).to_csv(boxes, index=False)
     out = tmp_path / "tasks.json"
-    code = main(["annotate", "tasks", str(photos), "--boxes", str(boxes), "--out", str(out), "--split", "val"])
+    code = main(
+        ["annotate", "tasks", str(photos), "--boxes", str(boxes), "--out", str(out), "--split", "val"]
+    )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "Wrote 2 tasks (3 persons" in printed and "broken.jpg" in printed and "cannot read image" in printed
+    assert (
+        "Wrote 2 tasks (3 persons" in printed and "broken.jpg" in printed and "cannot read image" in printed
+    )
     tasks = json.loads(out.read_text())
     assert [t["data"]["emoctx_image"] for t in tasks] == ["bus.jpg", "sub/zidane.jpg"]
     assert all(t["data"]["emoctx_split"] == "val" for t in tasks)
@@ -246,14 +257,29 @@ def test_tasks_command_with_a_box_file(tmp_path, photos, capsys):
     assert clipped["x"] + clipped["width"] == pytest.approx(100.0)
     assert main(["annotate", "tasks", str(photos), "--boxes", str(boxes), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["annotate", "tasks", str(photos / "bus.jpg"), "--boxes", str(boxes), "--out", str(tmp_path / "t2.json")]) == 2
+    assert (
+        main(
+            [
+                "annotate",
+                "tasks",
+                str(photos / "bus.jpg"),
+                "--boxes",
+                str(boxes),
+                "--out",
+                str(tmp_path / "t2.json"),
+            ]
+        )
+        == 2
+    )
     assert "--root" in capsys.readouterr().err
 
 
 def test_tasks_command_from_records(tmp_path, capsys):
     recs = write_records(_records(), tmp_path / "val.parquet")
     out = tmp_path / "tasks.json"
-    assert main(["annotate", "tasks", "--records", str(recs), "--root", str(tmp_path), "--out", str(out)]) == 0
+    assert (
+        main(["annotate", "tasks", "--records", str(recs), "--root", str(tmp_path), "--out", str(out)]) == 0
+    )
     tasks = json.loads(out.read_text())
     assert [t["data"]["emoctx_split"] for t in tasks] == ["val", "test"]
     assert all(r.get("readonly") for t in tasks for r in t["predictions"][0]["result"])
@@ -294,12 +320,30 @@ def test_golden_export_to_records():
 
 def test_export_command_writes_a_layout_train_reads(tmp_path, capsys):
     out = tmp_path / "photos" / "annotations"
-    assert main(["annotate", "export", str(GOLDEN), "--out", str(out), "--split-ratios", "50", "50", "0", "--jsonl"]) == 0
+    assert (
+        main(
+            [
+                "annotate",
+                "export",
+                str(GOLDEN),
+                "--out",
+                str(out),
+                "--split-ratios",
+                "50",
+                "50",
+                "0",
+                "--jsonl",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "label-studio layout" in printed and "3 tasks, 4 annotations by 2 annotator(s)" in printed
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     splits = {split_for(img, [50, 50, 0]) for img in ("imgs/img1.jpg", "imgs/img2.jpg")}
-    assert written == sorted([*(f"{s}.parquet" for s in splits), *(f"{s}.jsonl" for s in splits), "conversion_report.jsonl"])
+    assert written == sorted(
+        [*(f"{s}.parquet" for s in splits), *(f"{s}.jsonl" for s in splits), "conversion_report.jsonl"]
+    )
     total = sum(len(read_records(out / f"{s}.parquet")) for s in splits)
     assert total == 4
     for s in splits:  # every person of an image in one split, the split column says which
@@ -307,10 +351,16 @@ def test_export_command_writes_a_layout_train_reads(tmp_path, capsys):
     from emoctx.data.datamodule import EmotionDataModule
 
     dm = EmotionDataModule(root=str(tmp_path / "photos"))
-    assert {s for s in ("train", "val", "test") if (s == "train" or dm.records_path(s)) and (out / f"{s}.parquet").exists()} == splits
+    assert {
+        s
+        for s in ("train", "val", "test")
+        if (s == "train" or dm.records_path(s)) and (out / f"{s}.parquet").exists()
+    } == splits
     report = [json.loads(line) for line in (out / "conversion_report.jsonl").read_text().splitlines()]
     assert len(report) == 1 and report[0]["action"] == "repaired"
-    assert main(["annotate", "export", str(GOLDEN), "--out", str(out)]) == 2  # nothing replaced without --overwrite
+    assert (
+        main(["annotate", "export", str(GOLDEN), "--out", str(out)]) == 2
+    )  # nothing replaced without --overwrite
     assert "already exists" in capsys.readouterr().err
 
 
@@ -332,7 +382,13 @@ def _box(rid, x=10.0, y=10.0, w=20.0, h=50.0, size=(640, 480), rotation=0):
 
 
 def _ans(rid, name, kind, value):
-    return {"id": rid, "type": kind, "from_name": name, "to_name": "image", "value": {"x": 10, "y": 10, kind: value}}
+    return {
+        "id": rid,
+        "type": kind,
+        "from_name": name,
+        "to_name": "image",
+        "value": {"x": 10, "y": 10, kind: value},
+    }
 
 
 def _full(rid, cats=("Happiness",), vad=(7, 5, 6), gender="Female", age="Adult", **box):
@@ -356,25 +412,40 @@ def _annotation(aid, user, result, **extra):
 
 
 def test_every_validation_error_names_task_annotation_and_region():
-    bad_values = _full("p0", cats=("Happiness", "Joy", "happiness"), vad=(42, 5.5, "7"), gender="Nope", age="Adult")
+    bad_values = _full(
+        "p0", cats=("Happiness", "Joy", "happiness"), vad=(42, 5.5, "7"), gender="Nope", age="Adult"
+    )
     bad_values[-1]["value"]["choices"] = ["Kid", "Adult"]  # two ages
     tasks = [
         _task(1, [_annotation(11, 1, bad_values)], emoctx_regions={"p0": 0}),
-        _task(2, [_annotation(21, 1, [
-            *_full("p0", x=90.0, w=20.0),                      # past the right edge: clipped
-            *_full("p1", x=120.0),                             # entirely outside: dropped
-            *_full("p2", w=0.0),                               # empty: dropped
-            *_full("p3", x=50.0, rotation=90),                 # rotated: bounding box
-            _ans("p9", "valence", "number", 5),                # an answer without a box: dropped
-            _ans("p0", "mood", "choices", ["good"]),           # not a control of the config: ignored
-            _box("p4"),                                        # a box without answers: kept, noted
-            _box("p5", x="left"),                              # not numbers: dropped
-        ])]),  # fmt: skip
-        _task(3, [
-            _annotation(31, 1, _full("p0"), was_cancelled=True),
-            _annotation(32, 2, _full("p0", cats=("Peace",)), updated_at="2026-01-01"),
-            _annotation(33, 2, _full("p0", cats=("Fear",)), updated_at="2026-01-02"),
-        ], drafts=[{"id": 5, "user": 3, "result": []}]),  # fmt: skip
+        _task(
+            2,
+            [
+                _annotation(
+                    21,
+                    1,
+                    [
+                        *_full("p0", x=90.0, w=20.0),  # past the right edge: clipped
+                        *_full("p1", x=120.0),  # entirely outside: dropped
+                        *_full("p2", w=0.0),  # empty: dropped
+                        *_full("p3", x=50.0, rotation=90),  # rotated: bounding box
+                        _ans("p9", "valence", "number", 5),  # an answer without a box: dropped
+                        _ans("p0", "mood", "choices", ["good"]),  # not a control of the config: ignored
+                        _box("p4"),  # a box without answers: kept, noted
+                        _box("p5", x="left"),  # not numbers: dropped
+                    ],
+                )
+            ],
+        ),  # fmt: skip
+        _task(
+            3,
+            [
+                _annotation(31, 1, _full("p0"), was_cancelled=True),
+                _annotation(32, 2, _full("p0", cats=("Peace",)), updated_at="2026-01-01"),
+                _annotation(33, 2, _full("p0", cats=("Fear",)), updated_at="2026-01-02"),
+            ],
+            drafts=[{"id": 5, "user": 3, "result": []}],
+        ),  # fmt: skip
         _task(4, []),
         {"id": 5, "data": {"image": "/data/local-files/?d=/etc/passwd"}, "annotations": []},
         _task(6, [_annotation(61, 1, _full("p0", size=(320, 240)))]),
@@ -389,7 +460,10 @@ def test_every_validation_error_names_task_annotation_and_region():
     def has(*parts):
         assert any(all(p in line for p in parts) for line in lines), f"no report line with {parts}:\n{text}"
 
-    has("[repaired] train 1.jpg: categories: task 1, annotation 11 (user 1), region p0", "unknown category 'Joy'; removed")
+    has(
+        "[repaired] train 1.jpg: categories: task 1, annotation 11 (user 1), region p0",
+        "unknown category 'Joy'; removed",
+    )
     has("task 1, annotation 11", "region p0", "category Happiness given twice")
     has("task 1, annotation 11", "region p0", "valence 42 is not a whole number 1-10; set to missing")
     has("region p0", "arousal 5.5 is not a whole number")
@@ -405,11 +479,19 @@ def test_every_validation_error_names_task_annotation_and_region():
     has("[kept]", "task 2, annotation 21 (user 1), region p4", "no answer for categories, valence")
     has("[dropped]", "task 2, annotation 21 (user 1), region p5", "box is not four numbers")
     has("[dropped]", "task 3, annotation 31 (user 1)", "skipped by the annotator")
-    has("[dropped]", "task 3, annotation 32 (ann2@localhost)", "submitted annotations 32 and 33; the later one is kept")
+    has(
+        "[dropped]",
+        "task 3, annotation 32 (ann2@localhost)",
+        "submitted annotations 32 and 33; the later one is kept",
+    )
     has("[dropped]", "task 3", "draft of user 3 was never submitted")
     has("[dropped]", "task 4", "no submitted annotation")
     has("[dropped]", "task 5", "'/etc/passwd' is not relative to the photo folder")
-    has("[kept]", "task 6, annotation 61 (user 1), region p0", "measured the image as 320x240, the task says 640x480")
+    has(
+        "[kept]",
+        "task 6, annotation 61 (user 1), region p0",
+        "measured the image as 320x240, the task says 640x480",
+    )
     has("[kept]", "task 7", "region p0", "the annotators' boxes differ")
     has("[dropped]", "task 8, annotation 81 (user 1)", "'result' is not a list")
 
@@ -433,11 +515,18 @@ def test_every_validation_error_names_task_annotation_and_region():
 
 def test_boxes_drawn_by_annotators_are_matched_by_overlap():
     tasks = [
-        _task(1, [
-            _annotation(1, 1, [*_full("aaa", x=10, cats=("Fear",)), *_full("bbb", x=60, cats=("Pain",))]),
-            _annotation(2, 2, [*_full("zzz", x=61, cats=("Pain",)), *_full("yyy", x=11, cats=("Fear", "Anger"))]),
-            _annotation(3, 3, [*_full("ccc", x=35, cats=("Peace",))]),  # overlaps neither: a person of its own
-        ]),  # fmt: skip
+        _task(
+            1,
+            [
+                _annotation(1, 1, [*_full("aaa", x=10, cats=("Fear",)), *_full("bbb", x=60, cats=("Pain",))]),
+                _annotation(
+                    2, 2, [*_full("zzz", x=61, cats=("Pain",)), *_full("yyy", x=11, cats=("Fear", "Anger"))]
+                ),
+                _annotation(
+                    3, 3, [*_full("ccc", x=35, cats=("Peace",))]
+                ),  # overlaps neither: a person of its own
+            ],
+        ),  # fmt: skip
     ]
     df = convert_export(tasks).annotations.splits["train"]
     assert list(df["annotators"]) == [["user 1", "user 2"], ["user 1", "user 2"], ["user 3"]]
@@ -500,12 +589,24 @@ def test_agreement_report():
         rows.append({"image": f"{i}.jpg", "width": 10, "height": 10, "split": "val", "person": 0, "x1": 0, "y1": 0,
                      "x2": 5, "y2": 5, "categories": [], "valence": 5, "arousal": 5, "dominance": 5,
                      "annotator_categories": [c1, c2], "annotator_vad": [v1, v2], "annotators": ["ann", "bob"]})  # fmt: skip
-    rows.append({**rows[0], "image": "single.jpg", "annotator_categories": [], "annotator_vad": [], "annotators": ["ann"]})
+    rows.append(
+        {
+            **rows[0],
+            "image": "single.jpg",
+            "annotator_categories": [],
+            "annotator_vad": [],
+            "annotators": ["ann"],
+        }
+    )
     report = agreement_report(records_frame(rows))
     assert (report["num_persons"], report["num_persons_skipped"]) == (3, 1)
     per = {c["category"]: c for c in report["categories"]}
     assert (per["Fear"]["choices"], per["Fear"]["persons_chosen_by_all"], per["Fear"]["f1"]) == (4, 2, 1.0)
-    assert (per["Pain"]["persons_chosen_by_any"], per["Pain"]["persons_chosen_by_all"], per["Pain"]["f1"]) == (1, 0, 0.0)
+    assert (
+        per["Pain"]["persons_chosen_by_any"],
+        per["Pain"]["persons_chosen_by_all"],
+        per["Pain"]["f1"],
+    ) == (1, 0, 0.0)
     assert per["Anger"]["persons_unanimous"] == 3 and per["Anger"]["f1"] is None
     people = {a["annotator"]: a for a in report["annotators"]}
     # ann against bob: TP Fear, Fear; FP Pain, Peace; FN Happiness -> F1 = 4 / (4 + 2 + 1)
@@ -542,7 +643,11 @@ def test_environment_folder_and_server_settings(tmp_path, monkeypatch, photos):
     env = server.environment()
     assert env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str(photos.parent)
     assert env["LABEL_STUDIO_BASE_DATA_DIR"] == str(tmp_path / "data")
-    assert env["LATEST_VERSION_CHECK"] == "false" and env["COLLECT_ANALYTICS"] == "false" and env["SENTRY_DSN"] == ""
+    assert (
+        env["LATEST_VERSION_CHECK"] == "false"
+        and env["COLLECT_ANALYTICS"] == "false"
+        and env["SENTRY_DSN"] == ""
+    )
     assert "LABEL_STUDIO_USERNAME" not in env and "PYTHONPATH" not in env
     assert server.url == "http://127.0.0.1:12345" and server.folder_name == "photos"
 
@@ -579,7 +684,9 @@ def test_server_lifecycle_with_a_stand_in(tmp_path, photos):
     server = LabelStudioServer(exe, data, photos)
     accounts = server.ensure_accounts(2)
     assert [a.email for a in accounts] == ["annotator1@localhost", "annotator2@localhost"]
-    assert read_accounts(data) == accounts and oct((data / "emoctx-accounts.json").stat().st_mode)[-3:] == "600"
+    assert (
+        read_accounts(data) == accounts and oct((data / "emoctx-accounts.json").stat().st_mode)[-3:] == "600"
+    )
     inits = [json.loads(line) for line in (data / "inits.jsonl").read_text().splitlines()]
     assert "--enable-legacy-api-token" in inits[0] and "--enable-legacy-api-token" not in inits[1]
     assert inits[1][inits[1].index("--user-token") + 1] == accounts[1].token
@@ -616,6 +723,9 @@ def test_serve_refuses_a_data_folder_inside_the_photos(tmp_path, photos, capsys)
 def test_help_of_every_step():
     for step in ("config", "tasks", "serve", "export", "agreement"):
         done = subprocess.run(
-            [sys.executable, "-m", "emoctx", "annotate", step, "--help"], capture_output=True, text=True, cwd=REPO
+            [sys.executable, "-m", "emoctx", "annotate", step, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
         )
         assert done.returncode == 0 and "usage: emoctx annotate " + step in done.stdout

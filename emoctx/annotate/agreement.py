@@ -66,8 +66,14 @@ def agreement_report(df: pd.DataFrame, min_annotators: int = 2) -> dict[str, Any
             "agreement needs several annotators of the same persons (an overlap of 2 or more)"
         )
     cats = [cats[i] for i in keep]
-    vads = [vads[i] if len(vads[i]) == len(cats[k]) else [[math.nan] * 3] * len(cats[k]) for k, i in enumerate(keep)]
-    names = [names[i] if len(names[i]) == len(cats[k]) else [f"annotator {j}" for j in range(len(cats[k]))] for k, i in enumerate(keep)]
+    vads = [
+        vads[i] if len(vads[i]) == len(cats[k]) else [[math.nan] * 3] * len(cats[k])
+        for k, i in enumerate(keep)
+    ]
+    names = [
+        names[i] if len(names[i]) == len(cats[k]) else [f"annotator {j}" for j in range(len(cats[k]))]
+        for k, i in enumerate(keep)
+    ]
 
     report: dict[str, Any] = {
         "min_annotators": int(min_annotators),
@@ -110,7 +116,9 @@ def _per_annotator(
     out = []
     for who in sorted({n for person in names for n in person}):
         rows = [i for i, person in enumerate(names) if who in person]
-        first = [[names[i].index(who)] + [j for j in range(len(names[i])) if names[i][j] != who] for i in rows]
+        first = [
+            [names[i].index(who)] + [j for j in range(len(names[i])) if names[i][j] != who] for i in rows
+        ]
         result = annotator_agreement(
             [[cats[i][j] for j in order] for i, order in zip(rows, first)],
             [[vads[i][j] for j in order] for i, order in zip(rows, first)],

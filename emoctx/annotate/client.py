@@ -54,7 +54,9 @@ class LabelStudioClient:
         try:
             return r.json()
         except ValueError as e:
-            raise EmoctxError(f"Label Studio {method} {path}: the answer is not JSON ({r.text[:200]!r})") from e
+            raise EmoctxError(
+                f"Label Studio {method} {path}: the answer is not JSON ({r.text[:200]!r})"
+            ) from e
 
     # -- who -----------------------------------------------------------------------------------------
 
@@ -109,7 +111,9 @@ class LabelStudioClient:
         """Import tasks (with their predictions); returns the number of tasks the server made."""
         made = 0
         for start in range(0, len(tasks), IMPORT_BATCH):
-            answer = self.request("POST", f"/api/projects/{int(project)}/import", json=tasks[start : start + IMPORT_BATCH])
+            answer = self.request(
+                "POST", f"/api/projects/{int(project)}/import", json=tasks[start : start + IMPORT_BATCH]
+            )
             made += int(answer.get("task_count", 0))
         return made
 
@@ -128,7 +132,9 @@ class LabelStudioClient:
                 return out
             page += 1
 
-    def submit_annotation(self, task: int, result: list[dict[str, Any]], lead_time: float | None = None) -> dict:
+    def submit_annotation(
+        self, task: int, result: list[dict[str, Any]], lead_time: float | None = None
+    ) -> dict:
         """Submit an annotation of ``task`` as this account (what the labelling page's Submit does)."""
         body: dict[str, Any] = {"result": result}
         if lead_time is not None:
@@ -138,7 +144,9 @@ class LabelStudioClient:
     def export(self, project: int) -> list[dict[str, Any]]:
         """The full JSON export of every task (with annotations, predictions and who made them)."""
         answer = self.request(
-            "GET", f"/api/projects/{int(project)}/export", params={"exportType": "JSON", "download_all_tasks": "true"}
+            "GET",
+            f"/api/projects/{int(project)}/export",
+            params={"exportType": "JSON", "download_all_tasks": "true"},
         )
         if not isinstance(answer, list):
             raise EmoctxError(f"Label Studio export of project {project}: expected a list of tasks")

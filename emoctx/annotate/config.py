@@ -16,7 +16,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from emoctx.errors import EmoctxError
-from emoctx.labels import AGES, CATEGORIES, CATEGORY_DEFINITIONS, GENDERS, VAD_DEFINITIONS, VAD_MAX, VAD_MIN, VAD_NAMES
+from emoctx.labels import (
+    AGES,
+    CATEGORIES,
+    CATEGORY_DEFINITIONS,
+    GENDERS,
+    VAD_DEFINITIONS,
+    VAD_MAX,
+    VAD_MIN,
+    VAD_NAMES,
+)
 
 IMAGE = "image"
 """Name of the image object; tasks give its URL in ``data.image``."""
@@ -56,7 +65,9 @@ def labelling_config(vad_style: str = "number", hints: bool = True) -> str:
 
     per = ET.SubElement(view, "View", visibleWhen="region-selected")
     ET.SubElement(per, "Header", value="Emotion categories (any that apply; hover a name for its meaning)")
-    cats = ET.SubElement(per, "Choices", _per_region(CATEGORIES_CONTROL, choice="multiple", showInline="true"))
+    cats = ET.SubElement(
+        per, "Choices", _per_region(CATEGORIES_CONTROL, choice="multiple", showInline="true")
+    )
     for c in CATEGORIES:
         attrs = {"value": c}
         if hints:

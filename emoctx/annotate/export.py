@@ -75,7 +75,16 @@ from emoctx.data.readers import Annotations
 from emoctx.data.readers.report import ConversionReport
 from emoctx.data.records import records_frame, validate_records
 from emoctx.errors import EmoctxError
-from emoctx.labels import AGES, CATEGORIES, CATEGORY_INDEX, GENDERS, SPLITS, VAD_MAX, VAD_MIN, canonical_category
+from emoctx.labels import (
+    AGES,
+    CATEGORIES,
+    CATEGORY_INDEX,
+    GENDERS,
+    SPLITS,
+    VAD_MAX,
+    VAD_MIN,
+    canonical_category,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +188,9 @@ def split_for(image: str, ratios: Sequence[float]) -> str:
     """
     total = float(sum(ratios))
     if len(ratios) != len(SPLITS) or total <= 0 or any(r < 0 for r in ratios):
-        raise EmoctxError(f"split ratios must be three non-negative numbers (train val test), got {list(ratios)}")
+        raise EmoctxError(
+            f"split ratios must be three non-negative numbers (train val test), got {list(ratios)}"
+        )
     u = int(hashlib.sha256(image.encode("utf-8")).hexdigest()[:12], 16) / 16**12
     edge = 0.0
     for split, r in zip(SPLITS, ratios):
@@ -217,7 +228,9 @@ def convert_export(
     annotators: list[str] = []
     taken: dict[str, dict[int, Any]] = {}  # image -> person index -> task that has it
     for n, task in enumerate(tasks):
-        task_rows, task_used, names = _convert_task(task, n, str(source), split, split_ratios, users or {}, report)
+        task_rows, task_used, names = _convert_task(
+            task, n, str(source), split, split_ratios, users or {}, report
+        )
         _unique_persons(task_rows, taken, str(source), report)
         rows.extend(task_rows)
         used += task_used
@@ -270,7 +283,15 @@ class _Task:
 
     def add(self, action: str, fld: str, reason: str, person: int | None = None, where: str = "") -> None:
         where = f", {where}" if where else ""
-        self.report.add(self.file, self.split, self.image or f"task {self.tid}", person, action, fld, f"task {self.tid}{where}: {reason}")
+        self.report.add(
+            self.file,
+            self.split,
+            self.image or f"task {self.tid}",
+            person,
+            action,
+            fld,
+            f"task {self.tid}{where}: {reason}",
+        )
 
 
 def _convert_task(
@@ -316,10 +337,15 @@ def _convert_task(
         answers, size = _read_annotation(ann, who, size, t)
         per_annotation.append((who, ann.get("id"), answers))
     if size is None:
-        t.add("dropped", "image_size", "no image size in the task or its boxes; its persons are not converted")
+        t.add(
+            "dropped", "image_size", "no image size in the task or its boxes; its persons are not converted"
+        )
         return [], len(annotations), []
     persons = _match_persons(per_annotation, regions_map)
-    rows = [_record(answers, index, image, size, split, data, tid, len(annotations), t) for index, answers in persons]
+    rows = [
+        _record(answers, index, image, size, split, data, tid, len(annotations), t)
+        for index, answers in persons
+    ]
     names = [who for who, _, _ in per_annotation]
     return rows, len(annotations), names
 
@@ -330,7 +356,10 @@ def _image_path(data: Mapping[str, Any]) -> tuple[str | None, str]:
     if not isinstance(image, str) or not image:
         url = data.get("image")
         if not isinstance(url, str) or not url.startswith(LOCAL_FILES_URL.split("?")[0]):
-            return None, f"no image path (data.emoctx_image) and no local-files address in data.image ({url!r})"
+            return (
+                None,
+                f"no image path (data.emoctx_image) and no local-files address in data.image ({url!r})",
+            )
         d = parse_qs(urlparse(url).query).get("d")
         if not d:
             return None, f"no path in the image address {url!r}"
@@ -342,7 +371,13 @@ def _image_path(data: Mapping[str, Any]) -> tuple[str | None, str]:
 
 
 def _positive_int(v: Any) -> int | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 or v != int(v):
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not math.isfinite(v)
+        or v <= 0
+        or v != int(v)
+    ):
         return None
     return int(v)
 
@@ -381,7 +416,9 @@ def _latest_per_annotator(annotations: Any, users: Mapping[int, str], t: _Task) 
             continue
         earlier = kept.get(who)
         if earlier is not None:
-            old, new = sorted([earlier, ann], key=lambda a: (str(a.get("updated_at") or ""), a.get("id") or 0))
+            old, new = sorted(
+                [earlier, ann], key=lambda a: (str(a.get("updated_at") or ""), a.get("id") or 0)
+            )
             t.add(
                 "dropped",
                 "annotation",
@@ -402,7 +439,9 @@ def _read_annotation(
     regions: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for k, item in enumerate(ann["result"]):
         if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
-            t.add("repaired", "result", f"result item {k} is not an object with a 'value'; ignored", where=where)
+            t.add(
+                "repaired", "result", f"result item {k} is not an object with a 'value'; ignored", where=where
+            )
             continue
         rid = item.get("id")
         name = item.get("from_name")
@@ -457,11 +496,15 @@ def _read_annotation(
     return answers, size
 
 
-def _box(item: Mapping[str, Any], size: tuple[int, int], t: _Task, at: str) -> tuple[float, float, float, float] | None:
+def _box(
+    item: Mapping[str, Any], size: tuple[int, int], t: _Task, at: str
+) -> tuple[float, float, float, float] | None:
     value = item["value"]
     labels = value.get("rectanglelabels")
     if labels != [PERSON_LABEL]:
-        t.add("repaired", "box", f"box label {labels!r} is not ['{PERSON_LABEL}']; read as a person", where=at)
+        t.add(
+            "repaired", "box", f"box label {labels!r} is not ['{PERSON_LABEL}']; read as a person", where=at
+        )
     try:
         geo = {k: float(value[k]) for k in ("x", "y", "width", "height")}
     except (KeyError, TypeError, ValueError):
@@ -483,7 +526,12 @@ def _box(item: Mapping[str, Any], size: tuple[int, int], t: _Task, at: str) -> t
         t.add("repaired", "box", f"box rotated by {rotation} degrees; its bounding box is used", where=at)
     cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
     if cx2 <= cx1 or cy2 <= cy1:
-        t.add("dropped", "box", f"box {[round(v, 1) for v in (x1, y1, x2, y2)]} lies outside the {w}x{h} image", where=at)
+        t.add(
+            "dropped",
+            "box",
+            f"box {[round(v, 1) for v in (x1, y1, x2, y2)]} lies outside the {w}x{h} image",
+            where=at,
+        )
         return None
     if max(cx1 - x1, cy1 - y1, x2 - cx2, y2 - cy2) > BOX_TOLERANCE:
         t.add(
@@ -521,7 +569,9 @@ def _answers(answer: Answer, items: dict[str, list[dict[str, Any]]], t: _Task, a
 
 def _categories(choices: Any, t: _Task, at: str) -> list[str]:
     if not isinstance(choices, list):
-        t.add("repaired", CATEGORIES_CONTROL, f"categories {choices!r:.80} are not a list; none kept", where=at)
+        t.add(
+            "repaired", CATEGORIES_CONTROL, f"categories {choices!r:.80} are not a list; none kept", where=at
+        )
         return []
     seen: set[str] = set()
     for c in choices:
@@ -554,7 +604,9 @@ def _single_choice(name: str, choices: Any, t: _Task, at: str) -> str | None:
         for v in allowed:
             if choices[0].strip().lower() == v.lower():
                 return v
-    t.add("repaired", name, f"{name} {choices!r:.80} is not one of {', '.join(allowed)}; set to null", where=at)
+    t.add(
+        "repaired", name, f"{name} {choices!r:.80} is not one of {', '.join(allowed)}; set to null", where=at
+    )
     return None
 
 

@@ -126,7 +126,14 @@ def ensure_environment(
         _run([base, "-m", "venv", str(env)], env / "install.log" if env.exists() else None)
         pip_log = env / "install.log"
         _run(
-            [str(_bin(env, "python")), "-m", "pip", "install", "--disable-pip-version-check", f"label-studio=={version}"],
+            [
+                str(_bin(env, "python")),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                f"label-studio=={version}",
+            ],
             pip_log,
         )
         found = installed_version(env)
@@ -146,7 +153,9 @@ def _run(cmd: Sequence[str], log_path: Path | None) -> None:
             out.close()  # type: ignore[union-attr]
     if done.returncode != 0:
         text = log_path.read_text(errors="replace") if log_path is not None else (done.stdout or "")
-        tail = "\n".join(line for line in text.splitlines() if not line.startswith("WARNING: Location"))[-2000:]
+        tail = "\n".join(line for line in text.splitlines() if not line.startswith("WARNING: Location"))[
+            -2000:
+        ]
         raise EmoctxError(f"command failed ({done.returncode}): {' '.join(cmd)}\n{tail}")
 
 
@@ -170,7 +179,8 @@ class Account:
 def make_accounts(n: int, domain: str = "localhost") -> list[Account]:
     """``n`` accounts ``annotator1@<domain>`` ... with random passwords and tokens."""
     return [
-        Account(f"annotator{i}@{domain}", secrets.token_urlsafe(12), secrets.token_hex(20)) for i in range(1, n + 1)
+        Account(f"annotator{i}@{domain}", secrets.token_urlsafe(12), secrets.token_hex(20))
+        for i in range(1, n + 1)
     ]
 
 
@@ -280,7 +290,9 @@ class LabelStudioServer:
             if first:
                 cmd.append("--enable-legacy-api-token")  # the organisation is made with the first account
             print(f"Making Label Studio account {account.email} ...")
-            done = subprocess.run(cmd, capture_output=True, text=True, env=self.environment(), cwd=self.data_dir)
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, env=self.environment(), cwd=self.data_dir
+            )
             if done.returncode != 0 or "already exists" in done.stdout:
                 raise EmoctxError(
                     f"label-studio init could not make {account.email} in {self.data_dir}:\n"
@@ -344,7 +356,9 @@ class LabelStudioServer:
                 return
             time.sleep(0.5)
         self.stop()
-        raise EmoctxError(f"Label Studio did not answer at {self.url} within {timeout:.0f} s:\n{self.log_tail()}")
+        raise EmoctxError(
+            f"Label Studio did not answer at {self.url} within {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def healthy(self) -> bool:
         """Whether the server answers its health check."""

@@ -226,7 +226,11 @@ def photos_from_records(df: pd.DataFrame, with_labels: bool = False) -> list[Pho
         photo = photos.get(row["image"])
         if photo is None:
             photo = photos[row["image"]] = Photo(
-                row["image"], int(row["width"]), int(row["height"]), split=row["split"], source=row.get("source")
+                row["image"],
+                int(row["width"]),
+                int(row["height"]),
+                split=row["split"],
+                source=row.get("source"),
             )
         person = Person(int(row["person"]), tuple(float(row[c]) for c in ("x1", "y1", "x2", "y2")))  # type: ignore[arg-type]
         if with_labels:
@@ -358,7 +362,9 @@ def photos_from_files(
         else:
             found = detector.detect([pixels for _, _, pixels in pending])
         for (_, image, pixels), detections in zip(pending, found):
-            photo = Photo(image, pixels.shape[1], pixels.shape[0])  # full resolution, EXIF orientation applied
+            photo = Photo(
+                image, pixels.shape[1], pixels.shape[0]
+            )  # full resolution, EXIF orientation applied
             for n, det in enumerate(detections):
                 x1, y1, x2, y2 = det.box
                 x1, x2 = max(0.0, x1), min(float(photo.width), x2)

@@ -53,49 +53,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
 
     p = steps.add_parser(
-        "config", help="write the labelling config", description=inspect.cleandoc(_config.__doc__ or ''), formatter_class=fmt
+        "config",
+        help="write the labelling config",
+        description=inspect.cleandoc(_config.__doc__ or ""),
+        formatter_class=fmt,
     )
     p.add_argument("--out", type=Path, metavar="FILE", help="write it to FILE (default: print it)")
-    p.add_argument("--vad-style", choices=VAD_STYLES, default="number", help="V/A/D as a number field or stars")
+    p.add_argument(
+        "--vad-style", choices=VAD_STYLES, default="number", help="V/A/D as a number field or stars"
+    )
     p.add_argument("--no-hints", action="store_true", help="leave out the category definitions")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.set_defaults(_step=_config)
 
     p = steps.add_parser(
-        "tasks", help="photos, records or predictions -> Label Studio tasks", description=inspect.cleandoc(_tasks.__doc__ or ''), formatter_class=fmt
+        "tasks",
+        help="photos, records or predictions -> Label Studio tasks",
+        description=inspect.cleandoc(_tasks.__doc__ or ""),
+        formatter_class=fmt,
     )
-    p.add_argument("photos", nargs="*", metavar="PHOTO", help="photo files, folders (searched recursively) or globs")
+    p.add_argument(
+        "photos", nargs="*", metavar="PHOTO", help="photo files, folders (searched recursively) or globs"
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--records", type=Path, metavar="FILE", help="persons of a records file (.parquet/.jsonl)")
-    src.add_argument("--predictions", type=Path, metavar="TABLE", help="persons and suggestions of an 'emoctx predict' table")
-    p.add_argument("--root", type=Path, metavar="DIR", help="the photo folder the image paths are relative to")
+    src.add_argument(
+        "--records", type=Path, metavar="FILE", help="persons of a records file (.parquet/.jsonl)"
+    )
+    src.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="TABLE",
+        help="persons and suggestions of an 'emoctx predict' table",
+    )
+    p.add_argument(
+        "--root", type=Path, metavar="DIR", help="the photo folder the image paths are relative to"
+    )
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="tasks file to write (.json)")
     det = p.add_argument_group("persons in photos")
     det.add_argument("--detector-weights", metavar="W", help="YOLO weights file or name (default yolo11n.pt)")
-    det.add_argument("--boxes", type=Path, metavar="FILE", help="person boxes from a file instead (CSV/JSONL/Parquet)")
+    det.add_argument(
+        "--boxes", type=Path, metavar="FILE", help="person boxes from a file instead (CSV/JSONL/Parquet)"
+    )
     det.add_argument("--conf", type=float, default=0.25, help="minimum detection confidence (default 0.25)")
     det.add_argument("--imgsz", type=int, default=640, help="detector input size (default 640)")
     det.add_argument("--device", default="cpu", help="detector device (default cpu)")
     p.add_argument("--with-labels", action="store_true", help="records: suggest the records' own labels")
-    p.add_argument("--no-suggestions", action="store_true", help="predictions: boxes only, no suggested labels")
+    p.add_argument(
+        "--no-suggestions", action="store_true", help="predictions: boxes only, no suggested labels"
+    )
     lock = p.add_mutually_exclusive_group()
-    lock.add_argument("--lock-boxes", dest="lock", action="store_true", default=None, help="boxes cannot be moved (default for records)")
+    lock.add_argument(
+        "--lock-boxes",
+        dest="lock",
+        action="store_true",
+        default=None,
+        help="boxes cannot be moved (default for records)",
+    )
     lock.add_argument("--unlock-boxes", dest="lock", action="store_false", help="boxes can be moved")
-    p.add_argument("--split", choices=SPLITS, help="the split these photos belong to (records keep their own)")
-    p.add_argument("--model-version", metavar="NAME", help="name of the pre-annotations' origin shown to annotators")
+    p.add_argument(
+        "--split", choices=SPLITS, help="the split these photos belong to (records keep their own)"
+    )
+    p.add_argument(
+        "--model-version", metavar="NAME", help="name of the pre-annotations' origin shown to annotators"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the tasks file if it exists")
     p.set_defaults(_step=_tasks)
 
     p = steps.add_parser(
-        "serve", help="start Label Studio with the project", description=inspect.cleandoc(_serve.__doc__ or ''), formatter_class=fmt
+        "serve",
+        help="start Label Studio with the project",
+        description=inspect.cleandoc(_serve.__doc__ or ""),
+        formatter_class=fmt,
     )
-    p.add_argument("root", type=Path, metavar="PHOTOS", help="the photo folder (served to the labelling page)")
+    p.add_argument(
+        "root", type=Path, metavar="PHOTOS", help="the photo folder (served to the labelling page)"
+    )
     p.add_argument("--tasks", type=Path, metavar="FILE", help="tasks file from 'emoctx annotate tasks'")
-    p.add_argument("--overlap", type=int, default=1, help="annotators per task (default 1; 2 or more for agreement)")
+    p.add_argument(
+        "--overlap", type=int, default=1, help="annotators per task (default 1; 2 or more for agreement)"
+    )
     p.add_argument("--annotators", type=int, default=None, help="accounts to make (default: the overlap)")
     p.add_argument("--title", help="project title (default: 'emoctx <folder name>')")
-    p.add_argument("--vad-style", choices=VAD_STYLES, default="number", help="V/A/D as a number field or stars")
-    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--vad-style", choices=VAD_STYLES, default="number", help="V/A/D as a number field or stars"
+    )
+    p.add_argument(
+        "--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 picks a free one)"
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
@@ -109,21 +153,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Label Studio's virtual environment (default ${ENV_HOME_VARIABLE}, else "
         f"~/.cache/emoctx/label-studio-{LABEL_STUDIO_VERSION})",
     )
-    p.add_argument("--new-project", action="store_true", help="make a new project even if these tasks have one")
+    p.add_argument(
+        "--new-project", action="store_true", help="make a new project even if these tasks have one"
+    )
     p.add_argument("--no-wait", action="store_true", help="set up, print, stop (do not keep serving)")
     p.set_defaults(_step=_serve)
 
     p = steps.add_parser(
-        "export", help="Label Studio's export -> records", description=inspect.cleandoc(_export.__doc__ or ''), formatter_class=fmt
+        "export",
+        help="Label Studio's export -> records",
+        description=inspect.cleandoc(_export.__doc__ or ""),
+        formatter_class=fmt,
     )
     p.add_argument("export", nargs="?", type=Path, metavar="EXPORT", help="a full JSON export file")
-    p.add_argument("--data-dir", type=Path, metavar="DIR", help="pull the export from the server 'serve' runs with DIR")
+    p.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="pull the export from the server 'serve' runs with DIR"
+    )
     p.add_argument("--server", metavar="URL", help="or pull it from this server (with --project and --token)")
     p.add_argument("--project", type=int, help="project id on --server")
     p.add_argument("--token", help="API token for --server (or $LABEL_STUDIO_API_KEY)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for <split>.parquet and the report")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for <split>.parquet and the report"
+    )
     split = p.add_mutually_exclusive_group()
-    split.add_argument("--split", choices=SPLITS, default="train", help="split of tasks without one (default train)")
+    split.add_argument(
+        "--split", choices=SPLITS, default="train", help="split of tasks without one (default train)"
+    )
     split.add_argument(
         "--split-ratios",
         type=float,
@@ -131,18 +186,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("TRAIN", "VAL", "TEST"),
         help="spread tasks without a split over train/val/test by image, e.g. 80 10 10",
     )
-    p.add_argument("--images-root", type=Path, metavar="ROOT", help="check that every image exists under ROOT")
+    p.add_argument(
+        "--images-root", type=Path, metavar="ROOT", help="check that every image exists under ROOT"
+    )
     p.add_argument("--jsonl", action="store_true", help="also write <split>.jsonl")
-    p.add_argument("--strict", action="store_true", help="write nothing and fail if anything was dropped or repaired")
+    p.add_argument(
+        "--strict", action="store_true", help="write nothing and fail if anything was dropped or repaired"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace records files that exist")
     p.set_defaults(_step=_export)
 
     p = steps.add_parser(
-        "agreement", help="agreement of the annotators", description=inspect.cleandoc(_agreement.__doc__ or ''), formatter_class=fmt
+        "agreement",
+        help="agreement of the annotators",
+        description=inspect.cleandoc(_agreement.__doc__ or ""),
+        formatter_class=fmt,
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="FILE", help="records files (or a Label Studio JSON export)")
-    p.add_argument("--min-annotators", type=int, default=2, help="persons with fewer annotators are left out (default 2)")
-    p.add_argument("--out", type=Path, metavar="DIR", help="also write agreement.json and agreement.md into DIR")
+    p.add_argument(
+        "inputs", nargs="+", type=Path, metavar="FILE", help="records files (or a Label Studio JSON export)"
+    )
+    p.add_argument(
+        "--min-annotators", type=int, default=2, help="persons with fewer annotators are left out (default 2)"
+    )
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="also write agreement.json and agreement.md into DIR"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace agreement.json / agreement.md in DIR")
     p.set_defaults(_step=_agreement)
 
@@ -162,7 +230,9 @@ def _locked(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise EmoctxError(f"{path}: another emoctx process is writing it; wait for it to finish") from None
+            raise EmoctxError(
+                f"{path}: another emoctx process is writing it; wait for it to finish"
+            ) from None
         try:
             yield
         finally:
@@ -233,7 +303,9 @@ def _tasks(args: argparse.Namespace) -> int:
         root = args.root or args.records.parent
         photos = T.photos_from_records(df, with_labels=args.with_labels)
         skipped: list[T.Skipped] = []
-        origin = args.model_version or (f"records:{args.records.name}" + ("" if args.with_labels else " (boxes)"))
+        origin = args.model_version or (
+            f"records:{args.records.name}" + ("" if args.with_labels else " (boxes)")
+        )
         lock = True if args.lock is None else args.lock
     elif args.predictions is not None:
         from emoctx.inference.writers import read_predictions
@@ -253,7 +325,9 @@ def _tasks(args: argparse.Namespace) -> int:
         raise EmoctxError("give photos, or --records, or --predictions: not several")
     for photo in photos:
         T.assign_split(photo, args.split)
-    tasks = [T.make_task(photo, Path(os.path.abspath(root)).name, origin, lock_boxes=lock) for photo in photos]
+    tasks = [
+        T.make_task(photo, Path(os.path.abspath(root)).name, origin, lock_boxes=lock) for photo in photos
+    ]
     _write_json(args.out, tasks, args.overwrite)
     persons = sum(len(p.persons) for p in photos)
     print(f"Wrote {len(tasks)} tasks ({persons} persons, pre-annotations from {origin}) to {args.out}")
@@ -269,7 +343,9 @@ def _photos_with_detector(args: argparse.Namespace):
     from emoctx.inference.sources import expand_sources
 
     if not args.photos:
-        raise EmoctxError("nothing to make tasks from: give photos (files, folders, globs), --records or --predictions")
+        raise EmoctxError(
+            "nothing to make tasks from: give photos (files, folders, globs), --records or --predictions"
+        )
     sources = expand_sources(args.photos, exclude=[args.out])
     root = args.root
     if root is None:
@@ -287,7 +363,9 @@ def _photos_with_detector(args: argparse.Namespace):
     else:
         from emoctx.inference.detect import UltralyticsDetector
 
-        detector = UltralyticsDetector(args.detector_weights, conf=args.conf, imgsz=args.imgsz, device=args.device)
+        detector = UltralyticsDetector(
+            args.detector_weights, conf=args.conf, imgsz=args.imgsz, device=args.device
+        )
     photos, bad = T.photos_from_files(paths, root, detector)
     return photos, skipped + bad, root, args.model_version or detector.describe()
 
@@ -333,7 +411,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     server = LabelStudioServer(ensure_environment(args.ls_env), data_dir, root, port=args.port or free_port())
     accounts = server.ensure_accounts(n_accounts)
-    stop_on_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C (SIGINT) and SIGTERM end the wait below and stop the server, also when this process was started
+    # with SIGINT ignored (a background job of a script).
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         client = LabelStudioClient(server.url, accounts[0].token)
@@ -341,15 +421,23 @@ def _serve(args: argparse.Namespace) -> int:
         state = json.loads(state_path.read_text()) if state_path.is_file() else {}
         project = state.get("project")
         known = {p["id"] for p in client.projects()}
-        if args.new_project or project not in known or (digest is not None and state.get("tasks_sha256") != digest):
+        if (
+            args.new_project
+            or project not in known
+            or (digest is not None and state.get("tasks_sha256") != digest)
+        ):
             title = args.title or f"emoctx {server.folder_name}"
             made = client.create_project(title, labelling_config(args.vad_style), overlap=args.overlap)
             project = made["id"]
             client.add_local_storage(project, str(server.photos))
-            for task in tasks:  # the address of each photo in this folder, whatever folder the tasks were made for
+            for (
+                task
+            ) in tasks:  # the address of each photo in this folder, whatever folder the tasks were made for
                 data = task.get("data") if isinstance(task, dict) else None
                 if not isinstance(data, dict) or not isinstance(data.get("emoctx_image"), str):
-                    raise EmoctxError(f"{args.tasks}: every task needs data.emoctx_image (make it with 'emoctx annotate tasks')")
+                    raise EmoctxError(
+                        f"{args.tasks}: every task needs data.emoctx_image (make it with 'emoctx annotate tasks')"
+                    )
                 data["image"] = T.image_url(data["emoctx_image"], server.folder_name)
             count = client.import_tasks(project, tasks) if tasks else 0
             print(f"Project {project} '{title}': {count} tasks, {args.overlap} annotator(s) per task")
@@ -359,7 +447,9 @@ def _serve(args: argparse.Namespace) -> int:
 
         atomic_write_text(
             state_path,
-            json.dumps({"project": project, "url": server.url, "tasks": str(args.tasks), "tasks_sha256": digest}),
+            json.dumps(
+                {"project": project, "url": server.url, "tasks": str(args.tasks), "tasks_sha256": digest}
+            ),
         )
         _print_logins(server, accounts, project, data_dir)
         if args.no_wait:
@@ -371,8 +461,13 @@ def _serve(args: argparse.Namespace) -> int:
         print("\nStopping Label Studio ...", flush=True)
         return 0
     finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, stop_on_term)
+        for sig in previous:  # a second Ctrl-C must not leave the server running
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            server.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -387,7 +482,9 @@ def _print_logins(server: Any, accounts: list[Any], project: int, data_dir: Path
         print(f"  {a.email}  password {a.password}")
     print(f"API token of {accounts[0].email}: {accounts[0].token}")
     print(f"Accounts are kept in {server.data_dir / 'emoctx-accounts.json'}")
-    print(f"When done: emoctx annotate export --data-dir {data_dir} --out <photos>/annotations (while serving)\n")
+    print(
+        f"When done: emoctx annotate export --data-dir {data_dir} --out <photos>/annotations (while serving)\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------------- export
@@ -425,9 +522,7 @@ def _export(args: argparse.Namespace) -> int:
         users = client.users()
         source = f"{url}/projects/{project}"
         pulled = args.out / "label_studio_export.json"
-    conv = convert_export(
-        tasks, source=source, split=args.split, split_ratios=args.split_ratios, users=users
-    )
+    conv = convert_export(tasks, source=source, split=args.split, split_ratios=args.split_ratios, users=users)
     ann = conv.annotations
     counts = ann.report.counts()
     if args.strict and (counts.get("dropped") or counts.get("repaired")):
@@ -444,7 +539,9 @@ def _export(args: argparse.Namespace) -> int:
             ann.report.add(source, split, image, None, "kept", "image", f"not found under {args.images_root}")
 
     out: Path = args.out
-    targets = [out / f"{s}.parquet" for s in ann.splits] + ([out / f"{s}.jsonl" for s in ann.splits] if args.jsonl else [])
+    targets = [out / f"{s}.parquet" for s in ann.splits] + (
+        [out / f"{s}.jsonl" for s in ann.splits] if args.jsonl else []
+    )
     written = []
     with _locked(out / REPORT_NAME):
         _refuse_existing(targets + [out / REPORT_NAME], args.overwrite)
@@ -478,12 +575,20 @@ def _server_of(args: argparse.Namespace) -> tuple[str, int, str]:
 
         state_path = args.data_dir / PROJECT_STATE
         if not state_path.is_file():
-            raise EmoctxError(f"{args.data_dir}: no project here; run 'emoctx annotate serve' with this --data-dir")
+            raise EmoctxError(
+                f"{args.data_dir}: no project here; run 'emoctx annotate serve' with this --data-dir"
+            )
         state = json.loads(state_path.read_text())
         accounts = read_accounts(args.data_dir)
         if not accounts:
-            raise EmoctxError(f"{args.data_dir}: no accounts file; run 'emoctx annotate serve' with this --data-dir")
-        return args.server or state["url"], args.project or int(state["project"]), args.token or accounts[0].token
+            raise EmoctxError(
+                f"{args.data_dir}: no accounts file; run 'emoctx annotate serve' with this --data-dir"
+            )
+        return (
+            args.server or state["url"],
+            args.project or int(state["project"]),
+            args.token or accounts[0].token,
+        )
     token = args.token or os.environ.get("LABEL_STUDIO_API_KEY")
     if not (args.server and args.project and token):
         raise EmoctxError(

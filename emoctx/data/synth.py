@@ -331,7 +331,9 @@ def combine_annotations(
     given = np.isfinite(values)
     mean = np.where(given.any(0), np.where(given, values, 0.0).sum(0) / np.maximum(given.sum(0), 1), np.nan)
     # Round half up (np.rint rounds half to even, which would bias 5.5 to 6 but 6.5 to 6).
-    vad = [float(np.clip(math.floor(m + 0.5), VAD_MIN, VAD_MAX)) if math.isfinite(m) else math.nan for m in mean]
+    vad = [
+        float(np.clip(math.floor(m + 0.5), VAD_MIN, VAD_MAX)) if math.isfinite(m) else math.nan for m in mean
+    ]
     return cats, vad
 
 
