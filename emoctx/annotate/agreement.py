@@ -19,7 +19,9 @@ Only persons with at least ``min_annotators`` annotators count (default 2, the l
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -80,11 +82,23 @@ def agreement_report(df: pd.DataFrame, min_annotators: int = 2) -> dict[str, Any
         "num_persons": len(keep),
         "num_persons_skipped": len(df) - len(keep),
         "overall": annotator_agreement(cats, vads, min_annotators=min_annotators),
-        "categories": _per_category(cats, min_annotators),
-        "annotators": _per_annotator(cats, vads, names, min_annotators),
-        "vad_spread": _vad_spread(vads),
     }
+    with _quiet("emoctx.metrics"):  # one log line per category and annotator would drown the overall one
+        report["categories"] = _per_category(cats, min_annotators)
+        report["annotators"] = _per_annotator(cats, vads, names, min_annotators)
+    report["vad_spread"] = _vad_spread(vads)
     return report
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _per_category(cats: list[list[list[str]]], min_annotators: int) -> list[dict[str, Any]]:

@@ -520,8 +520,9 @@ def _export(args: argparse.Namespace) -> int:
         client = LabelStudioClient(url, token)
         tasks = client.export(project)
         users = client.users()
-        source = f"{url}/projects/{project}"
         pulled = args.out / "label_studio_export.json"
+        source = str(pulled)  # the report names the saved copy of what the server gave
+        print(f"Pulled the export of {url}/projects/{project}: {len(tasks)} tasks")
     conv = convert_export(tasks, source=source, split=args.split, split_ratios=args.split_ratios, users=users)
     ann = conv.annotations
     counts = ann.report.counts()
