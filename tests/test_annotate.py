@@ -729,3 +729,15 @@ def test_help_of_every_step():
             cwd=REPO,
         )
         assert done.returncode == 0 and "usage: emoctx annotate " + step in done.stdout
+
+
+def test_serve_checks_the_tasks_before_starting_anything(tmp_path, photos, capsys):
+    bad = tmp_path / "tasks.json"
+    bad.write_text(json.dumps([{"data": {"image": "/data/local-files/?d=photos/bus.jpg"}}]))
+    data = tmp_path / "server"
+    assert main(["annotate", "serve", str(photos), "--tasks", str(bad), "--data-dir", str(data)]) == 2
+    assert "task 0 has no data.emoctx_image" in capsys.readouterr().err
+    bad.write_text(json.dumps([{"data": {"emoctx_image": "gone.jpg"}}]))
+    assert main(["annotate", "serve", str(photos), "--tasks", str(bad), "--data-dir", str(data)]) == 2
+    assert "gone.jpg is not in" in capsys.readouterr().err
+    assert not data.exists()  # nothing installed, made or started

@@ -405,6 +405,15 @@ def _serve(args: argparse.Namespace) -> int:
             raise EmoctxError(f"{args.tasks}: not a JSON file ({e})") from e
         if not isinstance(tasks, list):
             raise EmoctxError(f"{args.tasks}: expected a list of tasks (from 'emoctx annotate tasks')")
+        for n, task in enumerate(tasks):
+            data = task.get("data") if isinstance(task, dict) else None
+            if not isinstance(data, dict) or not isinstance(data.get("emoctx_image"), str):
+                raise EmoctxError(
+                    f"{args.tasks}: task {n} has no data.emoctx_image (the photo's path in the folder); "
+                    "make the tasks with 'emoctx annotate tasks'"
+                )
+            if not (root / data["emoctx_image"]).is_file():
+                raise EmoctxError(f"{args.tasks}: task {n}: {data['emoctx_image']} is not in {root}")
     data_dir = args.data_dir or DEFAULT_DATA_ROOT / Path(os.path.abspath(root)).name
     if Path(os.path.abspath(data_dir)).is_relative_to(Path(os.path.abspath(root))):
         raise EmoctxError(f"{data_dir}: the server's folder must not lie inside the photo folder it serves")
@@ -430,15 +439,9 @@ def _serve(args: argparse.Namespace) -> int:
             made = client.create_project(title, labelling_config(args.vad_style), overlap=args.overlap)
             project = made["id"]
             client.add_local_storage(project, str(server.photos))
-            for (
-                task
-            ) in tasks:  # the address of each photo in this folder, whatever folder the tasks were made for
-                data = task.get("data") if isinstance(task, dict) else None
-                if not isinstance(data, dict) or not isinstance(data.get("emoctx_image"), str):
-                    raise EmoctxError(
-                        f"{args.tasks}: every task needs data.emoctx_image (make it with 'emoctx annotate tasks')"
-                    )
-                data["image"] = T.image_url(data["emoctx_image"], server.folder_name)
+            # the address of each photo in this folder, whatever folder the tasks were made for
+            for task in tasks:
+                task["data"]["image"] = T.image_url(task["data"]["emoctx_image"], server.folder_name)
             count = client.import_tasks(project, tasks) if tasks else 0
             print(f"Project {project} '{title}': {count} tasks, {args.overlap} annotator(s) per task")
         else:
