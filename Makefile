@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-annotate test-slow lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ demo: $(STAMP)  ## generate EMOTIC-synth, train, evaluate and predict end to end
 test: $(STAMP)  ## the test suite CI runs (< 10 min on 2 CPU cores)
 	$(BIN)/python -m pytest -q
 
+test-annotate: $(STAMP)  ## the annotation round trip against a real Label Studio and Chromium (CI runs it too)
+	$(BIN)/python -m pytest -q -m labelstudio --timeout 900  # the first test installs Label Studio
+
 test-slow: $(STAMP)  ## heavier variants kept out of the default run
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow --timeout 1800
 
 bench: $(STAMP)  ## speed, memory and accuracy-cost tables of this machine (about 8 min; runs/bench/bench.md)
 	YOLO_CONFIG_DIR="$(CURDIR)/runs/bench/ultralytics" $(BIN)/python scripts/bench.py --out runs/bench --profile

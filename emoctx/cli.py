@@ -18,6 +18,7 @@ from emoctx.errors import EmoctxError
 # Sub-commands in the order ``--help`` lists them (the order of the data flow).
 COMMANDS: tuple[str, ...] = (
     "convert",
+    "annotate",
     "synth",
     "places365",
     "import-baseline",

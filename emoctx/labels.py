@@ -5,6 +5,7 @@ Everything else in emoctx imports from here. Nothing else spells out the categor
 * ``CATEGORIES``: the 26 discrete emotion categories in the canonical EMOTIC order (the order of the
   authors' code and of every common implementation; metric vectors and model outputs follow it).
 * ``SLUGS``: a file-name- and metric-key-safe form of each name (``Doubt/Confusion`` -> ``doubt_confusion``).
+* ``CATEGORY_DEFINITIONS``: a one-line meaning of each category (the hints annotators see).
 * ``VAD_NAMES``: the continuous dimensions, rated as integers on a 1-10 scale by annotators.
 * ``vad_to_model`` / ``vad_from_model``: the conversion between the 1-10 annotation scale and the model's
   internal 0-1 scale. The model predicts and the losses compare on the internal scale; everything a user
@@ -46,6 +47,45 @@ CATEGORIES: tuple[str, ...] = (
     "Yearning",
 )
 NUM_CATEGORIES: int = len(CATEGORIES)
+
+# What each category means, in our own short words (summaries of the dataset authors' descriptions). Shown to
+# annotators as hints (``emoctx annotate config``) and listed in ``annotations/categories.md``, which a test
+# keeps identical to this table.
+CATEGORY_DEFINITIONS: dict[str, str] = {
+    "Affection": "Warmth and fondness toward someone; tender, loving closeness.",
+    "Anger": "Strong hostility or rage, usually aimed at a person or a situation.",
+    "Annoyance": "Mild irritation: being bothered, impatient or put out.",
+    "Anticipation": "Attention turned to what comes next: expecting, hoping for or getting ready for it.",
+    "Aversion": "Wanting to push something away: distaste, revulsion or hatred.",
+    "Confidence": "Self-assurance; trusting that things will turn out well; feeling capable or proud.",
+    "Disapproval": "Judging something as wrong or unacceptable; reproach or contempt.",
+    "Disconnection": "Detached from what is going on around: uninterested, bored or absent-minded.",
+    "Disquietment": "Inner unease and tension: worry, nervousness, anxiety.",
+    "Doubt/Confusion": "Uncertainty: struggling to make sense of something or to choose between options.",
+    "Embarrassment": "Self-conscious discomfort; shame or guilt about oneself or one's actions.",
+    "Engagement": "Absorbed attention: actively interested in or focused on an activity or a person.",
+    "Esteem": "High regard for someone: respect, admiration or gratitude.",
+    "Excitement": "Energised eagerness; enthusiasm about what is happening.",
+    "Fatigue": "Physical or mental tiredness: exhaustion, sleepiness.",
+    "Fear": "Sensing danger or threat: being scared, alarmed or terrified.",
+    "Happiness": "A glad, cheerful mood: joy, fun, amusement.",
+    "Pain": "Bodily hurt: physical discomfort or injury.",
+    "Peace": "Calm contentment: relaxed, untroubled, at ease.",
+    "Pleasure": "Enjoyment through the senses: delight in a taste, a touch, a sound.",
+    "Sadness": "A low, unhappy mood: sorrow, disappointment, discouragement.",
+    "Sensitivity": "Feeling fragile or exposed; easily hurt, in body or in feelings.",
+    "Suffering": "Deep emotional or psychological distress; anguish.",
+    "Surprise": "Reaction to something sudden or unexpected.",
+    "Sympathy": "Feeling with and for another person: compassion, care, support.",
+    "Yearning": "Strong longing for something one lacks: desire, craving, envy.",
+}
+
+# What the two ends of each 1-10 rating mean (the same words as ``annotations/categories.md``).
+VAD_DEFINITIONS: dict[str, str] = {
+    "valence": "how unpleasant (1) or pleasant (10) the feeling is",
+    "arousal": "how calm (1) or agitated (10) the person is",
+    "dominance": "how controlled by the situation (1) or in control of it (10) the person feels",
+}
 
 
 def slugify(name: str) -> str:

@@ -314,8 +314,12 @@ def combine_annotations(
 ) -> tuple[list[str], list[float]]:
     """Combine annotators: categories chosen by a strict majority, V/A/D as the rounded mean.
 
+    The rule of EMOTIC-synth and of ``emoctx annotate export``: a category is kept when more than half of
+    the annotators chose it (with two annotators, both); each of V/A/D is the mean of the annotators who
+    gave a value, rounded half up to a whole point (NaN when nobody did).
+
     Args:
-        annotations: ``(categories, [valence, arousal, dominance])`` per annotator.
+        annotations: ``(categories, [valence, arousal, dominance])`` per annotator; NaN marks a missing value.
 
     Returns:
         The combined categories (canonical order) and V/A/D.
@@ -323,9 +327,13 @@ def combine_annotations(
     n = len(annotations)
     votes = {c: sum(c in cats for cats, _ in annotations) for c in CATEGORIES}
     cats = [c for c in CATEGORIES if votes[c] * 2 > n]
-    mean = np.mean([vad for _, vad in annotations], axis=0)
+    values = np.asarray([vad for _, vad in annotations], dtype=np.float64).reshape(n, len(VAD_NAMES))
+    given = np.isfinite(values)
+    mean = np.where(given.any(0), np.where(given, values, 0.0).sum(0) / np.maximum(given.sum(0), 1), np.nan)
     # Round half up (np.rint rounds half to even, which would bias 5.5 to 6 but 6.5 to 6).
-    vad = [float(np.clip(math.floor(m + 0.5), VAD_MIN, VAD_MAX)) for m in mean]
+    vad = [
+        float(np.clip(math.floor(m + 0.5), VAD_MIN, VAD_MAX)) if math.isfinite(m) else math.nan for m in mean
+    ]
     return cats, vad
 
 
