@@ -70,6 +70,7 @@ from emoctx.inference.detect import (
     Detection,
     PersonDetector,
     UltralyticsDetector,
+    describe_weights,
     restore_pil_open,
 )
 from emoctx.inference.results import ImageResult, PersonResult
@@ -547,7 +548,7 @@ class Predictor:
         """Everything that shapes the output rows (a resumed run must match these)."""
         det = self._detector
         if det is None:
-            described = f"yolo:{Path(os.fspath(self.detector_weights or DEFAULT_WEIGHTS)).name}"
+            described = describe_weights(self.detector_weights or DEFAULT_WEIGHTS)
         else:
             described = det.describe() if hasattr(det, "describe") else type(det).__name__
         return {
