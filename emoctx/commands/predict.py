@@ -176,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise EmoctxError(f"--workers must be 0 or more, got {args.workers}")
     # Before any work: an output that may not be written is refused at once.
-    check_output(args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights])
+    check_output(
+        args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
+    )
     detector = BoxFileDetector(args.boxes) if args.boxes else None
     predictor = Predictor(
         args.model,

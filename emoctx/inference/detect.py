@@ -399,6 +399,8 @@ class BoxFileDetector:
         self.path = Path(path)
         if not self.path.is_file():
             raise EmoctxError(f"{self.path}: no such box file")
+        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """SHA-256 of the file's content when it was read."""
         self._index: dict[tuple[tuple[str, ...], int], list[Detection]] = {}
         self._sources: set[tuple[str, ...]] = set()
         self._missing: set[str] = set()
@@ -423,8 +425,11 @@ class BoxFileDetector:
         )
 
     def describe(self) -> str:
-        """A short description for logs and the resume settings."""
-        return f"boxes:{self.path.name}"
+        """``boxes:<name>@<first 12 hex digits of the file's SHA-256>``, for the resume settings.
+
+        A box file of the same name with other content is another setting.
+        """
+        return f"boxes:{self.path.name}@{self.sha256[:12]}"
 
     def _rows(self) -> list[tuple[int, dict[str, Any]]]:
         suffix = self.path.suffix.lower()

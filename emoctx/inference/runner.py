@@ -35,7 +35,7 @@ import numpy as np
 from emoctx.errors import EmoctxError
 from emoctx.inference.draw import annotate, save_annotated
 from emoctx.inference.pipeline import Predictor
-from emoctx.inference.sources import Source, expand_sources
+from emoctx.inference.sources import Source, expand_sources, kind_of, reaches
 from emoctx.inference.video import VideoError, VideoWriter, video_info
 from emoctx.inference.writers import (
     DECIMALS,
@@ -126,15 +126,25 @@ def check_output(
     out: str | os.PathLike,
     fmt: str | None = None,
     overwrite: bool = False,
-    inputs: Sequence[str | os.PathLike] = (),
+    inputs: Sequence[str | os.PathLike | None] = (),
+    sources: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Refuse an output the run may not write (see the module docstring); call before any work.
 
+    Args:
+        out: the output table.
+        fmt: its format (``None``: from the suffix).
+        overwrite: replace an existing file that is not a prediction table.
+        inputs: files the run reads (model, box file, detector weights).
+        sources: the sources as given (an image or video they name is an input).
+
     Raises:
-        EmoctxError: ``out`` is a folder or one of ``inputs``, or an existing file that is not a prediction
+        EmoctxError: ``out`` is a folder or one of the inputs, or an existing file that is not a prediction
             table (without ``overwrite``).
     """
-    out = check_output_file(out, inputs)
+    out = check_output_file(out, [i for i in inputs if i is not None])
+    if out.is_file() and kind_of(out) is not None and reaches(sources, out):
+        raise EmoctxError(f"--out {out} is one of the inputs; it is never written over: choose another file")
     if out.exists() and not overwrite and not is_prediction_table(out, fmt):
         raise EmoctxError(
             f"{out}: exists and is not a prediction table; it is not replaced. Choose another --out, or pass "
@@ -197,7 +207,7 @@ def predict_to_file(
         EmoctxError: no inputs; an output that may not be written; another run writing the same output;
             resuming with other settings than the interrupted run; a sidecar that lost finished sources.
     """
-    out = check_output(out, fmt, overwrite, model_inputs(predictor))
+    out = check_output(out, fmt, overwrite, model_inputs(predictor), inputs)
     fmt = format_for(out, fmt)
     with OutputLock(out, "emoctx predict"):
         return _predict_locked(predictor, inputs, out, fmt, resume, annotate_dir, progress, overwrite)

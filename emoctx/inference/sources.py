@@ -207,6 +207,29 @@ def _glob_root(pattern: str) -> str:
     return str(Path(*fixed)) if fixed else ""
 
 
+def reaches(inputs: Sequence[str | os.PathLike], path: str | os.PathLike) -> bool:
+    """Whether one of ``inputs`` names ``path``: the file itself, a folder above it, or a glob matching it.
+
+    A cheap check without listing any folder (files reached only through links are not seen here).
+    """
+    real = os.path.realpath(path)
+    for item in inputs:
+        text = os.fspath(item)
+        if os.path.isdir(text):
+            if real.startswith(os.path.join(os.path.realpath(text), "")):
+                return True
+        elif os.path.isfile(text):
+            if os.path.realpath(text) == real:
+                return True
+        elif _has_magic(text):
+            root = os.path.realpath(_glob_root(text) or ".")
+            if real.startswith(os.path.join(root, "")):
+                rest = Path(text).relative_to(_glob_root(text)).as_posix() if _glob_root(text) else text
+                if _glob_regex(rest).match(Path(os.path.relpath(real, root)).as_posix()):
+                    return True
+    return False
+
+
 def expand_sources(
     inputs: Sequence[str | os.PathLike], exclude: Iterable[str | os.PathLike] = ()
 ) -> list[Source]:
