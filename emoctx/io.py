@@ -127,7 +127,7 @@ def check_output_dir(
     for name in writes:
         target = path / name
         for item in inputs:
-            if item is not None and os.path.exists(item) and target.exists() and same_path(target, item):
+            if item is not None and same_path(target, item):
                 raise EmoctxError(
                     f"{option} {path}: writing {name} there would replace the input {item}; choose another folder"
                 )

@@ -398,3 +398,57 @@ def test_a_full_disk_is_a_clear_error_with_the_resume_command(
     monkeypatch.undo()
     assert main(_argv(photos, tiny_model_path, out, "--resume")) == 0
     assert out.read_bytes() == reference.read_bytes()
+
+
+def test_other_commands_never_write_over_an_input_or_into_a_wrong_kind_of_path(
+    photos, tiny_model_path, tmp_path, capsys
+):
+    table = tmp_path / "evaldir" / "predictions.parquet"
+    table.parent.mkdir()
+    table.write_bytes(b"PAR1")
+    records = tmp_path / "records.parquet"
+    records.write_bytes(b"PAR1")
+    summary_dir = tmp_path / "sum"
+    summary_dir.mkdir()
+    (summary_dir / "errors.csv").write_text("source,error\n")
+    cases = [
+        (["export", str(tiny_model_path), "--out", str(tiny_model_path)], "is one of the inputs"),
+        (["export", str(tiny_model_path), "--out", str(tmp_path)], "is a folder"),
+        (["summarize", str(table), "--out", str(table)], "is a file; give a folder"),
+        (
+            ["summarize", str(summary_dir / "errors.csv"), "--out", str(summary_dir)],
+            "would replace the input",
+        ),
+        (
+            ["evaluate", "--predictions", str(table), "--records", str(records), "--out", str(table.parent)],
+            "writing predictions.parquet there would replace the input",
+        ),
+        (
+            [
+                "predict-records",
+                "--model",
+                str(tiny_model_path),
+                "--records",
+                str(records),
+                "--root",
+                str(tmp_path),
+            ]
+            + ["--out", str(records)],
+            "is one of the inputs",
+        ),
+        (
+            ["calibrate", str(tiny_model_path), "--records", str(records), "--root", str(tmp_path)]
+            + ["--out", str(records)],
+            "is one of the inputs",
+        ),
+        (  # the table itself would be replaced by the summary written after it
+            _argv(photos, tiny_model_path, summary_dir / "summary.md", "--summary", str(summary_dir)),
+            "writing summary.md there would replace the input",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert table.read_bytes() == b"PAR1" and records.read_bytes() == b"PAR1"
+    assert (summary_dir / "errors.csv").read_text() == "source,error\n"

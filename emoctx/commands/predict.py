@@ -179,6 +179,11 @@ def run(args: argparse.Namespace) -> int:
     check_output(
         args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
     )
+    if args.summary:
+        from emoctx.commands.summarize import SUMMARY_FILES
+        from emoctx.io import check_output_dir
+
+        check_output_dir(args.summary, [args.out, args.boxes], SUMMARY_FILES, option="--summary")
     detector = BoxFileDetector(args.boxes) if args.boxes else None
     predictor = Predictor(
         args.model,
