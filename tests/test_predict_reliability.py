@@ -265,7 +265,8 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
     raw = os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
     _photo(raw, 0)
     Path(os.fsdecode(os.fsencode(str(folder)) + b"/bad\xff.jpg")).write_bytes(b"not an image")
-    _photo(folder / "plain.jpg", 1)
+    for k, name in enumerate(("a1.jpg", "a2.jpg", "plain.jpg", "z1.jpg")):
+        _photo(folder / name, k + 1)
 
     class Fixed:
         def detect(self, images):
@@ -275,10 +276,11 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
         out = tmp_path / f"n.{suffix}"
         predict_to_file(Predictor(tiny_model_path, Fixed(), num_workers=0), [folder], out, progress=False)
         df = read_predictions(out)
-        assert sorted(Path(s).name for s in df["source"]) == ["bad\\xff.jpg", "caf\\xe9.jpg", "plain.jpg"]
+        names = ["a1.jpg", "a2.jpg", "bad\\xff.jpg", "caf\\xe9.jpg", "plain.jpg", "z1.jpg"]
+        assert [Path(s).name for s in df["source"]] == names
         error = df[df["error"].notna()]["error"].iloc[0]
         assert "bad\\xff.jpg" in error
-    # resume across such a name (groups of one image): interrupted after it, then completed
+    # resume across such names: groups of 4 images at batch size 1; interrupted after the first group
     out = tmp_path / "r.jsonl"
     predictor = Predictor(tiny_model_path, Fixed(), num_workers=0, batch_size=1, detector_batch=1)
     predict_to_file(predictor, [folder], tmp_path / "ref.jsonl", progress=False)
@@ -286,7 +288,8 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
     def stop(_log):
         raise KeyboardInterrupt
 
-    _interrupt_after(monkeypatch, 2, stop)
+    assert predictor.group_size == 4
+    _interrupt_after(monkeypatch, 5, stop)
     with pytest.raises(KeyboardInterrupt):
         predict_to_file(predictor, [folder], out, progress=False)
     monkeypatch.undo()
@@ -294,7 +297,7 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
     real = pipeline.read_image
     monkeypatch.setattr(pipeline, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
     predict_to_file(predictor, [folder], out, resume=True, progress=False)
-    assert [os.fsencode(n) for n in decoded] == [b"caf\xe9.jpg", b"plain.jpg"]  # bad\xff.jpg was done
+    assert decoded == ["plain.jpg", "z1.jpg"]  # the group with the two undecodable names was found done
     assert out.read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
 
 

@@ -646,9 +646,10 @@ class Predictor:
     def group_size(self) -> int:
         """Images per group (see the module docstring).
 
-        A whole number of detector batches, and at least one model batch's worth of images.
+        Four model batches' worth of images (at least one person each), rounded up to whole detector batches:
+        each group ends in at most one part-filled batch, and a resumed run redoes at most one group.
         """
-        return -(-max(self.batch_size, self.detector_batch) // self.detector_batch) * self.detector_batch
+        return -(-max(4 * self.batch_size, self.detector_batch) // self.detector_batch) * self.detector_batch
 
     def groups(self, specs: Sequence[Source]) -> list[int]:
         """The group of each source: consecutive images :attr:`group_size` at a time, each video alone.
