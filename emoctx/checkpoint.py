@@ -34,7 +34,7 @@ from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelInfo", "describe", "load_model", "save_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelInfo", "describe", "load_model", "safe_torch_load", "save_model"]
 
 
 @dataclass
@@ -112,8 +112,8 @@ def _as_description(info: ModelInfo) -> dict[str, Any]:
 
 def _check(meta: Any, source: str | os.PathLike) -> ModelInfo:
     """Validate the description (:func:`emoctx.description.validate_description`) and wrap it."""
-    known, extra = validate_description(meta, str(source))
     fields = set(ModelInfo.__dataclass_fields__) - {"extra"}
+    known, extra = validate_description(meta, str(source), fields)
     return ModelInfo(**{k: v for k, v in known.items() if k in fields}, extra=dict(extra))
 
 

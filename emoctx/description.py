@@ -20,6 +20,8 @@ Rules:
   lists of them, and keys that name a file, folder, URL, hub or weight source (``checkpoint_path``,
   ``pretrained_cfg_overlay``, ``cache_dir``, ...) are refused: a model file never makes emoctx open another
   file. ``pretrained`` in a stream is only a record of where the weights first came from and is never read.
+* Fields of :class:`emoctx.checkpoint.ModelInfo` without a rule here are checked to hold plain JSON only; a
+  new field should get its rule in :class:`_Checker` when it is added.
 * Unknown top-level keys are tolerated: fields may be added to the description without a new format version
   (additive changes). Each unknown key is logged as a warning, kept in :attr:`ModelInfo.extra`, and written back
   when the model is saved again (``emoctx calibrate``); its value must be JSON (objects, lists, strings,
@@ -32,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from emoctx import __version__, labels
@@ -308,12 +310,16 @@ def _as_list(value: Any) -> list[float]:
     return [float(value), float(value)] if isinstance(value, int) else [float(value)]
 
 
-def validate_description(meta: Any, source: str = "model file") -> tuple[dict[str, Any], dict[str, Any]]:
+def validate_description(
+    meta: Any, source: str = "model file", fields: Iterable[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check a model description (see the module docstring).
 
     Args:
         meta: the parsed description.
         source: the file it came from, for messages.
+        fields: further known fields (those of ``ModelInfo``); without a rule of their own they are checked to
+            hold plain JSON.
 
     Returns:
         ``(known, extra)``: the known fields, and the unknown top-level ones (kept, and warned about).
@@ -358,10 +364,12 @@ def validate_description(meta: Any, source: str = "model file") -> tuple[dict[st
         )
     check.thresholds(meta.get("thresholds"))
     check.training(meta.get("training", {}))
-    known = {k: v for k, v in meta.items() if k in KNOWN_FIELDS}
-    extra = {k: v for k, v in meta.items() if k not in KNOWN_FIELDS}
-    for key, value in extra.items():
-        check.json_value(value, key)
+    names = set(KNOWN_FIELDS) | set(fields)
+    known = {k: v for k, v in meta.items() if k in names}
+    extra = {k: v for k, v in meta.items() if k not in names}
+    for key, value in meta.items():
+        if key not in KNOWN_FIELDS:
+            check.json_value(value, key)
     if extra:
         log.warning(
             "%s: the model description has field(s) this emoctx does not know: %s (kept, not used; "

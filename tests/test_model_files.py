@@ -171,6 +171,12 @@ def test_unknown_top_level_fields_are_kept_and_warned_about(tmp_path, small, cap
     with pytest.raises(EmoctxError, match=r"'later\[0\]' holds a number that is not finite"):
         load_model(_file(tmp_path, net, dict(meta, later=[float("inf")]), "inf.safetensors"))
     assert MAX_INPUT_SIZE == 2048
+    # a field ModelInfo knows but the rules do not (added later): accepted if it holds JSON, not warned about
+    from emoctx.description import validate_description
+
+    caplog.clear()
+    known, extra = validate_description(dict(meta, precision="bf16-mixed"), "x", fields={"precision"})
+    assert known["precision"] == "bf16-mixed" and extra == {} and "precision" not in caplog.text
 
 
 def test_hostile_training_checkpoint_for_resume_is_a_clear_error(tmp_path, monkeypatch, capsys):
