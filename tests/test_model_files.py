@@ -4,6 +4,7 @@ model files, training checkpoints for --resume, and detector weights), genuine u
 import json
 import logging
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,27 @@ from emoctx.models.backbones import StreamConfig
 from emoctx.models.network import EmotionNet
 
 MARKER_NAME = "code-ran.txt"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_handlers(monkeypatch):
+    """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and
+    ultralytics' own): each test here logs to its own captured stderr, not to a closed one from an earlier
+    test (which prints logging errors)."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    for handler in logging.getLogger("ultralytics").handlers:
+        if type(handler) is logging.StreamHandler:
+            monkeypatch.setattr(handler, "stream", _CurrentStderr())
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is when a message comes."""
+
+    def write(self, text):
+        return sys.stderr.write(text)
+
+    def flush(self):
+        sys.stderr.flush()
 
 
 def write_marker(path):
@@ -311,6 +333,7 @@ def yaml_with_code(template, marker, path):
     import yaml
 
     cfg = yaml.safe_load(Path(template).read_text())
+    cfg["scale"] = "n"
     cfg["activation"] = f"__import__('pathlib').Path({str(marker)!r}).write_text('x') and None or nn.SiLU()"
     path.write_text(yaml.safe_dump(cfg))
     return path
