@@ -163,6 +163,13 @@ def test_out_never_replaces_an_input_or_a_foreign_file(
     assert main(_argv(photos, tiny_model_path, notes)) == 2
     assert "is not a prediction table" in capsys.readouterr().err and notes.read_text() == "my own notes\n"
     monkeypatch.undo()
+    # annotated copies mirror the inputs' names: never into the inputs' own place (here through a link)
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "imgs").symlink_to(photos["folder"], target_is_directory=True)
+    assert (
+        main(_argv(photos, tiny_model_path, tmp_path / "a.jsonl", "--annotate", str(tmp_path / "ann"))) == 2
+    )
+    assert "would be written over the input" in capsys.readouterr().err and photo.read_bytes() == before
     assert main(_argv(photos, tiny_model_path, notes, "--overwrite")) == 0  # asked for
     assert len(read_predictions(notes)) == sum(PERSONS) + 1
     assert main(_argv(photos, tiny_model_path, notes)) == 0  # a previous table is replaced without asking

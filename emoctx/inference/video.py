@@ -3,7 +3,9 @@
 * :func:`decode_frames` decodes a video with OpenCV, every ``stride``-th frame (the skipped ones are grabbed,
   not decoded), as RGB arrays; frame indices are those of the file. A frame that cannot be decoded is reported
   (:class:`VideoFrame` with ``error``) and decoding goes on with the next one; fewer frames than the header
-  announces (a truncated file) is reported once at the end. :func:`read_frames` gives the good frames only.
+  announces (a truncated file) is reported once at the end (some containers only estimate their frame count;
+  for them the note can name a frame or two that never existed). :func:`read_frames` gives the good frames
+  only.
 * Tracking: with a YOLO detector, ultralytics' ByteTrack gives each person a track id
   (:meth:`emoctx.inference.detect.UltralyticsDetector.track`). With boxes from a file, the file's
   ``track_id`` column is used when present, else :class:`IoUTracker` links boxes of consecutive processed frames
