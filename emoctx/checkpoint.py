@@ -6,7 +6,9 @@ size and normalisation, the network config, the training config, the score activ
 per-category thresholds). Loading it cannot run code. Lightning's ``.ckpt`` files written by ``emoctx train``
 carry the same description and are read with ``torch.load(weights_only=True)``.
 
-A model is rebuilt from the file alone (``load_model``), never from command-line flags that must match.
+A model is rebuilt from the file alone (``load_model``), never from command-line flags that must match. Every
+field of the description is checked before it is used (:mod:`emoctx.description`: types, ranges, known keys;
+fields added by newer versions are kept and warned about).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +27,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from emoctx import __version__, labels
+from emoctx.description import FORMAT, FORMAT_VERSION, validate_description
 from emoctx.errors import EmoctxError
 from emoctx.io import atomic_path
 from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
 
-FORMAT = "emoctx-model"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelInfo", "describe", "load_model", "safe_torch_load", "save_model"]
 
 
 @dataclass
@@ -56,6 +59,8 @@ class ModelInfo:
     timm_version: str | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Description fields this emoctx does not know (added by a newer one); written back unchanged."""
 
     @property
     def trained_with_mask(self) -> bool:
@@ -102,7 +107,7 @@ def describe(
         torch_version=torch.__version__,
         timm_version=timm.__version__,
     )
-    return _jsonable(info.__dict__)
+    return _as_description(info)
 
 
 def _major(version: str) -> str:
@@ -132,29 +137,17 @@ def warn_on_version_mismatch(info: ModelInfo, source: str | os.PathLike) -> list
     return said
 
 
-def _check(meta: dict[str, Any], source: str | os.PathLike) -> ModelInfo:
-    if meta.get("format") != FORMAT:
-        raise EmoctxError(f"{source}: not an emoctx model file (no '{FORMAT}' description found)")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise EmoctxError(
-            f"{source}: written by emoctx {meta.get('emoctx_version')} in model format v{meta['format_version']}; "
-            f"this emoctx {__version__} reads format v{FORMAT_VERSION} or older: upgrade emoctx"
-        )
-    cats = list(meta.get("categories", []))
-    if cats != list(labels.CATEGORIES):
-        missing = [c for c in labels.CATEGORIES if c not in cats]
-        extra = [c for c in cats if c not in labels.CATEGORIES]
-        detail = (
-            f"missing {missing}, unknown {extra}" if (missing or extra) else "same names in another order"
-        )
-        raise EmoctxError(f"{source}: the model predicts other categories than this emoctx ({detail})")
-    vad = meta.get("vad", {})
-    if (vad.get("min"), vad.get("max")) != (labels.VAD_MIN, labels.VAD_MAX):
-        raise EmoctxError(
-            f"{source}: V/A/D scale {vad.get('min')}-{vad.get('max')} differs from {labels.VAD_MIN:g}-{labels.VAD_MAX:g}"
-        )
-    known = set(ModelInfo.__dataclass_fields__)
-    info = ModelInfo(**{k: v for k, v in meta.items() if k in known})
+def _as_description(info: ModelInfo) -> dict[str, Any]:
+    """The JSON description of ``info``: its fields, with the unknown ones kept at the top level."""
+    fields = {k: v for k, v in info.__dict__.items() if k != "extra"}
+    return _jsonable({**info.extra, **fields})
+
+
+def _check(meta: Any, source: str | os.PathLike) -> ModelInfo:
+    """Validate the description (:func:`emoctx.description.validate_description`) and wrap it."""
+    fields = set(ModelInfo.__dataclass_fields__) - {"extra"}
+    known, extra = validate_description(meta, str(source), fields)
+    info = ModelInfo(**{k: v for k, v in known.items() if k in fields}, extra=dict(extra))
     warn_on_version_mismatch(info, source)
     return info
 
@@ -162,33 +155,79 @@ def _check(meta: dict[str, Any], source: str | os.PathLike) -> ModelInfo:
 def save_model(path: str | os.PathLike, net: EmotionNet, info: ModelInfo | dict[str, Any]) -> Path:
     """Write ``net``'s weights and ``info`` to one ``.safetensors`` file, atomically."""
     path = Path(path)
-    meta = info if isinstance(info, dict) else _jsonable(info.__dict__)
+    meta = info if isinstance(info, dict) else _as_description(info)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"emoctx": json.dumps(meta)})
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def safe_torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, nothing executed.
+
+    A file that needs anything else (a pickled class or function, which could run code) is refused with a
+    clear error.
+
+    Args:
+        path: the file.
+        mmap: map the tensors instead of reading them (a cheap check of a large checkpoint).
+
+    Raises:
+        EmoctxError: the file cannot be loaded this way (names the file and the reason).
+    """
+    try:
+        # mmap needs torch's zip format; the old format is read in full.
+        mmap = mmap and zipfile.is_zipfile(path)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # an unpicklable or foreign object is refused here, never executed
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        unsafe = "Unsupported global" in str(e) or "weights_only" in str(e).lower()
+        hint = (
+            " It holds Python objects other than tensors and plain data (loading them could run code), so it "
+            "is not read; use a file written by emoctx."
+            if unsafe
+            else ""
+        )
+        raise EmoctxError(
+            f"{path}: cannot be loaded safely as a checkpoint ({type(e).__name__}: {reason}).{hint}"
+        ) from e
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("emoctx", "{}"))
+                text = (f.metadata() or {}).get("emoctx", "{}")
+                try:
+                    meta = json.loads(text)
+                except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+                    raise EmoctxError(
+                        f"{path}: the model description is not valid JSON ({type(e).__name__}: {e})"
+                    ) from e
+                # Validated before the tensors are read: a bad description costs no memory.
+                info = _check(meta, path)
                 state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        except EmoctxError:
+            raise
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise EmoctxError(f"{path}: not a readable safetensors file ({e})") from e
-        return state, meta
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # an unpicklable or foreign object is refused here, never executed
-        raise EmoctxError(f"{path}: cannot be loaded safely as a checkpoint ({type(e).__name__}: {e})") from e
+        return state, info
+    ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "emoctx" not in ckpt:
         raise EmoctxError(f"{path}: not an emoctx checkpoint (no 'emoctx' description inside)")
     prefix = "net."
-    state = {k[len(prefix) :]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}
-    return state, ckpt["emoctx"]
+    info = _check(ckpt["emoctx"], path)
+    weights = ckpt.get("state_dict", {})
+    if not isinstance(weights, dict):
+        raise EmoctxError(f"{path}: 'state_dict' is not a mapping of tensors")
+    state = {
+        k[len(prefix) :]: v
+        for k, v in weights.items()
+        if isinstance(k, str) and k.startswith(prefix) and isinstance(v, torch.Tensor)
+    }
+    return state, info
 
 
 def load_model(
@@ -201,8 +240,7 @@ def load_model(
             categories, or its weights do not fit the described network.
     """
     path = Path(path)
-    state, meta = _read(path)
-    info = _check(meta, path)
+    state, info = _read(path)
     net = _build_for(state, info, path)
     net.to(map_location).eval()
     return net, info

@@ -14,6 +14,7 @@ import sys
 
 from emoctx import __version__
 from emoctx.errors import EmoctxError
+from emoctx.io import printable
 
 # Sub-commands in the order ``--help`` lists them (the order of the data flow).
 COMMANDS: tuple[str, ...] = (
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Commands that wrap another parser (train: LightningCLI) receive the arguments they do not declare.
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to repeat the command in messages
     if extra and not getattr(args, "_forward", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.forwarded = extra
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (EmoctxError, FileNotFoundError) as e:
-        print(f"emoctx {args.command}: error: {e}", file=sys.stderr)
+        print(f"emoctx {args.command}: error: {printable(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"emoctx {args.command}: interrupted", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Small file helpers shared by every writer: outputs appear whole or not at all."""
+"""Small file helpers shared by every writer.
+
+Outputs appear whole or not at all, never over an input, one writer at a time, and any file name can be
+written down.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from emoctx.errors import EmoctxError
 
 
 @contextlib.contextmanager
@@ -56,3 +63,157 @@ def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> 
                 except json.JSONDecodeError as e:
                     raise error(f"{path}: line {n}: not valid JSON ({e.msg})") from e
     return rows
+
+
+def printable(text: str) -> str:
+    r"""``text`` as it can be written to a UTF-8 file: each file-name byte that is not UTF-8 becomes ``\xNN``.
+
+    On POSIX systems a file name is bytes; Python turns the bytes that are not valid UTF-8 into lone surrogate
+    characters (``surrogateescape``), which no UTF-8 file can hold. Here they are written as a backslash, ``x``
+    and two hex digits, so ``caf\xe9.jpg`` names the Latin-1 file ``café.jpg``. Text without such bytes is
+    returned unchanged.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that does not stand for a byte
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file or folder (links and relative paths resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_file(
+    path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), option: str = "--out"
+) -> Path:
+    """Refuse an output file path that is a folder or one of the command's inputs (never written over).
+
+    Raises:
+        EmoctxError: naming the path and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise EmoctxError(f"{option} {path} is a folder; give the path of a file to write")
+    for item in inputs:
+        if item is not None and os.path.exists(item) and same_path(path, item):
+            raise EmoctxError(
+                f"{option} {path} is one of the inputs ({item}); it is never written over: choose another file"
+            )
+    return path
+
+
+def check_output_dir(
+    path: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    writes: Iterable[str] = (),
+    option: str = "--out",
+) -> Path:
+    """Refuse an output folder that is a file, or in which a file the command writes (``writes``) is an input.
+
+    Raises:
+        EmoctxError: naming the path and what to do.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EmoctxError(f"{option} {path} is a file; give a folder for the outputs")
+    for name in writes:
+        target = path / name
+        for item in inputs:
+            if item is not None and same_path(target, item):
+                raise EmoctxError(
+                    f"{option} {path}: writing {name} there would replace the input {item}; choose another folder"
+                )
+    return path
+
+
+class OutputLock:
+    """An exclusive lock on an output for as long as a command writes it: the file ``<output>.lock``.
+
+    A second command that wants to write the same output gets an :class:`~emoctx.errors.EmoctxError` naming
+    the process that holds it, instead of both writing at once and one losing the other's rows. The lock is
+    the kernel's (``fcntl.flock``), so it ends with its process however that ends: a killed run leaves no stale
+    lock. Written by hand (rather than with the ``filelock`` package) so that the lock file is removed on
+    release and says who holds it. Where ``fcntl`` does not exist, the file is created exclusively instead
+    (a crashed run then leaves it behind, and the message says to delete it).
+
+    Args:
+        output: the file (or folder) to protect.
+        command: what holds the lock, for the message (e.g. ``"emoctx predict"``).
+    """
+
+    def __init__(self, output: str | os.PathLike, command: str = "emoctx"):
+        output = Path(output)
+        self.path = output.with_name(output.name + ".lock")
+        self.output = output
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        """Take the lock or raise :class:`~emoctx.errors.EmoctxError` if another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            fcntl = None
+        while self._fd is None:
+            if fcntl is None:  # pragma: no cover
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    raise self._busy(extra=f" (if no such run is active, delete {self.path})") from None
+            else:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise self._busy() from None
+                # The previous holder removes the file when it releases: if it did so between our open and
+                # our flock, we hold a lock on a file nobody else will see; start again on the new one.
+                try:
+                    current = os.stat(self.path)
+                except FileNotFoundError:
+                    current = None
+                if current is None or not os.path.samestat(current, os.fstat(fd)):
+                    os.close(fd)
+                    continue
+            os.ftruncate(fd, 0)
+            os.write(
+                fd,
+                f"{self.command} (process {os.getpid()}) since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+            )
+            self._fd = fd
+        return self
+
+    def _busy(self, extra: str = "") -> EmoctxError:
+        try:
+            holder = self.path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+        except OSError:
+            holder = "another process"
+        return EmoctxError(
+            f"{self.output} is being written by another run ({holder}){extra}; wait for it to finish or "
+            "choose another output"
+        )
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (removed first, so no one locks a file about to vanish)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

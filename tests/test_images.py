@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -201,3 +203,74 @@ def test_directory_is_not_an_image(tmp_path):
         load_rgb(tmp_path)
     with pytest.raises(ImageError, match="no such file"):
         image_size(tmp_path / "nope.png")
+
+
+# The peak resident memory of this process (VmHWM; ru_maxrss would include the parent's peak before exec).
+_PEAK_SCRIPT = """
+import sys
+from emoctx.data.images import read_image
+def peak_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+start = peak_kib()
+decoded = read_image(sys.argv[1], max_side=1280)
+print(decoded.pixels.shape[0], decoded.pixels.shape[1], (peak_kib() - start) // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak memory from /proc (Linux)")
+def test_a_huge_palette_png_is_shrunk_before_it_is_widened(tmp_path):
+    """A 6000x6000 palette PNG with transparency (about 100 KB): decoded, its peak memory is the 36 MB of
+    palette indices plus what --max-side allows, not RGBA copies at full size (720 MB before)."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import ImageDraw
+
+    n = 6000
+    img = Image.new("P", (n, n), 0)
+    img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    draw = ImageDraw.Draw(img)
+    for k in range(1, 40):
+        draw.ellipse((k * n // 60, k * n // 80, k * n // 45, k * n // 50), fill=k)
+    path = tmp_path / "huge.png"
+    img.save(path, transparency=0)
+    del img, draw
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path)], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    h, w, peak_mib = (int(v) for v in out.stdout.split())
+    assert (h, w) == (1280, 1280)
+    assert peak_mib < 250, f"decoding took {peak_mib} MiB above the interpreter's start"
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "L", "I;16", "I"])
+def test_shrinking_before_converting_gives_the_same_pixels(tmp_path, mode):
+    """Reduced band by band, the result equals converting the whole image and resizing it (as before)."""
+    from emoctx.data.images import _to_rgb
+
+    rng = np.random.default_rng(0)
+    if mode == "P":
+        img = Image.fromarray(rng.integers(0, 255, (700, 1000), dtype=np.uint8), "L").convert("P")
+        img.info["transparency"] = 3
+    elif mode in ("I;16", "I"):
+        values = rng.integers(0, 65535 if mode == "I;16" else 10**6, (700, 1000))
+        img = Image.fromarray(values.astype(np.uint16 if mode == "I;16" else np.int32))
+    else:
+        channels = {"RGBA": 4, "LA": 2, "L": 1}[mode]
+        a = rng.integers(0, 255, (700, 1000, channels), dtype=np.uint8)
+        img = Image.fromarray(a[..., 0] if channels == 1 else a, mode)
+    path = tmp_path / "x.png" if mode != "I" else tmp_path / "x.tif"
+    img.save(path, **({"transparency": 3} if mode == "P" else {}))
+    with Image.open(path) as whole:
+        whole.load()
+        target = (300, 210)
+        expected = np.asarray(
+            _to_rgb(whole, (255, 255, 255)).resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        )
+    got = read_image(path, max_side=300)
+    assert got.size == target and got.original_size == (1000, 700)
+    assert np.abs(got.pixels.astype(int) - expected.astype(int)).max() <= 1

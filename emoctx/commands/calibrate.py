@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     """Calibrate and print the thresholds."""
     from emoctx import labels
     from emoctx.evaluation.calibrate import calibrate_model
+    from emoctx.io import check_output_file
+
+    if args.out is not None:  # the model itself may be named: that is rewriting it, as without --out
+        check_output_file(args.out, [args.records])
 
     cal = calibrate_model(
         args.model,

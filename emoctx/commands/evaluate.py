@@ -98,7 +98,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the outputs and print a summary."""
     from emoctx.errors import EmoctxError
+    from emoctx.evaluation import report
     from emoctx.evaluation.report import evaluate_model, evaluate_predictions, summary_lines
+    from emoctx.io import check_output_dir
+
+    written = (
+        report.METRICS_FILE,
+        report.REPORT_FILE,
+        report.PREDICTIONS_FILE,
+        report.AP_PLOT,
+        report.PR_PLOT,
+    )
+    check_output_dir(args.out, [args.model, args.records, args.predictions], (*written, report.VAD_PLOT))
 
     if args.min_annotators < 2:
         raise EmoctxError(f"--min-annotators must be at least 2, got {args.min_annotators}")

@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export, check, and print the file's inputs and the measured differences."""
     from emoctx.inference.export import export_onnx
+    from emoctx.io import check_output_file
 
+    check_output_file(args.out, [args.model])
     report = export_onnx(args.model, args.out, opset=args.opset, check=args.check, tolerance=args.tolerance)
     print(f"ONNX (opset {report.opset}) written to {report.path}")
     for name, shape in report.inputs.items():

@@ -1,4 +1,4 @@
-"""Find the people in photos and videos and predict each person's emotions into one table.
+r"""Find the people in photos and videos and predict each person's emotions into one table.
 
 SOURCE is any mix of image files, folders (searched recursively), glob patterns (quote them; '**' matches any
 depth) and video files. Persons are found by an ultralytics YOLO model (--detector-weights; offline, pass a
@@ -9,7 +9,10 @@ model's thresholds), valence/arousal/dominance (1-10), model, error, width, heig
 gives one row with 'error' set; the others go on.
 
 The table is written when the run ends; meanwhile finished sources go to OUT.partial, and an interrupted run
-re-run with --resume (same OUT, same options) skips them and ends with the same table.
+re-run with --resume (same OUT, same options) skips them and ends with the same table, byte for byte. OUT is
+locked while a run writes it (OUT.lock): a second run on the same OUT is refused. OUT is never a folder or an
+input (not even with --overwrite), and an existing file that is not a prediction table is replaced only with
+--overwrite. File names that are not valid UTF-8 are written with \xNN for each such byte.
 
 Examples:
   emoctx predict photos/ --model runs/exp/model.safetensors --out photos.jsonl --annotate photos_annotated/ \
@@ -21,6 +24,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "detect people in photos, folders and videos and predict their emotions (JSONL/CSV/Parquet)"
 
@@ -144,20 +148,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--resume", action="store_true", help="continue an interrupted run with the same --out"
     )
+    run_group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out (or OUT.partial) that is not a prediction table (inputs are never replaced)",
+    )
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    import shlex
+
+    from emoctx.io import printable
+
+    argv = [a for a in getattr(args, "argv", []) if a != "--resume"]
+    return printable("emoctx " + shlex.join([*argv, "--resume"]))
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict, write the table, and print a summary; returns 0, or 1 when no source could be read."""
+    from emoctx.errors import EmoctxError
     from emoctx.inference.detect import BoxFileDetector
     from emoctx.inference.pipeline import Predictor
-    from emoctx.inference.runner import predict_to_file
+    from emoctx.inference.runner import check_output, predict_to_file
+    from emoctx.io import printable
 
-    detector = BoxFileDetector(args.boxes) if args.boxes else None
     if args.workers is not None and args.workers < 0:
-        from emoctx.errors import EmoctxError
-
         raise EmoctxError(f"--workers must be 0 or more, got {args.workers}")
+    # Before any work: an output that may not be written is refused at once.
+    check_output(
+        args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
+    )
+    if args.summary:
+        from emoctx.commands.summarize import SUMMARY_FILES
+        from emoctx.io import check_output_dir
+
+        check_output_dir(args.summary, [args.out, args.boxes], SUMMARY_FILES, option="--summary")
+    detector = BoxFileDetector(args.boxes) if args.boxes else None
     predictor = Predictor(
         args.model,
         detector=detector,
@@ -186,12 +213,21 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             annotate_dir=args.annotate,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
     except KeyboardInterrupt:
         print(
-            f"interrupted: finished sources are kept in {args.out}.partial; re-run with --resume to continue"
+            printable(f"interrupted: finished sources are kept in {args.out}.partial; to continue, run\n  ")
+            + _resume_command(args)
         )
         raise
+    except OSError as e:  # a full disk, a quota, a folder that cannot be written: the finished rows are safe
+        where = printable(os.fspath(e.filename)) if e.filename is not None else printable(str(args.out))
+        raise EmoctxError(
+            f"cannot write {where}: {e.strerror or e}. The sources finished so far are kept in "
+            f"{printable(str(args.out))}.partial (any table written before is unchanged); make room and continue "
+            f"with: {_resume_command(args)}"
+        ) from e
 
     print(
         f"{summary.sources} source(s): {summary.images} image(s) and {summary.frames} video frame(s) processed"
@@ -205,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary.error_rows} error row(s) (see the 'error' column), for example:")
         for message in summary.errors[:5]:
             print(f"  {message}")
-    print(f"wrote {summary.rows} row(s) to {summary.output}")
+    print(printable(f"wrote {summary.rows} row(s) to {summary.output}"))
     if args.annotate:
         print(f"wrote {summary.annotated} annotated file(s) to {args.annotate}")
     if args.summary and summary.rows:

@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the prediction; the first process prints where the merged table is."""
     from emoctx.inference.distributed import predict_records
+    from emoctx.io import check_output_file
+
+    check_output_file(args.out, [args.model, args.records])
 
     result = predict_records(
         args.model,

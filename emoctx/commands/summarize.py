@@ -40,10 +40,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+SUMMARY_FILES = (
+    *(f"{name}.csv" for name in ("overview", "categories", "vad", "people_per_image", "errors", "tracks")),
+    "categories.png",
+    "vad.png",
+    "summary.md",
+    "video_summary.md",
+)
+"""Files a summary writes besides the video timelines (``timeline_<video>.png``)."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Read the table, write the summaries, and print where they are."""
     from emoctx.inference.summary import read_predictions, summarize
+    from emoctx.io import check_output_dir
 
+    check_output_dir(args.out, [args.predictions], SUMMARY_FILES)
     df = read_predictions(args.predictions)
     results = summarize(df, args.out, threshold=args.threshold, top_k=args.top_k, max_tracks=args.max_tracks)
     folder = results.get("folder")

@@ -9,10 +9,14 @@ treatment:
 * a file that cannot be decoded (missing, empty, not an image, corrupt, truncated) raises
   :class:`ImageError` with the path and the reason, so a caller can skip it and say why.
 
-Large JPEGs can be decoded at reduced size (:meth:`PIL.Image.Image.draft` lets the JPEG decoder scale by
-1/2, 1/4 or 1/8 almost for free). :func:`read_image` then reports the scale between the decoded pixels and
-the full-resolution image so that boxes can be moved between the two (:meth:`DecodedImage.to_original`,
-:meth:`DecodedImage.from_original`).
+Large images can be decoded at reduced size (``max_side``). JPEGs are reduced inside the decoder
+(:meth:`PIL.Image.Image.draft` scales by 1/2, 1/4 or 1/8 almost for free). Other formats are decoded at their
+stored size and depth (one byte per pixel for a palette or grey PNG), then reduced *before* any conversion that
+would widen the pixels: a palette, grey, alpha or 16-bit image is converted to RGB one band of rows at a time,
+each band shrunk by a whole factor at once, so memory beyond the decoded file stays bounded by ``max_side``
+(a 13300x13300 palette PNG with transparency needs its 177 MB of palette indices, not 4.5 GB of RGBA copies).
+:func:`read_image` then reports the scale between the decoded pixels and the full-resolution image so that
+boxes can be moved between the two (:meth:`DecodedImage.to_original`, :meth:`DecodedImage.from_original`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,18 @@ _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 # Pillow raises these for undecodable data: OSError (truncated, broken stream, missing file), ValueError and
 # SyntaxError (malformed headers in some plugins), EOFError, and DecompressionBombError for absurd sizes.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+_BAND_PIXELS = 1 << 21  # pixels converted at a time when a large image is reduced before its conversion to RGB
+# Pillow's orientation transposes (as ImageOps.exif_transpose applies them), for images whose EXIF is gone.
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageError(EmoctxError):
@@ -114,8 +130,9 @@ def read_image(
         path: image file (any format Pillow reads).
         max_side: when given, the longest side of the result is at most this many pixels. JPEGs are first
             reduced inside the decoder (by 1/2, 1/4 or 1/8, see :meth:`PIL.Image.Image.draft`), then
-            resized to fit; other formats are decoded in full and resized. Images already small enough
-            are returned at full size.
+            resized to fit; other formats are decoded at their stored size and depth, shrunk by whole
+            factors before their conversion to RGB (see the module docstring) and resized to fit. Images
+            already small enough are returned at full size.
         background: colour that transparent pixels are composited on.
         apply_orientation: apply the EXIF orientation tag (turn off only for annotations that were drawn
             on the stored, unrotated pixels).
@@ -141,7 +158,13 @@ def read_image(
                 img.draft("RGB", (max(1, round(img.size[0] * factor)), max(1, round(img.size[1] * factor))))
             img.load()
             oriented = False
-            if apply_orientation and orientation != 1:
+            if max_side is not None and max(img.size) > 2 * max_side:
+                # Shrink by whole factors first (band by band for modes that widen when converted), then
+                # orient the small image.
+                img = _reduce(img, max_side, background)
+                if apply_orientation and orientation in _TRANSPOSES:
+                    img, oriented = img.transpose(_TRANSPOSES[orientation]), True
+            elif apply_orientation and orientation != 1:
                 img, oriented = _apply_orientation(img, path)
             img = _to_rgb(img, background)
             if max_side is not None and max(img.size) > max_side:
@@ -223,8 +246,33 @@ def _apply_orientation(img: Image.Image, path: Path) -> tuple[Image.Image, bool]
         return img, False
 
 
-def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB."""
+def _reduce(img: Image.Image, max_side: int, background: tuple[int, int, int]) -> Image.Image:
+    """``img`` in RGB, shrunk by whole factors to between one and two times ``max_side`` (box averages).
+
+    The factors are those ``Image.resize(..., reducing_gap=2.0)`` would use. An RGB image is reduced at once;
+    any other mode is converted one band of rows at a time (bands a multiple of the vertical factor high), so
+    the widened pixels never exist at full size. Converting each pixel and then averaging boxes is what
+    converting the whole image first gives.
+    """
+    w, h = img.size
+    scale = max_side / max(w, h)
+    target_w, target_h = max(1, round(w * scale)), max(1, round(h * scale))
+    fx, fy = max(1, int(w / target_w / 2.0)), max(1, int(h / target_h / 2.0))
+    if img.mode == "RGB":
+        return img.reduce((fx, fy)) if (fx, fy) != (1, 1) else img
+    extrema = img.getextrema() if img.mode in ("I", "F") else None  # one value range for every band
+    rows = max(fy, _BAND_PIXELS // max(1, w) // fy * fy)
+    out = Image.new("RGB", (-(-w // fx), -(-h // fy)))
+    for top in range(0, h, rows):
+        band = _to_rgb(img.crop((0, top, w, min(h, top + rows))), background, extrema)
+        out.paste(band.reduce((fx, fy)) if (fx, fy) != (1, 1) else band, (0, top // fy))
+    return out
+
+
+def _to_rgb(
+    img: Image.Image, background: tuple[int, int, int], extrema: tuple[float, float] | None = None
+) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (``extrema``: the value range of a 32-bit image, if known)."""
     mode = img.mode
     if mode == "RGB":
         return img
@@ -236,12 +284,12 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if mode.startswith("I;16") or mode in ("I", "F"):
         # Pillow's own conversion clips these to 0-255; rescale the value range instead.
-        return Image.fromarray(_wide_to_uint8(np.asarray(img), mode)).convert("RGB")
+        return Image.fromarray(_wide_to_uint8(np.asarray(img), mode, extrema)).convert("RGB")
     # "1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX": Pillow converts these correctly.
     return img.convert("RGB")
 
 
-def _wide_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+def _wide_to_uint8(values: np.ndarray, mode: str, extrema: tuple[float, float] | None = None) -> np.ndarray:
     """Rescale a single-channel 16-bit, 32-bit integer or float image to 8 bits.
 
     16-bit data is mapped 0-65535 -> 0-255. Mode ``I`` (32-bit) holds 16-bit PNGs in some Pillow versions
@@ -251,7 +299,7 @@ def _wide_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     v = values.astype(np.float64)
     if v.size == 0:
         return np.zeros(values.shape, dtype=np.uint8)
-    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    lo, hi = (float(np.nanmin(v)), float(np.nanmax(v))) if extrema is None else map(float, extrema)
     if mode.startswith("I;16"):
         scaled = v / 257.0
     elif mode == "F" and lo >= 0.0 and hi <= 1.0:

@@ -12,16 +12,26 @@ Weights for YOLO (:func:`resolve_weights`): an existing file path; else a name u
 ``yolo11n.pt``), looked up in the working folder and ultralytics' weights folder, then downloaded by
 ultralytics where the network allows. Offline with no such file is an :class:`~emoctx.errors.EmoctxError`
 saying what to pass. A ``.yaml`` model name builds the architecture with random weights (tests only).
+
+Loading weights runs no code from the file (:func:`load_yolo`). A ``.pt`` file is a pickle, which can call any
+Python function when it is read: it is read with ultralytics' restricted loading (``torch.load(weights_only=True)``
+with an allow-list of ultralytics' and torch's model classes, the mode ``ULTRALYTICS_SAFE_LOAD=1`` turns on),
+and so is a model YAML (its ``activation`` is parsed, not ``eval``-ed). Anything else in the file is refused
+with a clear error. Exported formats (ONNX, TorchScript, OpenVINO, TensorRT, ...) are read by their own
+runtimes, which run computation graphs, not Python; TensorFlow (SavedModel, GraphDef) and PaddlePaddle
+graphs are refused, as they can hold operations that read and write files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -139,17 +149,115 @@ def resolve_weights(weights: str | os.PathLike | None) -> str:
     return name
 
 
-def _load_yolo(weights: str) -> Any:
+# Formats whose graphs can hold operations that read or write files (ultralytics' format names).
+_REFUSED_FORMATS = {
+    "saved_model": "TensorFlow SavedModel",
+    "pb": "TensorFlow GraphDef",
+    "paddle": "PaddlePaddle",
+}
+# Messages of ultralytics' restricted loading when it refuses something in a file.
+_REFUSALS = ("outside the supported", "restricted", "not a permitted", "blocked")
+
+
+@contextlib.contextmanager
+def restricted_loading() -> Iterator[None]:
+    """Turn on ultralytics' restricted loading (``ULTRALYTICS_SAFE_LOAD``) for what is loaded inside.
+
+    ultralytics reads its switch once, at import; this sets it for the duration of the block (model
+    construction, and each prediction, which may load an exported file lazily) and restores it after.
+
+    Raises:
+        EmoctxError: the installed ultralytics or torch cannot load restrictedly (too old).
+    """
+    import_ultralytics()
+    from ultralytics.nn import tasks
+
+    safe = getattr(tasks, "_SafeLoad", None)
+    if safe is None or not getattr(safe, "SUPPORTED", False) or not hasattr(tasks, "SAFE_LOAD"):
+        raise EmoctxError(
+            "this ultralytics/torch cannot load detector weights without running code from them "
+            "(restricted loading needs a recent ultralytics with torch >= 2.6): upgrade them, or give the "
+            "person boxes with --boxes FILE"
+        )
+    previous = tasks.SAFE_LOAD
+    tasks.SAFE_LOAD = True
+    try:
+        yield
+    finally:
+        tasks.SAFE_LOAD = previous
+
+
+def _weights_format(weights: str) -> str | None:
+    """The ultralytics name for the format of ``weights`` (``pt``, ``onnx``, ``saved_model``, ...), as it decides."""
+    if Path(weights).suffix.lower() in (".yaml", ".yml"):
+        return "yaml"
+    from ultralytics.nn.autobackend import AutoBackend
+
+    try:
+        return AutoBackend._model_type(weights)
+    except Exception:  # noqa: BLE001 - an unknown format: ultralytics reports it when loading
+        return None
+
+
+def _clean(message: str) -> str:
+    """The ultralytics message without its decoration, on one line."""
+    text = message.replace("ERROR ❌️", "").replace("ERROR ❌", "").strip()
+    return " ".join(text.split())
+
+
+def load_yolo(weights: str) -> Any:
+    """An ``ultralytics.YOLO`` from weights, a model name or an architecture YAML, running no code from the file.
+
+    See the module docstring for what is read and what is refused.
+
+    Raises:
+        EmoctxError: the file is refused (it holds more than a model), is of a refused format, cannot be read,
+            or could not be downloaded.
+    """
     import_ultralytics()
     from ultralytics import YOLO
 
-    try:
-        return YOLO(weights)
-    except (ConnectionError, TimeoutError, OSError) as e:  # ultralytics reports download failures as these
+    fmt = _weights_format(weights)
+    if fmt in _REFUSED_FORMATS:
         raise EmoctxError(
-            f"could not obtain detector weights '{weights}' ({e}). Download them where the network allows and pass "
-            "--detector-weights PATH, or give the person boxes with --boxes FILE"
-        ) from e
+            f"{weights}: {_REFUSED_FORMATS[fmt]} detectors are refused: their graphs can hold operations that "
+            "read and write files. Use the .pt weights or an ONNX / TorchScript / OpenVINO export"
+        )
+    with restricted_loading():
+        try:
+            return YOLO(weights)
+        except (ConnectionError, TimeoutError) as e:  # ultralytics reports download failures as these
+            raise EmoctxError(
+                f"could not obtain detector weights '{weights}' ({e}). Download them where the network allows and "
+                "pass --detector-weights PATH, or give the person boxes with --boxes FILE"
+            ) from e
+        except Exception as e:  # noqa: BLE001 - whatever a damaged or hostile file raises: one clear message
+            text = _clean(str(e))
+            if any(word in text for word in _REFUSALS):
+                raise EmoctxError(
+                    f"{weights}: refused: the file holds something other than an ultralytics model (loading it "
+                    f"could run code), so it is not read ({text})"
+                ) from e
+            if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+                raise EmoctxError(
+                    f"could not obtain detector weights '{weights}' ({e}). Download them where the network allows "
+                    "and pass --detector-weights PATH, or give the person boxes with --boxes FILE"
+                ) from e
+            raise EmoctxError(
+                f"{weights}: cannot load as YOLO detector weights ({type(e).__name__}: {text[:500]})"
+            ) from e
+
+
+def describe_weights(weights: str | os.PathLike) -> str:
+    """``yolo:<name>``, with ``@<first 12 hex digits of its SHA-256>`` for a file (the resume settings)."""
+    path = Path(os.fspath(weights))
+    if not path.is_file():
+        return f"yolo:{path.name}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"yolo:{path.name}@{digest.hexdigest()[:12]}"
 
 
 class UltralyticsDetector:
@@ -184,15 +292,15 @@ class UltralyticsDetector:
         self.device = device
         self.tracker = tracker
         self.batch_size = max(1, int(batch_size))
-        self.model = _load_yolo(self.weights)
+        self.model = load_yolo(self.weights)
         if getattr(self.model, "task", "detect") != "detect":
             raise EmoctxError(
                 f"{self.weights}: a '{self.model.task}' model; person detection needs a detection model"
             )
 
     def describe(self) -> str:
-        """A short description for logs and the resume settings."""
-        return f"yolo:{Path(self.weights).name}"
+        """A short description for logs and the resume settings (with the weights file's digest)."""
+        return describe_weights(self.weights)
 
     def _kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -232,7 +340,8 @@ class UltralyticsDetector:
             chunk = [
                 np.ascontiguousarray(im[..., ::-1]) for im in images[start : start + self.batch_size]
             ]  # RGB -> BGR
-            results = self.model.predict(chunk, save=False, stream=False, **self._kwargs())
+            with restricted_loading():  # an exported model is loaded on its first call
+                results = self.model.predict(chunk, save=False, stream=False, **self._kwargs())
             out.extend(self._detections(r, with_ids=False) for r in results)
         return out
 
@@ -242,7 +351,8 @@ class UltralyticsDetector:
         Call :meth:`reset_tracks` before the first frame of each video.
         """
         bgr = np.ascontiguousarray(frame[..., ::-1])
-        results = self.model.track(bgr, persist=True, tracker=self.tracker, save=False, **self._kwargs())
+        with restricted_loading():
+            results = self.model.track(bgr, persist=True, tracker=self.tracker, save=False, **self._kwargs())
         return self._detections(results[0], with_ids=True)
 
     def reset_tracks(self) -> None:
@@ -289,6 +399,8 @@ class BoxFileDetector:
         self.path = Path(path)
         if not self.path.is_file():
             raise EmoctxError(f"{self.path}: no such box file")
+        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """SHA-256 of the file's content when it was read."""
         self._index: dict[tuple[tuple[str, ...], int], list[Detection]] = {}
         self._sources: set[tuple[str, ...]] = set()
         self._missing: set[str] = set()
@@ -313,8 +425,11 @@ class BoxFileDetector:
         )
 
     def describe(self) -> str:
-        """A short description for logs and the resume settings."""
-        return f"boxes:{self.path.name}"
+        """``boxes:<name>@<first 12 hex digits of the file's SHA-256>``, for the resume settings.
+
+        A box file of the same name with other content is another setting.
+        """
+        return f"boxes:{self.path.name}@{self.sha256[:12]}"
 
     def _rows(self) -> list[tuple[int, dict[str, Any]]]:
         suffix = self.path.suffix.lower()

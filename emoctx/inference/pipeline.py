@@ -38,6 +38,12 @@ stream's size (INTER_AREA when shrinking, bilinear when enlarging, or always bil
 
 Videos are read frame by frame (every ``video_stride``-th frame) in a background thread; persons are tracked
 (``track=True``) and each track's values smoothed (``smoothing``; see :mod:`emoctx.inference.video`).
+
+**Reproducible batches.** A person's values can differ in the last bits with the batch it is computed in (the
+matrix products of the heads, and of some backbones, pick their kernels by the batch's size). So that a run
+resumed after an interruption computes every batch exactly as an uninterrupted run, batches are formed within
+*groups* of sources (:meth:`Predictor.groups`): consecutive images, :attr:`Predictor.group_size` at a time, and
+each video alone. Batches never span two groups, and a group is processed the same way whatever came before it.
 """
 
 from __future__ import annotations
@@ -71,11 +77,12 @@ from emoctx.inference.detect import (
     Detection,
     PersonDetector,
     UltralyticsDetector,
+    describe_weights,
     restore_pil_open,
 )
 from emoctx.inference.results import ImageResult, PersonResult
 from emoctx.inference.sources import Source, expand_sources
-from emoctx.inference.video import IoUTracker, TrackSmoother, VideoError, read_frames
+from emoctx.inference.video import IoUTracker, TrackSmoother, VideoError, decode_frames
 from emoctx.losses import scores_from_logits
 
 log = logging.getLogger(__name__)
@@ -397,6 +404,7 @@ class _Frame:
     vad: np.ndarray | None = None
     remaining: int = 0
     scene_feat: torch.Tensor | None = None
+    group: int = 0
 
 
 class Predictor:
@@ -563,12 +571,17 @@ class Predictor:
         """Everything that shapes the output rows (a resumed run must match these)."""
         det = self._detector
         if det is None:
-            described = f"yolo:{Path(os.fspath(self.detector_weights or DEFAULT_WEIGHTS)).name}"
+            described = describe_weights(self.detector_weights or DEFAULT_WEIGHTS)
         else:
             described = det.describe() if hasattr(det, "describe") else type(det).__name__
         return {
             "model": self.model_id,
             "precision": self.precision,
+            "device": self.device.type,
+            # fp32 results on the CPU depend on the number of threads in the last bits; bf16 ones did not here
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "batch_size": self.batch_size,
+            "detector_batch": self.detector_batch,
             "scene_mode": self.scene_mode,
             "detector": described,
             "conf": self.conf,
@@ -640,9 +653,38 @@ class Predictor:
             specs = list(sources)  # type: ignore[arg-type]
         else:
             specs = expand_sources([s.path if isinstance(s, Source) else s for s in sources])
+        groups = self.groups(specs)  # of the whole list, so that skipping does not move the batches
         skipped = set(skip)
-        specs = [s for s in specs if s.path not in skipped]
-        yield from self._run(self._frames_from(specs))
+        kept = [(s, g) for s, g in zip(specs, groups, strict=True) if s.path not in skipped]
+        yield from self._run(self._frames_from([s for s, _ in kept], [g for _, g in kept]))
+
+    @property
+    def group_size(self) -> int:
+        """Images per group (see the module docstring).
+
+        Four model batches' worth of images (at least one person each), rounded up to whole detector batches:
+        each group ends in at most one part-filled batch, and a resumed run redoes at most one group.
+        """
+        return -(-max(4 * self.batch_size, self.detector_batch) // self.detector_batch) * self.detector_batch
+
+    def groups(self, specs: Sequence[Source]) -> list[int]:
+        """The group of each source: consecutive images :attr:`group_size` at a time, each video alone.
+
+        Unreadable sources join the group of the images around them (they are not counted). The grouping
+        depends on the list alone, so a resumed run, which skips the groups already done, forms the same
+        batches as an uninterrupted one.
+        """
+        out: list[int] = []
+        group, images, open_group = -1, 0, False
+        for spec in specs:
+            if spec.kind == "video":
+                group, open_group = group + 1, False
+            else:
+                if not open_group or (spec.kind == "image" and images == self.group_size):
+                    group, images, open_group = group + 1, 0, True
+                images += spec.kind == "image"
+            out.append(group)
+        return out
 
     # ----------------------------------------------------------------------------------------- decoding
     def _decode(self, image: np.ndarray | Image.Image | str | os.PathLike) -> DecodedImage:
@@ -663,7 +705,8 @@ class Predictor:
         pixels = np.ascontiguousarray(pixels)
         return DecodedImage(pixels=pixels, original_size=(pixels.shape[1], pixels.shape[0]))
 
-    def _frames_from(self, specs: list[Source]) -> Iterator[_Frame]:
+    def _frames_from(self, specs: list[Source], groups: list[int] | None = None) -> Iterator[_Frame]:
+        groups = groups if groups is not None else [0] * len(specs)
         image_paths = [s.path for s in specs if s.kind == "image"]
         loader_iter: Iterator[Any] | None = None
         if image_paths:
@@ -679,25 +722,34 @@ class Predictor:
             with _opencv_fork_safe():
                 loader_iter = iter(loader)
         try:
-            for order, spec in enumerate(specs):
+            for order, (spec, group) in enumerate(zip(specs, groups, strict=True)):
                 if spec.kind == "error":
-                    yield _Frame(order, spec.path, error=spec.error or f"{spec.path}: cannot be read")
+                    error = spec.error or f"{spec.path}: cannot be read"
+                    yield _Frame(order, spec.path, error=error, group=group)
                 elif spec.kind == "image":
                     assert loader_iter is not None
                     _, pixels, size, scene, error = next(loader_iter)
-                    fr = _Frame(order, spec.path, error=error)
+                    fr = _Frame(order, spec.path, error=error, group=group)
                     if error is None:
                         fr.decoded = DecodedImage(pixels=pixels.numpy(), original_size=tuple(size))
                         fr.scene = None if scene is None else scene.numpy()
                     yield fr
                 else:
-                    yield from self._video_frames(order, spec.path)
+                    for fr in self._video_frames(order, spec.path):
+                        fr.group = group
+                        yield fr
         finally:
             del loader_iter  # shuts the worker processes down
 
     def _video_frames(self, order: int, path: str) -> Iterator[_Frame]:
         def frames() -> Iterator[_Frame]:
-            for index, rgb in read_frames(path, self.video_stride):
+            for decoded in decode_frames(path, self.video_stride):
+                if decoded.pixels is None:  # a damaged frame, or frames missing at the end: an error row
+                    yield _Frame(
+                        order, path, frame=decoded.index, kind="video", error=decoded.error, last=False
+                    )
+                    continue
+                index, rgb = decoded.index, decoded.pixels
                 h, w = rgb.shape[:2]
                 pixels = rgb
                 if self.max_side is not None and max(h, w) > self.max_side:
@@ -737,6 +789,9 @@ class Predictor:
     def _detect(self, frames: Iterator[_Frame]) -> Iterator[_Frame]:
         buffer: list[_Frame] = []
         for fr in frames:
+            if buffer and fr.group != buffer[-1].group:  # batches never span two groups
+                yield from self._detect_batch(buffer)
+                buffer = []
             if fr.kind == "video" and self.track and fr.error is None:
                 yield from self._detect_batch(buffer)
                 buffer = []
@@ -868,6 +923,9 @@ class Predictor:
         waiting: deque[_Frame] = deque()
         persons: list[tuple[_Frame, int]] = []
         for fr in frames:
+            if persons and fr.group != persons[-1][0].group:  # batches never span two groups
+                self._forward(persons)
+                persons = []
             waiting.append(fr)
             persons.extend((fr, k) for k in range(len(fr.boxes)) if fr.person_errors[k] is None)
             while len(persons) >= self.batch_size:

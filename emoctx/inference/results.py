@@ -28,7 +28,9 @@ Output table: one row per person, these columns in this order (:data:`COLUMNS`):
 ==================  ==========================================================================================
 
 An image in which no person was found has no row. A file that cannot be read gives one error row: ``source``
-and ``error`` set, every other field null. A person whose box cannot be used (outside the image) gives a row
+and ``error`` set, every other field null. A video frame that cannot be decoded gives an error row with its
+``frame`` set too; frames missing at the end of a video (fewer than its header announces) give one error row
+whose ``frame`` is the first missing one. A person whose box cannot be used (outside the image) gives a row
 with its box and ``error`` set and null predictions. In tracked videos with smoothing on, the probabilities,
 categories and V/A/D of a row are the track's smoothed values (see :mod:`emoctx.inference.video`).
 """
@@ -187,7 +189,9 @@ class ImageResult:
         """
         if self.error is not None:
             row: dict[str, Any] = dict.fromkeys(COLUMNS)
-            row.update(source=self.source, error=self.error)
+            row.update(
+                source=self.source, error=self.error, frame=int(self.frame) if self.frame >= 0 else None
+            )
             return [row]
         rows = []
         for p in self.persons:

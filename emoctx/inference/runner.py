@@ -3,8 +3,21 @@
 :func:`predict_to_file` expands the sources, skips those an interrupted run finished (``resume``), appends each
 finished source to the ``<output>.partial`` sidecar as it goes, optionally writes annotated images and videos,
 and at the end writes the table (rows in source order; see :mod:`emoctx.inference.results` for the columns)
-atomically and removes the sidecar. An interrupted run re-run with ``resume=True`` and the same output ends
-with the same table as an uninterrupted one.
+atomically and removes the sidecar.
+
+What holds:
+
+* **One writer.** The output is locked for the whole run (``<output>.lock``, :class:`emoctx.io.OutputLock`): a
+  second run on the same output is refused while the first runs.
+* **Nothing written over.** The output path may not be a folder or an input (a source, the model, the box file,
+  the detector weights), not even with ``overwrite``; an existing file is replaced only if it is a prediction
+  table (the same columns) or an empty file, or with ``overwrite``. The same holds for the sidecar.
+* **Complete tables.** The table is written only if the sidecar holds every source of the run as finished.
+* **Resume.** The sidecar's first line records every setting that changes the values (model and detector
+  weights with their SHA-256, box file with its SHA-256, precision, device, CPU threads, batch sizes, ...); a
+  resumed run with other settings is refused. Sources are resumed by whole groups (see
+  :meth:`Predictor.groups`): an unfinished group is done again, so every batch is the one an uninterrupted run
+  computes and the resumed table is byte-identical to the uninterrupted one (same sources, same machine).
 """
 
 from __future__ import annotations
@@ -22,9 +35,16 @@ import numpy as np
 from emoctx.errors import EmoctxError
 from emoctx.inference.draw import annotate, save_annotated
 from emoctx.inference.pipeline import Predictor
-from emoctx.inference.sources import Source, expand_sources
+from emoctx.inference.sources import Source, expand_sources, kind_of, reaches
 from emoctx.inference.video import VideoError, VideoWriter, video_info
-from emoctx.inference.writers import DECIMALS, PartialLog, format_for, write_predictions
+from emoctx.inference.writers import (
+    DECIMALS,
+    PartialLog,
+    format_for,
+    is_prediction_table,
+    write_predictions,
+)
+from emoctx.io import OutputLock, check_output_file, printable
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +109,75 @@ def _annotation_names(specs: Sequence[Source]) -> dict[str, Path]:
     return names
 
 
+def model_inputs(predictor: Predictor) -> list[Path]:
+    """The files a predictor reads besides its sources (model, box file, detector weights): never outputs."""
+    files = [predictor.model_path]
+    det = predictor.built_detector
+    for attr in ("path", "weights"):
+        value = getattr(det, attr, None)
+        if value is not None:
+            files.append(Path(os.fspath(value)))
+    if det is None and predictor.detector_weights is not None:
+        files.append(Path(os.fspath(predictor.detector_weights)))
+    return files
+
+
+def check_output(
+    out: str | os.PathLike,
+    fmt: str | None = None,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
+    sources: Sequence[str | os.PathLike] = (),
+) -> Path:
+    """Refuse an output the run may not write (see the module docstring); call before any work.
+
+    Args:
+        out: the output table.
+        fmt: its format (``None``: from the suffix).
+        overwrite: replace an existing file that is not a prediction table.
+        inputs: files the run reads (model, box file, detector weights).
+        sources: the sources as given (an image or video they name is an input).
+
+    Raises:
+        EmoctxError: ``out`` is a folder or one of the inputs, or an existing file that is not a prediction
+            table (without ``overwrite``).
+    """
+    out = check_output_file(out, [i for i in inputs if i is not None])
+    if out.is_file() and kind_of(out) is not None and reaches(sources, out):
+        raise EmoctxError(f"--out {out} is one of the inputs; it is never written over: choose another file")
+    if out.exists() and not overwrite and not is_prediction_table(out, fmt):
+        raise EmoctxError(
+            f"{out}: exists and is not a prediction table; it is not replaced. Choose another --out, or pass "
+            "--overwrite to replace it"
+        )
+    return out
+
+
+def _resume_groups(specs: Sequence[Source], groups: Sequence[int]) -> Any:
+    """The filter of finished sources that keeps whole groups only (see :meth:`Predictor.groups`)."""
+    members: dict[int, list[str]] = {}
+    for spec, group in zip(specs, groups, strict=True):
+        members.setdefault(group, []).append(printable(spec.path))
+
+    def keep(done: set[str]) -> set[str]:
+        whole = [m for m in members.values() if all(name in done for name in m)]
+        return {name for m in whole for name in m}
+
+    return keep
+
+
+def _check_annotation_targets(specs: Sequence[Source], names: dict[str, Path], folder: Path) -> None:
+    """Refuse annotated files that would be written over one of the sources."""
+    sources = {os.path.realpath(s.path) for s in specs if s.kind != "error"}
+    for path, name in names.items():
+        target = folder / name
+        if target.exists() and os.path.realpath(target) in sources:
+            raise EmoctxError(
+                f"--annotate {folder}: the annotated copy of {path} would be written over the input {target}; "
+                "choose another folder"
+            )
+
+
 def predict_to_file(
     predictor: Predictor,
     inputs: Sequence[str | os.PathLike],
@@ -97,6 +186,7 @@ def predict_to_file(
     resume: bool = False,
     annotate_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> RunSummary:
     """Predict on ``inputs`` and write the table to ``out`` (see the module docstring).
 
@@ -105,33 +195,63 @@ def predict_to_file(
         inputs: image files, folders, glob patterns and video files.
         out: the output table (``.jsonl``, ``.csv`` or ``.parquet``).
         fmt: table format; ``None`` picks it from the suffix of ``out``.
-        resume: skip the sources that ``<out>.partial`` lists as finished.
+        resume: skip the sources that ``<out>.partial`` lists as finished (by whole groups).
         annotate_dir: write annotated images (``.jpg``) and videos (``.mp4``) here, mirroring the inputs' names.
         progress: show a progress bar (images and frames, with persons per second).
+        overwrite: replace an existing ``out`` (and sidecar) even if it is not a prediction table (never an input).
 
     Returns:
         A :class:`RunSummary`.
 
     Raises:
-        EmoctxError: no inputs, or resuming with other settings than the interrupted run.
+        EmoctxError: no inputs; an output that may not be written; another run writing the same output;
+            resuming with other settings than the interrupted run; a sidecar that lost finished sources.
     """
+    out = check_output(out, fmt, overwrite, model_inputs(predictor), inputs)
+    fmt = format_for(out, fmt)
+    with OutputLock(out, "emoctx predict"):
+        return _predict_locked(predictor, inputs, out, fmt, resume, annotate_dir, progress, overwrite)
+
+
+def _predict_locked(
+    predictor: Predictor,
+    inputs: Sequence[str | os.PathLike],
+    out: Path,
+    fmt: str,
+    resume: bool,
+    annotate_dir: str | os.PathLike | None,
+    progress: bool,
+    overwrite: bool,
+) -> RunSummary:
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    fmt = format_for(out, fmt)
     sidecar = PartialLog(out)
-    exclude: list[str | os.PathLike] = [out, sidecar.path]
+    exclude: list[str | os.PathLike] = [sidecar.path, OutputLock(out).path]
     if annotate_dir is not None:
         exclude.append(annotate_dir)
         predictor.keep_images = True
     specs = expand_sources(inputs, exclude=exclude)
+    if out.exists():
+        here = os.path.realpath(out)
+        for s in specs:
+            if s.kind != "error" and os.path.realpath(s.path) == here:
+                raise EmoctxError(
+                    f"--out {out} is one of the inputs; it is never written over: choose another file"
+                )
+        specs = [s for s in specs if os.path.realpath(s.path) != here]  # an earlier table among the inputs
     if not specs:
         raise EmoctxError(f"nothing to predict on in {', '.join(map(str, inputs))}")
     names = _annotation_names(specs) if annotate_dir is not None else {}
+    if annotate_dir is not None:
+        _check_annotation_targets(specs, names, Path(annotate_dir))
     summary = RunSummary(output=out, sources=len(specs))
 
-    done = sidecar.start(predictor.settings(), resume)
-    todo = [s for s in specs if s.path not in done]
+    groups = predictor.groups(specs)
+    done = sidecar.start(
+        predictor.settings(), resume, keep=_resume_groups(specs, groups), overwrite=overwrite
+    )
+    keys = [printable(s.path) for s in specs]
+    todo = [s for s, key in zip(specs, keys, strict=True) if key not in done]
     summary.resumed = len(specs) - len(todo)
 
     total = 0
@@ -148,13 +268,15 @@ def predict_to_file(
     pending: dict[str, list[dict[str, Any]]] = {}
     start = time.perf_counter()
     try:
-        for result in predictor.predict_sources(todo):
+        for result in predictor.predict_sources(
+            specs, skip=[s.path for s in specs if printable(s.path) in done]
+        ):
             source = result.source or ""
             rows = result.to_rows(DECIMALS)
             if result.error is not None:
                 summary.error_rows += 1
                 if len(summary.errors) < 20:
-                    summary.errors.append(result.error)
+                    summary.errors.append(printable(result.error))
             else:
                 summary.persons += sum(p.error is None for p in result.persons)
                 summary.error_rows += sum(p.error is not None for p in result.persons)
@@ -198,7 +320,15 @@ def predict_to_file(
             " ..." if len(missing) > 5 else "",
         )
     sidecar.close()
-    rows = sidecar.rows({s.path: i for i, s in enumerate(specs)})
+    finished = sidecar.finished()
+    lost = [key for key in keys if key not in finished]
+    if lost:  # e.g. another process replaced the sidecar: never write a table that lacks finished sources
+        raise EmoctxError(
+            f"{sidecar.path}: {len(lost)} source(s) of this run are not recorded as finished (e.g. {lost[0]}); "
+            "the file was changed by something else during the run, so the table is not written. Re-run with "
+            "--resume to predict them again"
+        )
+    rows = sidecar.rows({key: i for i, key in enumerate(keys)})
     write_predictions(rows, out, fmt)
     sidecar.remove()
     summary.rows = len(rows)

@@ -10,7 +10,12 @@ becomes rows of the output table (or one error row), so nothing a user named is 
   ``error`` entry with the reason;
 * inside folders, hidden files and folders (names starting with ``.``) are skipped, and so are paths passed
   in ``exclude`` (the output file and its progress sidecar, the annotation folder);
-* a file reached twice (listed twice, or through two arguments) is kept once, at its first place.
+* links to folders are followed; a folder reached again through a link (a loop, or a second link to it) is not
+  searched again, so every search ends;
+* a folder that cannot be listed (no permission, removed meanwhile) gives an ``error`` entry naming it;
+* a recursive glob (``**``) is matched while walking its leading folder in the same way (Python's ``glob``
+  follows link loops until the path is too long), each file once;
+* a file reached twice (listed twice, through two arguments, or through a link) is kept once, at its first place.
 
 ``Source.path`` is the path as given (or as found under a given folder or glob): it is the ``source``
 column of the output and the key that ``--resume`` and box files match on.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,15 +105,95 @@ def _has_magic(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def _walk(folder: str) -> list[str]:
-    """Every non-hidden file under ``folder``, sorted by relative path (``/`` separated)."""
+def _walk(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every non-hidden file under ``folder``, following links to folders, each folder searched once.
+
+    Returns:
+        ``(files, errors)``: the files' paths relative to ``folder`` sorted by relative path (``/``
+        separated), and ``(folder path, reason)`` for each folder that could not be listed.
+    """
     found: list[str] = []
-    for root, dirs, files in os.walk(folder):
+    errors: list[tuple[str, str]] = []
+    visited: set[str] = set()
+
+    def failed(e: OSError) -> None:
+        where = e.filename if e.filename is not None else folder
+        errors.append((os.fspath(where), e.strerror or str(e)))
+
+    for root, dirs, files in os.walk(folder, onerror=failed, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # reached again through a link: a loop, or a second way in
+            dirs[:] = []
+            continue
+        visited.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if not name.startswith("."):
                 found.append(os.path.relpath(os.path.join(root, name), folder))
-    return sorted(found, key=lambda p: Path(p).as_posix())
+    return sorted(found, key=lambda p: Path(p).as_posix()), sorted(errors)
+
+
+def _translate_segment(segment: str) -> str:
+    """One path segment of a glob pattern as a regular expression (``*``, ``?`` and ``[...]`` stay in it)."""
+    out, i, n = [], 0, len(segment)
+    while i < n:
+        c = segment[i]
+        i += 1
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            start = i + 1 if i < n and segment[i] == "!" else i
+            start = start + 1 if start < n and segment[start] == "]" else start
+            end = segment.find("]", start)
+            if end < 0:
+                out.append(re.escape(c))
+                continue
+            body = segment[i:end].replace("\\", "\\\\")
+            i = end + 1
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            elif body.startswith("^"):
+                body = "\\" + body
+            out.append(f"[{body}]")
+        else:
+            out.append(re.escape(c))
+    return "".join(out)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob pattern as a regular expression over ``/``-separated relative paths; ``**`` spans folders.
+
+    Hand-written because ``fnmatch`` lets ``*`` cross ``/``, and the standard library's translation of ``**``
+    (``glob.translate``) needs Python 3.13.
+    """
+    segments = pattern.split("/")
+    parts = []
+    for k, segment in enumerate(segments):
+        last = k == len(segments) - 1
+        if segment == "**":
+            parts.append(".*" if last else "(?:[^/]+/)*")
+        else:
+            parts.append(_translate_segment(segment) + ("" if last else "/"))
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
+
+
+def _recursive_glob(pattern: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files matching a glob pattern with ``**``, found by :func:`_walk` from the pattern's leading folder."""
+    root = _glob_root(pattern)
+    rest = Path(pattern).relative_to(root).as_posix() if root else Path(pattern).as_posix()
+    start = root or "."
+    if not os.path.isdir(start):
+        return [], []
+    regex = _glob_regex(rest)
+    files, errors = _walk(start)
+    folders = {Path(f).parent.as_posix() for f in files}
+    folders |= {p.as_posix() for f in files for p in Path(f).parents if p.as_posix() != "."}
+    matches = [f for f in files if regex.match(Path(f).as_posix())]
+    matches += [d for d in sorted(folders) if regex.match(d)]  # a pattern may name folders ("g/**/")
+    joined = [os.path.join(root, m) if root else m for m in matches]
+    return sorted(joined), errors
 
 
 def _glob_root(pattern: str) -> str:
@@ -119,6 +205,29 @@ def _glob_root(pattern: str) -> str:
             break
         fixed.append(part)
     return str(Path(*fixed)) if fixed else ""
+
+
+def reaches(inputs: Sequence[str | os.PathLike], path: str | os.PathLike) -> bool:
+    """Whether one of ``inputs`` names ``path``: the file itself, a folder above it, or a glob matching it.
+
+    A cheap check without listing any folder (files reached only through links are not seen here).
+    """
+    real = os.path.realpath(path)
+    for item in inputs:
+        text = os.fspath(item)
+        if os.path.isdir(text):
+            if real.startswith(os.path.join(os.path.realpath(text), "")):
+                return True
+        elif os.path.isfile(text):
+            if os.path.realpath(text) == real:
+                return True
+        elif _has_magic(text):
+            root = os.path.realpath(_glob_root(text) or ".")
+            if real.startswith(os.path.join(root, "")):
+                rest = Path(text).relative_to(_glob_root(text)).as_posix() if _glob_root(text) else text
+                if _glob_regex(rest).match(Path(os.path.relpath(real, root)).as_posix()):
+                    return True
+    return False
 
 
 def expand_sources(
@@ -150,26 +259,36 @@ def expand_sources(
         seen.add(key)
         out.append(source)
 
+    def add_folder(folder: str, rel_root: str) -> None:
+        files, errors = _walk(folder)
+        for rel in files:
+            add(_file_source(str(Path(folder) / rel), str(Path(rel_root) / rel)))
+        for path, reason in errors:
+            add(Source(path, "error", Path(path).name, f"{path}: cannot list this folder: {reason}"))
+
     for item in inputs:
         text = os.fspath(item)
         if os.path.isdir(text):
-            name = Path(os.path.abspath(text)).name
-            for rel in _walk(text):
-                add(_file_source(str(Path(text) / rel), str(Path(name) / rel)))
+            add_folder(text, Path(os.path.abspath(text)).name)
         elif os.path.isfile(text):
             add(_file_source(text, Path(text).name))
         elif _has_magic(text):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
+            errors: list[tuple[str, str]] = []
+            if "**" in text:
+                matches, errors = _recursive_glob(text)
+            else:
+                matches = sorted(glob.glob(text))
+            if not matches and not errors:
                 add(Source(text, "error", Path(text).name, f"{text}: no file matches this pattern"))
             root = _glob_root(text)
             for match in matches:
                 rel = os.path.relpath(match, root) if root else match
                 if os.path.isdir(match):
-                    for inner in _walk(match):
-                        add(_file_source(str(Path(match) / inner), str(Path(rel) / inner)))
+                    add_folder(match, rel)
                 elif not Path(match).name.startswith("."):
                     add(_file_source(match, rel))
+            for path, reason in errors:
+                add(Source(path, "error", Path(path).name, f"{path}: cannot list this folder: {reason}"))
         else:
             add(Source(text, "error", Path(text).name, f"{text}: no such file or folder"))
     return out

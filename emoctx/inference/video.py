@@ -1,7 +1,11 @@
 """Videos: frame reading, identity across frames, temporal smoothing, and annotated video output.
 
-* :func:`read_frames` decodes a video with OpenCV, every ``stride``-th frame (the skipped ones are grabbed,
-  not decoded), as RGB arrays; frame indices are those of the file.
+* :func:`decode_frames` decodes a video with OpenCV, every ``stride``-th frame (the skipped ones are grabbed,
+  not decoded), as RGB arrays; frame indices are those of the file. A frame that cannot be decoded is reported
+  (:class:`VideoFrame` with ``error``) and decoding goes on with the next one; fewer frames than the header
+  announces (a truncated file) is reported once at the end (some containers only estimate their frame count;
+  for them the note can name a frame or two that never existed). :func:`read_frames` gives the good frames
+  only.
 * Tracking: with a YOLO detector, ultralytics' ByteTrack gives each person a track id
   (:meth:`emoctx.inference.detect.UltralyticsDetector.track`). With boxes from a file, the file's
   ``track_id`` column is used when present, else :class:`IoUTracker` links boxes of consecutive processed frames
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -51,10 +56,34 @@ def video_info(path: str | os.PathLike) -> dict[str, float]:
         cap.release()
 
 
-def read_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(frame index, RGB uint8 array)`` for every ``stride``-th frame (0, stride, 2*stride, ...).
+MAX_FAILED_RUN = 32
+"""Consecutive frames that fail to decode before the rest of a video is taken as missing."""
 
-    Decoding stops at the first frame OpenCV cannot read (the end, or damaged data after it).
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One frame of a video, or why it could not be decoded.
+
+    Attributes:
+        index: the frame's index in the file (for a shortfall: the first missing frame).
+        pixels: RGB ``uint8`` array, or ``None`` when the frame could not be decoded.
+        error: why there are no pixels (names the file, the frame and the reason), else ``None``.
+    """
+
+    index: int
+    pixels: np.ndarray | None = None
+    error: str | None = None
+
+
+def decode_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[VideoFrame]:
+    """Every ``stride``-th frame of a video (0, stride, 2*stride, ...), and a report of each that fails.
+
+    OpenCV's read gives no reason when a frame fails; it fails both at the end of the file and on damaged
+    data. The frame count of the container header tells them apart: a failure before it is a damaged frame
+    when a later frame decodes again (one :class:`VideoFrame` with ``error`` for each wanted frame); failures
+    that last to the end (or :data:`MAX_FAILED_RUN` frames in a row) mean the file holds fewer frames than its
+    header announces, reported once with the range of missing frames. Without a frame count in the header,
+    decoding ends at the first failure.
 
     Raises:
         VideoError: the file cannot be opened, is empty, or not one frame could be decoded.
@@ -70,22 +99,57 @@ def read_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[tuple[int,
             raise VideoError(
                 f"{path}: cannot read video: cannot open it (unsupported codec, corrupt or not a video)"
             )
+        announced = int(max(cap.get(cv2.CAP_PROP_FRAME_COUNT), 0.0))
         index = 0
         produced = 0
+        failed: list[int] = []  # the current run of frames that did not decode
         while True:
-            if index % stride == 0:
+            wanted = index % stride == 0
+            if wanted:
                 ok, bgr = cap.read()
-                if not ok or bgr is None:
+                ok = ok and bgr is not None
+            else:
+                ok, bgr = cap.grab(), None
+            if not ok:
+                failed.append(index)
+                if index + 1 >= announced or len(failed) >= MAX_FAILED_RUN:
                     break
+                index += 1
+                continue
+            for k in failed:  # frames followed by a good one: damaged, not the end
+                if k % stride == 0:
+                    yield VideoFrame(k, error=f"{path}: frame {k}: cannot be decoded (damaged data); skipped")
+            failed = []
+            if wanted:
                 produced += 1
-                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            elif not cap.grab():
-                break
+                yield VideoFrame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             index += 1
         if produced == 0:
             raise VideoError(f"{path}: cannot read video: no frame could be decoded")
+        first = failed[0] if failed else index
+        if announced and first < announced:
+            yield VideoFrame(
+                first,
+                error=f"{path}: frames {first}-{announced - 1} of the {announced} the header announces could not "
+                "be read (the file ends early or is damaged there)",
+            )
     finally:
         cap.release()
+
+
+def read_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(frame index, RGB uint8 array)`` for every ``stride``-th frame that decodes.
+
+    See :func:`decode_frames`; frames that fail are logged and skipped.
+
+    Raises:
+        VideoError: the file cannot be opened, is empty, or not one frame could be decoded.
+    """
+    for frame in decode_frames(path, stride):
+        if frame.pixels is None:
+            log.warning("%s", frame.error)
+        else:
+            yield frame.index, frame.pixels
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Write and read the prediction table (JSONL, CSV, Parquet), and the progress sidecar that ``--resume`` reads.
+r"""Write and read the prediction table (JSONL, CSV, Parquet), and the progress sidecar that ``--resume`` reads.
 
 The table has the columns of :data:`emoctx.inference.results.COLUMNS`, one row per person. Formats:
 
@@ -12,6 +12,9 @@ Every output appears whole or not at all: :func:`write_predictions` writes a tem
 During a run, finished sources are appended to a sidecar ``<output>.partial`` (:class:`PartialLog`); the
 final table is built from it in source order, then the sidecar is removed. An interrupted run leaves the
 sidecar behind and a re-run with ``--resume`` skips the sources it lists as done.
+
+Text is written as UTF-8. A file name holding bytes that are not UTF-8 (possible on POSIX systems) is written
+with each such byte as ``\xNN`` (:func:`emoctx.io.printable`), in the ``source`` column and in messages.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import pyarrow.parquet as pq
 
 from emoctx.errors import EmoctxError
 from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, rows_frame
-from emoctx.io import atomic_path, read_jsonl
+from emoctx.io import atomic_path, printable, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,11 @@ def table_schema() -> pa.Schema:
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-ready value (numpy scalars to Python, NaN to null)."""
+    """A JSON-ready value (numpy scalars to Python, NaN to null, undecodable file-name bytes escaped)."""
     if value is None:
         return None
+    if isinstance(value, str):
+        return printable(value)
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):
@@ -122,6 +127,28 @@ def write_predictions(
             table = pa.Table.from_pylist(records, schema=table_schema())
             pq.write_table(table, tmp)
     return path
+
+
+def is_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> bool:
+    """Whether ``path`` is an empty file or a table :func:`write_predictions` wrote (its columns, in order).
+
+    Only the start of the file is read (the first line; for Parquet, the schema).
+    """
+    path = Path(path)
+    fmt = format_for(path, fmt)
+    try:
+        if path.stat().st_size == 0:
+            return True
+        if fmt == "parquet":
+            return pq.read_schema(path).names == list(COLUMNS)
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20).decode("utf-8").strip()
+        if fmt == "csv":
+            return first == ",".join(COLUMNS)
+        row = json.loads(first)
+        return isinstance(row, dict) and list(row) == list(COLUMNS)
+    except (OSError, ValueError, pa.ArrowException):
+        return False
 
 
 def read_predictions(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
@@ -175,17 +202,44 @@ class PartialLog:
         self.path = output.with_name(output.name + ".partial")
         self._file: Any = None
 
-    def start(self, settings: Mapping[str, Any], resume: bool) -> set[str]:
+    def is_sidecar(self) -> bool:
+        """Whether the file at :attr:`path` is a progress sidecar (its first line says so)."""
+        try:
+            with open(self.path, "rb") as f:
+                first = json.loads(f.readline(1 << 20).decode("utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(first, dict) and "emoctx_partial" in first
+
+    def start(
+        self,
+        settings: Mapping[str, Any],
+        resume: bool,
+        keep: Callable[[set[str]], set[str]] | None = None,
+        overwrite: bool = False,
+    ) -> set[str]:
         """Open the sidecar for appending; with ``resume``, keep what an earlier run finished.
 
+        Args:
+            settings: what shapes the rows (a resumed run must have the same).
+            resume: keep the finished sources of the sidecar an earlier run left.
+            keep: of the finished sources, those to keep (default: all); the others are done again.
+            overwrite: replace a file at :attr:`path` that is not a sidecar.
+
         Returns:
-            The sources already finished (empty unless resuming).
+            The sources kept as finished (empty unless resuming).
 
         Raises:
-            EmoctxError: resuming a sidecar written with other settings.
+            EmoctxError: resuming a sidecar written with other settings, or a file that is not a sidecar is
+                in the way (without ``overwrite``).
         """
         settings = json.loads(json.dumps(dict(settings)))
         kept: list[dict[str, Any]] = []
+        if self.path.exists() and not overwrite and not self.is_sidecar():
+            raise EmoctxError(
+                f"{self.path}: exists and is not a progress file of emoctx predict; it is not replaced. Move it "
+                "away, choose another output, or pass --overwrite"
+            )
         if resume and self.path.exists():
             header, entries = self._load()
             if header is not None and header != settings:
@@ -196,6 +250,8 @@ class PartialLog:
                     "re-run with the same model and options, or without --resume to start afresh"
                 )
             done = {e["source"] for e in entries if e.get("done")}
+            if keep is not None:
+                done = set(keep(done))
             kept = [e for e in entries if e["source"] in done]
             log.info("resuming: %d source(s) already done according to %s", len(done), self.path)
         elif resume:
@@ -215,7 +271,7 @@ class PartialLog:
     def append(self, source: str, rows: list[dict[str, Any]], done: bool) -> None:
         """Record rows of ``source``; ``done`` marks the source finished."""
         entry = {
-            "source": source,
+            "source": printable(source),
             "done": bool(done),
             "rows": [{c: _plain(r.get(c)) for c in COLUMNS} for r in rows],
         }
@@ -223,10 +279,19 @@ class PartialLog:
         self._file.flush()
 
     def close(self) -> None:
-        """Close the sidecar file (it stays on disk)."""
+        """Close the sidecar file (it stays on disk); a failure to flush (a full disk) is not raised again."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            try:
+                self._file.close()
+            except OSError as e:
+                log.debug("%s: closing after a failed write: %s", self.path, e)
+            finally:
+                self._file = None
+
+    def finished(self) -> set[str]:
+        """The sources whose ``done`` line is in the sidecar (as written: :func:`emoctx.io.printable`)."""
+        _, entries = self._load()
+        return {e["source"] for e in entries if e.get("done")}
 
     def rows(self, order: Mapping[str, int]) -> list[dict[str, Any]]:
         """Rows of the finished sources listed in ``order`` (source -> position), sorted by that position.

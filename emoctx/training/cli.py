@@ -137,8 +137,10 @@ def train(args: list[str] | None = None) -> dict[str, float]:
         resume = ckpt_dir / "last.ckpt"
         if not resume.is_file():
             raise EmoctxError(f"{resume}: nothing to resume (no last checkpoint in this run folder)")
+    if resume is not None:
+        _check_resumable(Path(resume))
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
         model.selected_checkpoint = select_best(trainer, model)
         results: dict[str, Any] = {}
         if not cli.config.get("skip_test") and dm.records_path("test") is not None:
@@ -169,6 +171,23 @@ def train(args: list[str] | None = None) -> dict[str, float]:
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # else the process aborts at exit
+
+
+def _check_resumable(path: Path) -> None:
+    """Refuse a checkpoint that cannot be read safely before Lightning reads it (a clear error, not a traceback).
+
+    The tensors are mapped, not read, so this costs little even for a large checkpoint; Lightning then loads
+    the file itself with ``weights_only=True``.
+    """
+    from emoctx.checkpoint import safe_torch_load
+
+    if not path.is_file():
+        raise EmoctxError(f"{path}: no such checkpoint to resume from")
+    ckpt = safe_torch_load(path, mmap=True)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise EmoctxError(
+            f"{path}: not a training checkpoint (no 'state_dict' inside); pass a .ckpt that emoctx train wrote"
+        )
 
 
 def is_rank_zero() -> bool:
