@@ -1,9 +1,10 @@
 """Self-describing model checkpoints: weights plus everything needed to rebuild and use the model.
 
 A model file is a single ``.safetensors`` file: the network's tensors, and in the safetensors metadata a JSON
-description (format version, the emoctx, torch and timm versions that wrote it, the categories, the V/A/D scale, each stream's backbone, input
-size and normalisation, the network config, the training config, the score activation and, after calibration,
-per-category thresholds). Loading it cannot run code. Lightning's ``.ckpt`` files written by ``emoctx train``
+description (format version, the emoctx, torch and timm versions that wrote it, the categories, the V/A/D scale,
+each stream's backbone, input size and normalisation, the preprocessing (:mod:`emoctx.data.preprocess`: each
+stream's region, resize rule and mask, the decoding size limit), the network config, the training config, the
+score activation and, after calibration, per-category thresholds). Loading it cannot run code. Lightning's ``.ckpt`` files written by ``emoctx train``
 carry the same description and are read with ``torch.load(weights_only=True)``.
 
 A model is rebuilt from the file alone (``load_model``), never from command-line flags that must match. Every
@@ -27,7 +28,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from emoctx import __version__, labels
-from emoctx.description import FORMAT, FORMAT_VERSION, validate_description
+from emoctx.data.preprocess import PreprocessCfg, PreprocessError
+from emoctx.description import FORMAT, FORMAT_VERSION, DescriptionError, validate_description
 from emoctx.errors import EmoctxError
 from emoctx.io import atomic_path
 from emoctx.models.network import EmotionNet
@@ -39,13 +41,20 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "ModelInfo", "describe", "load_model", "s
 
 @dataclass
 class ModelInfo:
-    """The description stored with the weights (see the module docstring)."""
+    """The description stored with the weights (see the module docstring).
+
+    ``preprocessing`` is the typed :class:`~emoctx.data.preprocess.PreprocessCfg` (its JSON form is accepted and
+    converted); when it is not given (files of format v1), it is derived from ``streams`` and ``training``
+    (:meth:`PreprocessCfg.from_v1`). ``format_version`` is the version the file was written in; a model is always
+    saved in the current one.
+    """
 
     network: dict[str, Any]
     streams: dict[str, dict[str, Any]]
     score_activation: str = "sigmoid"
     thresholds: dict[str, float | None] | None = None  # None for a category: never predicted
     training: dict[str, Any] = field(default_factory=dict)
+    preprocessing: PreprocessCfg | None = None
     categories: list[str] = field(default_factory=lambda: list(labels.CATEGORIES))
     vad: dict[str, Any] = field(
         default_factory=lambda: {
@@ -62,15 +71,17 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     """Description fields this emoctx does not know (added by a newer one); written back unchanged."""
 
+    def __post_init__(self) -> None:
+        if self.preprocessing is None:
+            self.preprocessing = PreprocessCfg.from_v1(self.streams, self.training)
+        elif not isinstance(self.preprocessing, PreprocessCfg):
+            self.preprocessing = PreprocessCfg.from_dict(self.preprocessing)
+
     @property
     def trained_with_mask(self) -> bool:
-        """Whether the subject was masked out of the scene in training.
-
-        Read from ``mask_subject`` at the top of ``training``, or in its ``data`` or ``preprocessing`` section.
-        """
-        training = self.training or {}
-        sections = (training, training.get("data"), training.get("preprocessing"))
-        return any(isinstance(s, dict) and bool(s.get("mask_subject")) for s in sections)
+        """Whether the subject was masked out of the scene in training (``preprocessing.mask_subject``)."""
+        assert self.preprocessing is not None
+        return self.preprocessing.mask_subject
 
     def threshold_vector(self, default: float = 0.5) -> torch.Tensor:
         """Per-category thresholds in canonical order (``default`` where none was calibrated).
@@ -94,20 +105,34 @@ def describe(
     training: dict[str, Any] | None = None,
     score_activation: str = "sigmoid",
     thresholds: dict[str, float] | None = None,
+    preprocessing: PreprocessCfg | None = None,
 ) -> dict[str, Any]:
-    """The JSON-serialisable description of ``net`` stored in every checkpoint."""
+    """The JSON-serialisable description of ``net`` stored in every checkpoint.
+
+    Args:
+        net: the network.
+        training: the training settings to record.
+        score_activation: how the category outputs become 0-1 scores.
+        thresholds: per-category decision thresholds.
+        preprocessing: how the inputs are made (training's :attr:`EmotionDataModule.preprocess`); default the
+            network's streams with their default regions, no masking, full-size decoding.
+    """
     import timm
 
+    specs = net.stream_specs()
+    if preprocessing is None:
+        preprocessing = PreprocessCfg.for_streams(specs)
     info = ModelInfo(
         network=net.config(),
-        streams=net.stream_specs(),
+        streams=specs,
         score_activation=score_activation,
         thresholds=thresholds,
         training=training or {},
+        preprocessing=preprocessing,
         torch_version=torch.__version__,
         timm_version=timm.__version__,
     )
-    return _as_description(info)
+    return as_description(info)
 
 
 def _major(version: str) -> str:
@@ -137,9 +162,14 @@ def warn_on_version_mismatch(info: ModelInfo, source: str | os.PathLike) -> list
     return said
 
 
-def _as_description(info: ModelInfo) -> dict[str, Any]:
-    """The JSON description of ``info``: its fields, with the unknown ones kept at the top level."""
+def as_description(info: ModelInfo) -> dict[str, Any]:
+    """The JSON description of ``info`` in the current format: its fields, the unknown ones at the top level."""
     fields = {k: v for k, v in info.__dict__.items() if k != "extra"}
+    assert info.preprocessing is not None
+    fields["preprocessing"] = info.preprocessing.to_dict()
+    fields["format"], fields["format_version"] = FORMAT, FORMAT_VERSION
+    # v1 kept the resize rule in streams; it is in preprocessing now
+    fields["streams"] = {n: {k: v for k, v in s.items() if k != "resize"} for n, s in info.streams.items()}
     return _jsonable({**info.extra, **fields})
 
 
@@ -147,7 +177,12 @@ def _check(meta: Any, source: str | os.PathLike) -> ModelInfo:
     """Validate the description (:func:`emoctx.description.validate_description`) and wrap it."""
     fields = set(ModelInfo.__dataclass_fields__) - {"extra"}
     known, extra = validate_description(meta, str(source), fields)
-    info = ModelInfo(**{k: v for k, v in known.items() if k in fields}, extra=dict(extra))
+    try:
+        info = ModelInfo(**{k: v for k, v in known.items() if k in fields}, extra=dict(extra))
+    except (
+        PreprocessError
+    ) as e:  # a v1 file whose preprocessing cannot be derived (a stream of unknown region)
+        raise DescriptionError(f"{source}: model description: {e}") from e
     warn_on_version_mismatch(info, source)
     return info
 
@@ -155,7 +190,7 @@ def _check(meta: Any, source: str | os.PathLike) -> ModelInfo:
 def save_model(path: str | os.PathLike, net: EmotionNet, info: ModelInfo | dict[str, Any]) -> Path:
     """Write ``net``'s weights and ``info`` to one ``.safetensors`` file, atomically."""
     path = Path(path)
-    meta = info if isinstance(info, dict) else _as_description(info)
+    meta = info if isinstance(info, dict) else as_description(info)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"emoctx": json.dumps(meta)})

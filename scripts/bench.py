@@ -496,8 +496,7 @@ def _data_module(plan: Plan, root: Path, records: Path, workers: int) -> Any:
         batch_size=plan.train_batch,
         num_workers=workers,
         augment="light",
-        body_size=sizes["body"],
-        scene_size=sizes["scene"],
+        streams={name: {"input_size": size} for name, size in sizes.items()},
     )
 
 

@@ -362,22 +362,12 @@ def test_training_stores_thresholds_fitted_on_val(synth, tmp_path):
     assert calibration["num_persons"] == len(read_records(synth / "annotations" / "val.parquet"))
 
 
-@pytest.mark.parametrize(
-    ("training", "masked"),
-    [
-        ({}, False),
-        ({"mask_subject": True}, True),
-        ({"data": {"mask_subject": True}}, True),
-        ({"preprocessing": {"mask_subject": True}}, True),
-        ({"data": {"mask_subject": False}}, False),
-    ],
-)
-def test_evaluation_masks_the_subject_as_training_did(training, masked):
-    """Evaluation and prediction read 'was the subject masked in training' from one place."""
-    from emoctx.evaluation.inference import _stream_preprocessing
+def test_evaluation_masks_the_subject_as_the_model_says_unless_told_otherwise(model_file):
+    """Evaluation builds its transform from the model's preprocessing; an explicit choice wins."""
+    from emoctx.evaluation.inference import records_transform
 
-    spec = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-    info = ModelInfo(network={}, streams={"body": spec, "scene": spec}, training=training)
-    assert info.trained_with_mask is masked
-    assert _stream_preprocessing(info, None)["mask_subject"] is masked
-    assert _stream_preprocessing(info, not masked)["mask_subject"] is (not masked)  # an explicit choice wins
+    _, info = load_model(model_file)
+    assert not info.preprocessing.mask_subject
+    assert not records_transform(info).cfg.mask_subject
+    masked = records_transform(info, mask_subject=True).cfg
+    assert masked.mask_subject and masked == info.preprocessing.with_mask(True)

@@ -131,6 +131,29 @@ def _with(meta, dotted, value):
         ("score_activation", "softmax", "'score_activation' must be one of"),
         ("training", "lots", "'training' must be an object"),
         ("training.mask_subject", "false", "'training.mask_subject' must be true or false"),
+        ("preprocessing", ..., "'preprocessing' is missing"),
+        ("preprocessing.streams.body.region", ..., "'preprocessing.streams.body' lacks 'region'"),
+        ("preprocessing.streams.scene.region", "face", "'preprocessing.streams.scene.region' must be one of"),
+        (
+            "preprocessing.streams.scene.mask",
+            "image",
+            "'preprocessing.streams.scene.mask' must be null or one of",
+        ),
+        (
+            "preprocessing.streams.body.mask",
+            "person",
+            "'preprocessing.streams.body.mask' must be null or one of []",
+        ),
+        ("preprocessing.streams.body.resize", "cubic", "'preprocessing.streams.body.resize' must be one of"),
+        (
+            "preprocessing.streams.body.input_size",
+            [64, 64],
+            "'preprocessing.streams.body.input_size' is [64, 64], but streams.body.input_size is 32",
+        ),
+        ("preprocessing.streams.body.input_size", 32, "must be [height, width]"),
+        ("preprocessing.max_side", 0, "'preprocessing.max_side' must be a whole number from 1"),
+        ("preprocessing.streams", {"body": {}}, "'preprocessing.streams' names ['body'], but the network"),
+        ("streams.body.resize", "area", "'streams.body.resize' is not read from format v2"),
         ("vad.max", 100, "V/A/D scale 1.0-100 differs"),
         ("categories", "Affection", "'categories' must be a list of category names"),
         ("emoctx_version", 7, "'emoctx_version' must be a non-empty string"),
@@ -142,6 +165,46 @@ def test_every_description_field_is_checked(tmp_path, small, field, value, messa
     with pytest.raises(EmoctxError) as err:
         load_model(path)
     assert message in str(err.value) and str(path) in str(err.value), str(err.value)
+
+
+def _v1(meta, training):
+    """The description as emoctx wrote it in format v1: no preprocessing, the resize rule in streams."""
+    old = _with(_with(meta, "preprocessing", ...), "format_version", 1)
+    old["streams"]["scene"]["resize"] = "bilinear"
+    old["training"] = training
+    return old
+
+
+def test_format_v1_files_still_load_with_their_preprocessing(tmp_path, small):
+    """A v1 file (what training wrote before the preprocessing field) loads, its preprocessing derived from what
+    v1 held; saved again (as calibrate does) it is a v2 file with the same preprocessing."""
+    net, meta = small
+    assert meta["format_version"] == 2 and "resize" not in meta["streams"]["scene"]
+    written = {"data": {"mask_subject": True, "max_side": 640, "batch_size": 4}, "mask_subject": True}
+    path = _file(tmp_path, net, _v1(meta, written), "v1.safetensors")
+    _, info = load_model(path)
+    prep = info.preprocessing
+    assert info.format_version == 1 and prep.mask_subject and prep.max_side == 640
+    assert prep.streams["scene"].resize == "bilinear" and prep.streams["body"].resize == "area"
+    assert prep.streams["scene"].mask == "person" and prep.streams["body"].region == "person"
+    assert prep.streams["scene"].input_size == (48, 48)
+    again = save_model(tmp_path / "v2.safetensors", net, info)
+    _, info2 = load_model(again)
+    assert (
+        info2.format_version == 2 and info2.preprocessing == prep and "resize" not in info2.streams["scene"]
+    )
+    plain = _file(tmp_path, net, _v1(meta, {"data": {"mask_subject": False}}), "v1plain.safetensors")
+    assert not load_model(plain)[1].preprocessing.mask_subject
+    # v1 files knew no regions: a stream they cannot name is a clear error
+    odd = _v1(meta, {})
+    odd["network"]["streams"]["face"] = odd["network"]["streams"].pop("body")
+    odd["streams"] = {"scene": odd["streams"]["scene"], "face": odd["streams"]["body"]}
+    odd["network"]["streams"] = {
+        "scene": odd["network"]["streams"]["scene"],
+        "face": odd["network"]["streams"]["face"],
+    }
+    with pytest.raises(EmoctxError, match="stream 'face': no region"):
+        load_model(_file(tmp_path, net, odd, "v1odd.safetensors"))
 
 
 def test_malformed_descriptions_are_clear_errors(tmp_path, small, capsys):

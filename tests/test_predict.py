@@ -15,6 +15,7 @@ from PIL import Image
 from emoctx import labels
 from emoctx.checkpoint import describe, load_model, save_model
 from emoctx.cli import main
+from emoctx.data.preprocess import PreprocessCfg
 from emoctx.data.transforms import build_transform
 from emoctx.errors import EmoctxError
 from emoctx.inference import COLUMNS, BoxFileDetector, Detection, Predictor, read_predictions, results_frame
@@ -26,7 +27,7 @@ from emoctx.models.network import EmotionNet
 PROB_COLUMNS = [f"p_{s}" for s in labels.SLUGS]
 
 
-def _save_model(path, training=None, thresholds=None):
+def _save_model(path, training=None, thresholds=None, mask_subject=False):
     torch.manual_seed(0)
     net = EmotionNet(
         {
@@ -35,7 +36,8 @@ def _save_model(path, training=None, thresholds=None):
         },
         hidden=32,
     )
-    return save_model(path, net, describe(net, training=training, thresholds=thresholds))
+    prep = PreprocessCfg.for_streams(net.stream_specs(), mask_subject=mask_subject)
+    return save_model(path, net, describe(net, training=training, thresholds=thresholds, preprocessing=prep))
 
 
 def _scene(rng, w=320, h=240, people=()):
@@ -277,17 +279,7 @@ def test_python_api_in_memory(model_path):
 
 def _manual_forward(predictor, image, boxes, mask_subject):
     """The training transform (preset none) per person and a plain forward: what the model saw in training."""
-    streams = predictor.info.streams
-    transform = build_transform(
-        "none",
-        body_size=streams["body"]["input_size"],
-        scene_size=streams["scene"]["input_size"],
-        body_mean=streams["body"]["mean"],
-        body_std=streams["body"]["std"],
-        scene_mean=streams["scene"]["mean"],
-        scene_std=streams["scene"]["std"],
-        mask_subject=mask_subject,
-    )
+    transform = build_transform(predictor.info.preprocessing.with_mask(mask_subject))
     items = [transform(image, b) for b in boxes]
     batch = {k: torch.stack([it[k] for it in items]) for k in ("body", "scene")}
     net, _ = load_model(predictor.model_path)  # the plain network, as training saved it
@@ -315,7 +307,7 @@ def test_shared_and_masked_scenes_match_per_person_forwards(model_path):
 
 
 def test_scene_mode_auto_follows_training(tmp_path):
-    masked = _save_model(tmp_path / "masked.safetensors", training={"data": {"mask_subject": True}})
+    masked = _save_model(tmp_path / "masked.safetensors", mask_subject=True)
     plain = _save_model(tmp_path / "plain.safetensors", training={"lr": 0.1})
     assert Predictor(masked, num_workers=0).scene_mode == "masked"
     assert Predictor(plain, num_workers=0).scene_mode == "shared"

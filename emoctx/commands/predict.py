@@ -141,9 +141,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--max-side",
         type=int,
-        default=1280,
+        default=None,
         metavar="PX",
-        help="decode larger images at this longest side (default 1280; 0 = full size)",
+        help="decode larger images at this longest side (0 = full size). Default: the size the model was "
+        "trained at, for a model that records one, else 1280",
     )
     run_group.add_argument(
         "--resume", action="store_true", help="continue an interrupted run with the same --out"
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         scene_mode=args.scene_mode,
         device=args.device,
         num_workers=args.workers,
-        max_side=args.max_side or None,
+        max_side="model" if args.max_side is None else (args.max_side or None),
         conf=args.conf,
         min_box=args.min_box,
         detector_weights=args.detector_weights or "yolo11n.pt",

@@ -83,7 +83,7 @@ def calibrate_model(
     progress: bool = True,
     records_name: str | None = None,
     mask_subject: bool | None = None,
-    max_side: int | None = None,
+    max_side: int | str | None = "model",
 ) -> Calibration:
     """Fit thresholds on validation records and store them in a model file.
 
@@ -101,7 +101,8 @@ def calibrate_model(
         progress: show a progress bar.
         records_name: how to name the records in the stored calibration info (default: their path).
         mask_subject: mask the person out of the scene; default what the model was trained with.
-        max_side: decode images with their longest side at most this many pixels (as in training).
+        max_side: decode images with their longest side at most this many pixels (``None``: full size);
+            default (``"model"``) what the model was trained with.
 
     Returns:
         A :class:`Calibration`.

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import torch
 
     from emoctx.checkpoint import ModelInfo
+    from emoctx.data.transforms import StreamTransform
     from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
@@ -55,32 +56,29 @@ RAW_COLUMNS: tuple[str, ...] = tuple(f"{RAW_PREFIX}{s}" for s in labels.SLUGS)
 PREDICTION_COLUMNS: tuple[str, ...] = ("image", "person", *BOX_COLUMNS, *SCORE_COLUMNS, *labels.VAD_NAMES)
 PREDICTION_SUFFIXES: tuple[str, ...] = (".parquet", ".jsonl", ".csv")
 
-# Streams the records dataset can build; a model with any other stream needs its own input pipeline.
-_DATASET_STREAMS = ("body", "scene")
-_UNUSED_STREAM_SIZE = 32  # the dataset always builds both streams; an unused one is made small
 _LIST_MAX = 10  # rows named in an error message
 _CLOSE_MATCH = 0.8  # difflib similarity from which a column is suggested for a missing one
 
 
 # ------------------------------------------------------------------------------------------ running a model
-def _stream_preprocessing(info: ModelInfo, mask_subject: bool | None) -> dict[str, Any]:
-    """Keyword arguments of ``build_transform`` from the model's own stream specifications."""
-    from emoctx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+FROM_MODEL = "model"
+"""The ``max_side`` that means: what the model was trained with (its ``preprocessing.max_side``)."""
 
-    unsupported = [s for s in info.streams if s not in _DATASET_STREAMS]
-    if unsupported:
-        raise EmoctxError(
-            f"the model has stream(s) {unsupported}; evaluation on records builds only {list(_DATASET_STREAMS)}"
-        )
-    prep: dict[str, Any] = {}
-    for stream in _DATASET_STREAMS:
-        spec = info.streams.get(stream)
-        prep[f"{stream}_size"] = int(spec["input_size"]) if spec else _UNUSED_STREAM_SIZE
-        prep[f"{stream}_mean"] = tuple(spec["mean"]) if spec else IMAGENET_MEAN
-        prep[f"{stream}_std"] = tuple(spec["std"]) if spec else IMAGENET_STD
-        prep[f"{stream}_resize"] = spec.get("resize", "area") if spec else "area"
-    prep["mask_subject"] = info.trained_with_mask if mask_subject is None else mask_subject
-    return prep
+
+def records_transform(info: ModelInfo, mask_subject: bool | None = None) -> StreamTransform:
+    """The evaluation transform of a model: its own preprocessing, no augmentation.
+
+    Args:
+        info: the model's description.
+        mask_subject: mask the person out of the whole-image streams; default what the model was trained with.
+    """
+    from emoctx.data.transforms import build_transform
+
+    prep = info.preprocessing
+    assert prep is not None
+    if mask_subject is not None and mask_subject != prep.mask_subject:
+        prep = prep.with_mask(mask_subject)
+    return build_transform(prep)
 
 
 def default_device() -> str:
@@ -99,14 +97,14 @@ def predict_records(
     num_workers: int = 2,
     device: str | torch.device | None = None,
     mask_subject: bool | None = None,
-    max_side: int | None = None,
+    max_side: int | str | None = FROM_MODEL,
     progress: bool = True,
     raw: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a model on every person of ``records`` with its ground-truth box.
 
-    Inputs are built exactly as the model expects them (its stored input sizes and normalisation, no
-    augmentation); an unreadable image does not stop the run: its persons are marked invalid (the dataset
+    Inputs are built exactly as the model expects them (its stored preprocessing, :func:`records_transform`,
+    no augmentation); an unreadable image does not stop the run: its persons are marked invalid (the dataset
     logs a warning naming the file).
 
     Args:
@@ -118,8 +116,9 @@ def predict_records(
         num_workers: data-loading processes (0: in this process).
         device: where to run; default the GPU when available, else the CPU.
         mask_subject: mask the person out of the scene; default what the model was trained with
-            (``mask_subject`` in ``info.training``, else False).
-        max_side: decode images with their longest side at most this many pixels (``None``: full size).
+            (``info.preprocessing``).
+        max_side: decode images with their longest side at most this many pixels (``None``: full size);
+            default what the model was trained with.
         progress: show a tqdm progress bar.
         raw: return the model's raw category outputs (before its sigmoid or clamp; what average precision
             ranks, see :func:`scores_from_raw`) instead of the 0-1 scores.
@@ -135,7 +134,6 @@ def predict_records(
     from tqdm.auto import tqdm
 
     from emoctx.data.dataset import EmotionDataset, collate
-    from emoctx.data.transforms import build_transform
     from emoctx.losses import scores_from_logits
 
     if batch_size < 1:
@@ -147,8 +145,11 @@ def predict_records(
     valid = np.zeros(n, dtype=bool)
     if n == 0:
         return scores, vad, valid
-    prep = _stream_preprocessing(info, mask_subject)
-    dataset = EmotionDataset(records, root, transform=build_transform("none", **prep), max_side=max_side)
+    assert info.preprocessing is not None
+    if max_side == FROM_MODEL:
+        max_side = info.preprocessing.max_side
+    transform = records_transform(info, mask_subject)
+    dataset = EmotionDataset(records, root, transform=transform, max_side=max_side)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )

@@ -23,18 +23,18 @@ How it runs, and why it is fast:
 * **Share the scene.** ``scene_mode="shared"`` encodes the scene stream once per image and gives its features
   to every person in it (three quarters of the compute of a two-stream model). ``"masked"`` fills each
   person's box in the scene with the mean colour, as training with ``mask_subject`` did, and so encodes one
-  scene per person. ``"auto"`` (default) picks ``masked`` when the checkpoint records ``mask_subject: true``
-  in its training configuration, else ``shared``: each model sees what it saw in training.
+  scene per person. ``"auto"`` (default) picks ``masked`` when the model's preprocessing masks the subject,
+  else ``shared``: each model sees what it saw in training.
 * **Fast arithmetic.** ``torch.inference_mode``, batch norms folded into the convolutions, on CPU each
   convolution and its ReLU (and residual sum) run as one oneDNN call (:func:`fuse_conv_relu`), channels-last
   tensors, and bfloat16 where the hardware has it
   (``precision="auto"``): on CPUs with native bfloat16 instructions (AVX512-BF16 / AMX) the backbones run with
   bfloat16 weights (fusion and heads stay in float32); on GPUs under autocast. ``precision="fp32"`` turns it off.
 
-Inputs are prepared as in training (``emoctx.data.transforms``, preset ``none``): the body is the clipped box
-cropped from the image and resized to the body stream's size; the scene is the whole image resized to the scene
-stream's size (INTER_AREA when shrinking, bilinear when enlarging, or always bilinear where the stream's spec says
-``"resize": "bilinear"``); both normalised with the stream's mean/std.
+Inputs are made as the model's preprocessing says (``ModelInfo.preprocessing``), with the steps of the training
+transform built from it without augmentation (:func:`emoctx.data.transforms.build_transform`): each stream's
+region (the person's box rounded outwards, or the whole image) resized by its rule and normalised with its
+mean/std, its mask filled with zeros. The tests check that the pipeline's inputs equal the transform's.
 
 Videos are read frame by frame (every ``video_stride``-th frame) in a background thread; persons are tracked
 (``track=True``) and each track's values smoothed (``smoothing``; see :mod:`emoctx.inference.video`).
@@ -68,8 +68,9 @@ from PIL import Image, ImageOps
 
 from emoctx import labels
 from emoctx.checkpoint import load_model
+from emoctx.data.boxes import clip_box
 from emoctx.data.images import DecodedImage, ImageError, read_image
-from emoctx.data.transforms import _clip_box, _pixel_box, as_hw
+from emoctx.data.transforms import StreamTransform, build_transform, resize_view
 from emoctx.errors import EmoctxError
 from emoctx.inference.detect import (
     DEFAULT_WEIGHTS,
@@ -90,9 +91,8 @@ log = logging.getLogger(__name__)
 SCENE_MODES: tuple[str, ...] = ("auto", "shared", "masked")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 DEFAULT_MAX_SIDE = 1280
-"""Images whose longest side exceeds this are decoded at reduced size (the model inputs are far smaller)."""
-
-_STREAMS = ("body", "scene")
+"""Images whose longest side exceeds this are decoded at reduced size (the model inputs are far smaller), for a
+model that does not record the size it was trained at."""
 
 
 # ------------------------------------------------------------------------------------------------- set-up
@@ -260,17 +260,15 @@ def model_identity(path: str | os.PathLike) -> str:
 
 
 def resize_like_training(image: np.ndarray, hw: tuple[int, int], resize: str = "area") -> np.ndarray:
-    """Resize as the training transform does (albumentations ``Resize(area_for_downscale="image")``).
+    """Deprecated: :func:`emoctx.data.transforms.resize_view`, the one resize rule of training and prediction."""
+    import warnings
 
-    ``resize="area"`` (emoctx's models): INTER_AREA when either side shrinks, bilinear otherwise.
-    ``resize="bilinear"``: always bilinear, ``cv2.resize``'s default (a stream spec that says so: the imported
-    baseline). The same size is returned unchanged.
-    """
-    h, w = image.shape[:2]
-    if (h, w) == tuple(hw):
-        return image
-    shrink = resize != "bilinear" and (hw[0] < h or hw[1] < w)
-    return cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    warnings.warn(
+        "resize_like_training is deprecated: use emoctx.data.transforms.resize_view",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return resize_view(image, hw, resize)
 
 
 # ------------------------------------------------------------------------------------------ worker decoding
@@ -299,19 +297,15 @@ def _opencv_fork_safe() -> Iterator[None]:
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
-    """Decodes image files (and resizes their scene input) inside ``DataLoader`` worker processes."""
+    """Decodes image files (and makes their whole-image views) inside ``DataLoader`` worker processes."""
 
     def __init__(
-        self,
-        paths: Sequence[str],
-        max_side: int | None,
-        scene_hw: tuple[int, int] | None,
-        scene_resize: str = "area",
+        self, paths: Sequence[str], max_side: int | None, transform: StreamTransform, views: Sequence[str]
     ):
         self.paths = list(paths)
         self.max_side = max_side
-        self.scene_hw = scene_hw
-        self.scene_resize = scene_resize
+        self.transform = transform
+        self.views = tuple(views)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -320,11 +314,7 @@ class _DecodeDataset(torch.utils.data.Dataset):
         path = self.paths[i]
         try:
             decoded = read_image(path, max_side=self.max_side)
-            scene = (
-                resize_like_training(decoded.pixels, self.scene_hw, self.scene_resize)
-                if self.scene_hw
-                else None
-            )
+            views = {name: self.transform.view(name, decoded.pixels, {}) for name in self.views}
         except ImageError as e:
             return i, None, None, None, str(e)
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the run; its row says what happened
@@ -335,7 +325,7 @@ class _DecodeDataset(torch.utils.data.Dataset):
             i,
             torch.from_numpy(pixels),
             decoded.original_size,
-            None if scene is None else torch.from_numpy(np.ascontiguousarray(scene)),
+            {name: torch.from_numpy(np.ascontiguousarray(v)) for name, v in views.items()},
             None,
         )
 
@@ -390,20 +380,20 @@ class _Frame:
     frame: int = -1
     kind: str = "image"
     decoded: DecodedImage | None = None
-    scene: np.ndarray | None = None
+    views: dict[str, np.ndarray] = field(default_factory=dict)  # whole-image streams' views
     error: str | None = None
     last: bool = True
     given: list[Detection] | None = None
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # original pixels
     scores: list[float] = field(default_factory=list)
     track_ids: list[int | None] = field(default_factory=list)
-    bodies: list[np.ndarray | None] = field(default_factory=list)
-    masks: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+    crops: dict[str, list[np.ndarray | None]] = field(default_factory=dict)  # per person, box streams' views
+    masks: dict[str, list[tuple[int, int, int, int] | None]] = field(default_factory=dict)  # per person
     person_errors: list[str | None] = field(default_factory=list)
     probs: np.ndarray | None = None
     vad: np.ndarray | None = None
     remaining: int = 0
-    scene_feat: torch.Tensor | None = None
+    shared: dict[str, torch.Tensor] = field(default_factory=dict)  # features of unmasked whole-image streams
     group: int = 0
 
 
@@ -423,7 +413,8 @@ class Predictor:
         num_workers: processes decoding image files (0: decode in this process; ``None``: see
             :func:`default_workers`).
         max_side: decode images whose longest side is larger at this size (JPEG: reduced inside the decoder);
-            ``None`` decodes at full size.
+            ``None`` decodes at full size; ``"model"`` (default): the size the model was trained at
+            (``preprocessing.max_side``) when it records one, else :data:`DEFAULT_MAX_SIDE`.
         conf: detection confidence of the default detector.
         min_box: drop detected persons whose box is narrower or lower than this (original pixels; given boxes
             are always kept).
@@ -446,7 +437,7 @@ class Predictor:
         scene_mode: str = "auto",
         device: str | torch.device | None = "auto",
         num_workers: int | None = None,
-        max_side: int | None = DEFAULT_MAX_SIDE,
+        max_side: int | str | None = "model",
         conf: float = 0.25,
         min_box: float = 32.0,
         detector_weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
@@ -471,18 +462,13 @@ class Predictor:
             raise EmoctxError(f"detection confidence must be within 0-1, got {conf}")
         if min_box < 0:
             raise EmoctxError(f"minimum box size must be 0 or more pixels, got {min_box}")
-        if max_side is not None and max_side < 1:
+        if max_side != "model" and max_side is not None and (not isinstance(max_side, int) or max_side < 1):
             raise EmoctxError(f"max side must be a positive number of pixels (or None), got {max_side}")
         if scene_mode not in SCENE_MODES:
             raise EmoctxError(f"unknown scene mode '{scene_mode}'; choose one of {', '.join(SCENE_MODES)}")
         self.model_path = Path(model)
         self.device = resolve_device(device)
         net, self.info = load_model(self.model_path, map_location=self.device)
-        unknown = [s for s in net.stream_names if s not in _STREAMS]
-        if unknown:
-            raise EmoctxError(
-                f"{self.model_path}: streams {unknown} are not supported for prediction (only {list(_STREAMS)})"
-            )
         net.eval()
         self.amp_dtype = resolve_precision(precision, self.device)
         # oneDNN's fused convolution kernels: CPU only, and in bfloat16 only where oneDNN supports it.
@@ -507,7 +493,10 @@ class Predictor:
         self.scene_mode = scene_mode
         self.batch_size = int(batch_size)
         self.num_workers = default_workers(self.device) if num_workers is None else int(num_workers)
-        self.max_side = max_side
+        if max_side == "model":
+            assert self.info.preprocessing is not None
+            max_side = self.info.preprocessing.max_side or DEFAULT_MAX_SIDE
+        self.max_side: int | None = max_side  # type: ignore[assignment]
         self.conf = float(conf)
         self.min_box = float(min_box)
         self.detector_weights = detector_weights
@@ -521,19 +510,25 @@ class Predictor:
         self.thresholds = np.nan_to_num(self.info.threshold_vector().numpy().astype(np.float64), nan=0.5)
 
         self.streams = tuple(net.stream_names)
-        self._hw: dict[str, tuple[int, int]] = {}
-        self._resize: dict[str, str] = {}
+        # The model's own preprocessing (emoctx.data.preprocess), the subject masked or not as the scene mode
+        # says; the same transform training and evaluation build, without augmentation.
+        prep = self.info.preprocessing
+        assert prep is not None
+        if prep.mask_subject != (self.scene_mode == "masked"):
+            prep = prep.with_mask(self.scene_mode == "masked")
+        self.preprocess = prep
+        self.transform = build_transform(prep)
+        self._image_streams = tuple(n for n in self.streams if prep.streams[n].region == "image")
+        self._box_streams = tuple(n for n in self.streams if prep.streams[n].region != "image")
+        self._masked_streams = tuple(n for n in self._image_streams if prep.streams[n].mask is not None)
         self._mean: dict[str, torch.Tensor] = {}
         self._scale: dict[str, torch.Tensor] = {}
         for name in self.streams:
-            spec = self.info.streams[name]
-            self._hw[name] = as_hw(spec["input_size"])
-            self._resize[name] = spec.get("resize", "area")
-            mean = torch.tensor(spec["mean"], dtype=torch.float32) * 255.0
-            std = torch.tensor(spec["std"], dtype=torch.float32) * 255.0
+            spec = prep.streams[name]
+            mean = torch.tensor(spec.mean, dtype=torch.float32) * 255.0
+            std = torch.tensor(spec.std, dtype=torch.float32) * 255.0
             self._mean[name] = mean.view(1, 3, 1, 1).to(self.device)
             self._scale[name] = (1.0 / std).view(1, 3, 1, 1).to(self.device)
-        self._scene_hw = self._hw.get("scene")
         self._iou_tracker = IoUTracker()
         self._smoother = TrackSmoother(self.smoothing)
         self._track_source: Any = object()
@@ -625,8 +620,7 @@ class Predictor:
             fr = _Frame(order=i, source=name)
             try:
                 fr.decoded = self._decode(image)
-                if self._scene_hw is not None:
-                    fr.scene = resize_like_training(fr.decoded.pixels, self._scene_hw, self._resize["scene"])
+                fr.views = self._views(fr.decoded.pixels)
             except ImageError as e:
                 fr.error = str(e)
             if boxes is not None and boxes[i] is not None:
@@ -711,7 +705,7 @@ class Predictor:
         loader_iter: Iterator[Any] | None = None
         if image_paths:
             loader = torch.utils.data.DataLoader(
-                _DecodeDataset(image_paths, self.max_side, self._scene_hw, self._resize.get("scene", "area")),
+                _DecodeDataset(image_paths, self.max_side, self.transform, self._image_streams),
                 batch_size=None,
                 shuffle=False,
                 num_workers=min(self.num_workers, len(image_paths)),
@@ -728,11 +722,11 @@ class Predictor:
                     yield _Frame(order, spec.path, error=error, group=group)
                 elif spec.kind == "image":
                     assert loader_iter is not None
-                    _, pixels, size, scene, error = next(loader_iter)
+                    _, pixels, size, views, error = next(loader_iter)
                     fr = _Frame(order, spec.path, error=error, group=group)
                     if error is None:
                         fr.decoded = DecodedImage(pixels=pixels.numpy(), original_size=tuple(size))
-                        fr.scene = None if scene is None else scene.numpy()
+                        fr.views = {name: v.numpy() for name, v in views.items()}
                     yield fr
                 else:
                     for fr in self._video_frames(order, spec.path):
@@ -759,8 +753,7 @@ class Predictor:
                     )
                 fr = _Frame(order, path, frame=index, kind="video", last=False)
                 fr.decoded = DecodedImage(pixels=pixels, original_size=(w, h))
-                if self._scene_hw is not None:
-                    fr.scene = resize_like_training(pixels, self._scene_hw, self._resize["scene"])
+                fr.views = self._views(pixels)
                 yield fr
 
         previous: _Frame | None = None
@@ -872,10 +865,16 @@ class Predictor:
             fr.track_ids = self._iou_tracker.assign(fr.boxes)  # type: ignore[assignment]
 
     # ------------------------------------------------------------------------------------------- inputs
+    def _views(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """The views of the whole-image streams (one per image, shared by its persons)."""
+        return {name: self.transform.view(name, pixels, {}) for name in self._image_streams}
+
     def _prepare(self, fr: _Frame) -> None:
-        """Crop and resize each person's body, and find its box in the scene input (for masking)."""
+        """Make each person's views of the box streams, and find its mask in the masked streams' views."""
         n = len(fr.boxes)
-        fr.bodies, fr.masks, fr.person_errors = [None] * n, [None] * n, [None] * n
+        fr.crops = {name: [None] * n for name in self._box_streams}
+        fr.masks = {name: [None] * n for name in self._masked_streams}
+        fr.person_errors = [None] * n
         if fr.error is not None or n == 0:
             fr.remaining = 0
             return
@@ -886,23 +885,15 @@ class Predictor:
         decoded_boxes = fr.decoded.from_original(fr.boxes)
         for k in range(n):
             try:
-                clipped = _clip_box(decoded_boxes[k], w, h)
+                boxes = {"person": clip_box(decoded_boxes[k], w, h)}
             except ValueError:
                 box = ", ".join(f"{v:g}" for v in fr.boxes[k])
                 fr.person_errors[k] = f"{fr.source}: person {k}: box [{box}] lies outside the {ow}x{oh} image"
                 continue
-            if "body" in self._hw:
-                x1, y1, x2, y2 = _pixel_box(clipped, w, h)
-                fr.bodies[k] = resize_like_training(
-                    pixels[y1:y2, x1:x2], self._hw["body"], self._resize["body"]
-                )
-            if self._scene_hw is not None and self.scene_mode == "masked":
-                sh, sw = self._scene_hw
-                fr.masks[k] = _pixel_box(
-                    (clipped[0] * sw / w, clipped[1] * sh / h, clipped[2] * sw / w, clipped[3] * sh / h),
-                    sw,
-                    sh,
-                )
+            for name in self._box_streams:
+                fr.crops[name][k] = self.transform.view(name, pixels, boxes)
+            for name in self._masked_streams:
+                fr.masks[name][k] = self.transform.mask_rect(name, (w, h), boxes)
         fr.remaining = sum(e is None for e in fr.person_errors)
         fr.probs = np.full((n, labels.NUM_CATEGORIES), np.nan)
         fr.vad = np.full((n, labels.NUM_VAD), np.nan)
@@ -939,28 +930,32 @@ class Predictor:
             yield waiting.popleft()
 
     def _forward(self, persons: list[tuple[_Frame, int]]) -> None:
-        """One batched forward for ``persons`` (frame, person index); stores their outputs in the frames."""
+        """One batched forward for ``persons`` (frame, person index); stores their outputs in the frames.
+
+        The one place the pipeline calls the network: ``encode(stream, images)`` per stream, then
+        ``head(features)``. A box stream is encoded per person; an unmasked whole-image stream once per image,
+        its features shared by the image's persons; a masked one per person, its view with that person masked.
+        """
         features: dict[str, torch.Tensor] = {}
         with self._autocast():
-            if "body" in self._hw:
-                batch = np.stack([fr.bodies[k] for fr, k in persons])  # type: ignore[misc]
-                features["body"] = self.net.encode("body", self._normalise("body", batch)).float()
-            if self._scene_hw is not None:
-                if self.scene_mode == "shared":
-                    new = list({id(fr): fr for fr, _ in persons if fr.scene_feat is None}.values())
-                    if new:
-                        encoded = self.net.encode(
-                            "scene", self._normalise("scene", np.stack([fr.scene for fr in new]))
-                        ).float()  # type: ignore[misc]
-                        for j, fr in enumerate(new):
-                            fr.scene_feat = encoded[j]
-                    features["scene"] = torch.stack([fr.scene_feat for fr, _ in persons])  # type: ignore[misc]
-                else:
-                    x = self._normalise("scene", np.stack([fr.scene for fr, _ in persons]))  # type: ignore[misc]
+            for name in self.streams:
+                if name in self._box_streams:
+                    batch = np.stack([fr.crops[name][k] for fr, k in persons])  # type: ignore[misc]
+                    features[name] = self.net.encode(name, self._normalise(name, batch)).float()
+                elif name in self._masked_streams:
+                    x = self._normalise(name, np.stack([fr.views[name] for fr, _ in persons]))
                     for j, (fr, k) in enumerate(persons):
-                        x1, y1, x2, y2 = fr.masks[k]  # type: ignore[misc]
-                        x[j, :, y1:y2, x1:x2] = 0.0  # the scene mean: what training with mask_subject saw
-                    features["scene"] = self.net.encode("scene", x).float()
+                        x1, y1, x2, y2 = fr.masks[name][k]  # type: ignore[misc]
+                        x[j, :, y1:y2, x1:x2] = 0.0  # the mean colour, as the transform masks it
+                    features[name] = self.net.encode(name, x).float()
+                else:
+                    new = list({id(fr): fr for fr, _ in persons if name not in fr.shared}.values())
+                    if new:
+                        views = np.stack([fr.views[name] for fr in new])
+                        encoded = self.net.encode(name, self._normalise(name, views)).float()
+                        for j, fr in enumerate(new):
+                            fr.shared[name] = encoded[j]
+                    features[name] = torch.stack([fr.shared[name] for fr, _ in persons])
             out = self.net.head(features)
         probs = scores_from_logits(out["logits"].float(), self.info.score_activation).cpu().numpy()
         vad = labels.vad_from_model(out["vad"].float()).clamp(labels.VAD_MIN, labels.VAD_MAX).cpu().numpy()

@@ -25,17 +25,16 @@ from emoctx.training.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
-def _stream_value(model: EmotionModule, stream: str, key: str, default: Any) -> Any:
-    """A resolved stream property (input size, mean, std) for the data pipeline, or ``default`` if absent."""
-    spec = model.net.stream_specs().get(stream)
-    if spec is None:
-        return default
-    value = spec[key]
-    return tuple(value) if isinstance(value, list) else value
+def _stream_specs(model: EmotionModule) -> dict[str, dict[str, Any]]:
+    """The network's streams (resolved input size, mean, std) for the data module (``data.streams``)."""
+    return {
+        name: {"input_size": spec["input_size"], "mean": list(spec["mean"]), "std": list(spec["std"])}
+        for name, spec in model.net.stream_specs().items()
+    }
 
 
 class EmoctxCLI(LightningCLI):
-    """LightningCLI with the data pipeline's input sizes and normalisation linked to the model's streams."""
+    """LightningCLI with the data module's streams (input sizes, normalisation) linked to the model's."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102 (LightningCLI hook)
         parser.add_argument(
@@ -44,16 +43,7 @@ class EmoctxCLI(LightningCLI):
             help="continue an interrupted run: 'last' (the run folder's last.ckpt) or a path to a .ckpt",
         )
         parser.add_argument("--skip_test", action="store_true", help="do not evaluate on the test split")
-        imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        for stream in ("body", "scene"):
-            for key, default in (("input_size", 224), ("mean", imagenet[0]), ("std", imagenet[1])):
-                target = f"data.{stream}_{'size' if key == 'input_size' else key}"
-                parser.link_arguments(
-                    "model",
-                    target,
-                    compute_fn=lambda m, s=stream, k=key, d=default: _stream_value(m, s, k, d),
-                    apply_on="instantiate",
-                )
+        parser.link_arguments("model", "data.streams", compute_fn=_stream_specs, apply_on="instantiate")
 
 
 MONITOR = "val/mAP"
@@ -125,6 +115,8 @@ def train(args: list[str] | None = None) -> dict[str, float]:
         },
     )
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    # The model file says how its inputs were made: the data module's preprocessing and settings.
+    model.preprocess, model.data_settings = dm.preprocess, dict(dm.hparams)
     run_dir = Path(trainer.default_root_dir)
     ckpt_dir = run_dir / "checkpoints"
     for cb in trainer.checkpoint_callbacks:
@@ -163,8 +155,6 @@ def train(args: list[str] | None = None) -> dict[str, float]:
                     num_workers=dm.num_workers,
                     progress=False,
                     records_name=str(dm.records_path("val")),
-                    mask_subject=dm.preprocessing["mask_subject"],
-                    max_side=dm.max_side,
                 )
         results.update(model_path=str(model_path), run_dir=str(run_dir))
         return results

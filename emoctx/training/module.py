@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from emoctx import labels
+from emoctx.data.preprocess import PreprocessCfg
 from emoctx.losses import EmotionLoss, scores_from_logits
 from emoctx.metrics import EmotionMetrics
 from emoctx.models.backbones import StreamConfig
@@ -133,6 +134,10 @@ class EmotionModule(pl.LightningModule):
         self.test_metrics = EmotionMetrics(ap_variant=ap_variant)
         # Which epoch's weights the module holds after training (set by the training entry point).
         self.selected_checkpoint: dict[str, Any] | None = None
+        # How the data module makes the inputs, and its settings: given by the training entry point, stored in
+        # every checkpoint and model file (without them the description says: the streams' defaults).
+        self.preprocess: PreprocessCfg | None = None
+        self.data_settings: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _make_criterion(self, category_counts: torch.Tensor) -> EmotionLoss:
@@ -341,24 +346,28 @@ class EmotionModule(pl.LightningModule):
         checkpoint["emoctx"] = self.description()
 
     def description(self) -> dict[str, Any]:
-        """The model's self-description (see :mod:`emoctx.checkpoint`) with the data preprocessing.
+        """The model's self-description (see :mod:`emoctx.checkpoint`).
 
-        ``training["data"]`` holds the datamodule's settings; ``training["mask_subject"]`` tells prediction
-        how to build the scene input; ``training["precision"]`` is the arithmetic the run trained with
-        (``precision_requested``: what the config asked for, e.g. ``auto``); ``training["selected_checkpoint"]``
-        says which epoch's weights the model holds (the best ``val/mAP`` one).
+        ``preprocessing`` is :attr:`preprocess` (the data module's, given by the training entry point);
+        ``training`` holds the hyper-parameters, ``training["data"]`` the data module's settings
+        (:attr:`data_settings`), ``training["precision"]`` the arithmetic the run trained with
+        (``precision_requested``: what the config asked for, e.g. ``auto``) and
+        ``training["selected_checkpoint"]`` which epoch's weights the model holds (the best ``val/mAP`` one).
         """
         from emoctx.checkpoint import describe
 
         training = dict(self.hparams)
-        trainer = self._trainer
-        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if dm is not None:
-            training["data"] = dict(dm.hparams)
-            training["mask_subject"] = bool(dm.preprocessing["mask_subject"])
+        if self.data_settings is not None:
+            training["data"] = dict(self.data_settings)
         if self.selected_checkpoint is not None:
             training["selected_checkpoint"] = dict(self.selected_checkpoint)
+        trainer = self._trainer
         if trainer is not None:
             training["precision"] = str(trainer.precision)
             training["precision_requested"] = str(getattr(trainer, "requested_precision", trainer.precision))
-        return describe(self.net, training=training, score_activation=self.criterion.score_activation)
+        return describe(
+            self.net,
+            training=training,
+            score_activation=self.criterion.score_activation,
+            preprocessing=self.preprocess,
+        )
