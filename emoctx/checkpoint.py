@@ -31,12 +31,22 @@ from emoctx import __version__, labels
 from emoctx.data.preprocess import PreprocessCfg, PreprocessError
 from emoctx.description import FORMAT, FORMAT_VERSION, DescriptionError, validate_description
 from emoctx.errors import EmoctxError
-from emoctx.io import atomic_path
+from emoctx.io import atomic_path, file_sha256
 from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelInfo", "describe", "load_model", "safe_torch_load", "save_model"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelInfo",
+    "as_description",
+    "describe",
+    "load_model",
+    "model_identity",
+    "safe_torch_load",
+    "save_model",
+]
 
 
 @dataclass
@@ -195,6 +205,11 @@ def save_model(path: str | os.PathLike, net: EmotionNet, info: ModelInfo | dict[
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"emoctx": json.dumps(meta)})
     return path
+
+
+def model_identity(path: str | os.PathLike) -> str:
+    """``<file name>@<first 12 hex digits of its SHA-256>``: how outputs name the model that made them."""
+    return f"{Path(path).name}@{file_sha256(path)[:12]}"
 
 
 def safe_torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:

@@ -7,6 +7,7 @@ written down.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -52,16 +53,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> list[Any]:
-    """The JSON values of a JSON-lines file (blank lines skipped); a bad line raises ``error`` naming it."""
-    rows = []
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's content (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_jsonl(
+    path: str | os.PathLike, error: type[Exception] = ValueError, numbered: bool = False
+) -> list[Any]:
+    """The JSON values of a JSON-lines file (blank lines skipped); a bad line raises ``error`` naming it.
+
+    With ``numbered``, each value comes as ``(line number, value)`` (lines counted from 1).
+    """
+    rows: list[Any] = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    value = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise error(f"{path}: line {n}: not valid JSON ({e.msg})") from e
+                rows.append((n, value) if numbered else value)
     return rows
 
 

@@ -68,7 +68,7 @@ NO_BF16 = (
 
 def native_bf16() -> bool:
     """Whether this CPU has native bf16 arithmetic (the detection ``emoctx predict`` uses)."""
-    from emoctx.inference.pipeline import cpu_supports_bf16
+    from emoctx.hardware import cpu_supports_bf16
 
     return cpu_supports_bf16()
 
@@ -228,7 +228,7 @@ def measure_floor(plan: Plan, model: Path) -> dict[str, Any]:
     """
     import torch
 
-    from emoctx.inference.pipeline import Predictor
+    from emoctx.inference.predictor import Predictor
 
     sizes = {name: size for name, (_, size) in ARCHS[plan.arch].items()}
     variants: dict[str, tuple[Any, Any, torch.memory_format, bool]] = {}
@@ -370,7 +370,7 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     if persons != len(sub):
         raise RuntimeError(f"predict returned {persons} persons for {len(sub)} boxes")
     from emoctx.cli import build_parser
-    from emoctx.inference.pipeline import default_workers
+    from emoctx.hardware import default_workers
 
     defaults = build_parser().parse_args(["predict", "x", "--model", "m"])
     workers = default_workers(torch.device("cpu")) if defaults.workers is None else defaults.workers
@@ -642,7 +642,7 @@ def child(kind: str, spec: dict[str, Any]) -> None:
     if kind == "imports":
         import pytorch_lightning  # noqa: F401
 
-        from emoctx.inference import pipeline  # noqa: F401
+        from emoctx.inference import predictor  # noqa: F401
 
         count = 0
     elif kind == "predict":

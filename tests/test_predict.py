@@ -196,12 +196,12 @@ def test_resume_after_interruption_equals_uninterrupted(reference, folder, model
     with open(sidecar, "a") as f:
         f.write('{"source": "half-written line of a killed run", "done": tr')  # no newline: cut mid-write
 
-    import emoctx.inference.pipeline as pipeline
+    import emoctx.inference.decode as decode
 
     decoded = []
-    real_read = pipeline.read_image
+    real_read = decode.read_image
     monkeypatch.setattr(
-        pipeline, "read_image", lambda path, **kw: decoded.append(Path(path).name) or real_read(path, **kw)
+        decode, "read_image", lambda path, **kw: decoded.append(Path(path).name) or real_read(path, **kw)
     )
     assert _predict(folder, model_path, out, "--workers", "0", "--resume") == 0
     assert not sidecar.exists()
@@ -409,12 +409,12 @@ def test_summary_option_writes_tables_and_plots(folder, model_path, tmp_path, ca
 def test_default_workers_follow_the_free_cores(monkeypatch):
     """Decoding processes default to the cores torch's threads leave free (at most 2; 2 beside a GPU), and the
     command's --workers default defers to that."""
-    import emoctx.inference.pipeline as pipeline
+    import emoctx.hardware as hardware
     from emoctx.cli import build_parser
 
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 4)
     for threads, expected in ((4, 0), (3, 1), (1, 2)):
-        monkeypatch.setattr(pipeline.torch, "get_num_threads", lambda t=threads: t)
-        assert pipeline.default_workers(torch.device("cpu")) == expected
-    assert pipeline.default_workers(torch.device("cuda")) == 2
+        monkeypatch.setattr(hardware.torch, "get_num_threads", lambda t=threads: t)
+        assert hardware.default_workers(torch.device("cpu")) == expected
+    assert hardware.default_workers(torch.device("cuda")) == 2
     assert build_parser().parse_args(["predict", "x", "--model", "m"]).workers is None

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import emoctx.inference.pipeline as pipeline
+import emoctx.inference.decode as decode
+import emoctx.inference.predictor as predictor_module
 from emoctx.cli import main
 from emoctx.inference import BoxFileDetector, Detection, Predictor, read_predictions
 from emoctx.inference.runner import predict_to_file
@@ -145,7 +146,7 @@ def test_out_never_replaces_an_input_or_a_foreign_file(
     before = photo.read_bytes()
     loads = []
     monkeypatch.setattr(
-        pipeline, "load_model", lambda *a, **k: loads.append(a) or pytest.fail("model loaded")
+        predictor_module, "load_model", lambda *a, **k: loads.append(a) or pytest.fail("model loaded")
     )
     for out, extra, message in [
         (photo, (), "is one of the inputs"),
@@ -325,8 +326,8 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
         predict_to_file(predictor, [folder], out, progress=False)
     monkeypatch.undo()
     decoded = []
-    real = pipeline.read_image
-    monkeypatch.setattr(pipeline, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
+    real = decode.read_image
+    monkeypatch.setattr(decode, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
     predict_to_file(predictor, [folder], out, resume=True, progress=False)
     assert decoded == ["plain.jpg", "z1.jpg"]  # the group with the two undecodable names was found done
     assert out.read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
@@ -385,8 +386,8 @@ def test_resume_mid_group_ends_byte_identical(photos, tiny_model_path, tmp_path,
     assert main(_argv(photos, tiny_model_path, out)) == 130
     monkeypatch.undo()
     decoded = []
-    real = pipeline.read_image
-    monkeypatch.setattr(pipeline, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
+    real = decode.read_image
+    monkeypatch.setattr(decode, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
     assert main(_argv(photos, tiny_model_path, out, "--resume")) == 0
     assert decoded == [
         "p08.jpg",

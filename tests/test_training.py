@@ -54,10 +54,10 @@ def _inputs(net, n=3):
 
 def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")  # the config's wandb logger, offline: files only, no network
-    import emoctx.inference.pipeline
+    import emoctx.hardware
 
     # A CPU without native bf16: the config's precision "auto" trains in fp32, and the model file says so.
-    monkeypatch.setattr(emoctx.inference.pipeline, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(emoctx.hardware, "cpu_supports_bf16", lambda: False)
     run = tmp_path / "run"
     results = train(_args(synth_root, run, "--trainer.max_epochs", "1", logger=True))
     assert 0.0 <= results["test/mAP"] <= 1.0
@@ -198,11 +198,11 @@ def test_warmup_cosine_schedule_is_the_closed_form():
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    import emoctx.inference.pipeline
+    import emoctx.hardware
     from emoctx.training.trainer import Trainer, auto_precision
 
     for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
-        monkeypatch.setattr(emoctx.inference.pipeline, "cpu_supports_bf16", lambda n=native: n)
+        monkeypatch.setattr(emoctx.hardware, "cpu_supports_bf16", lambda n=native: n)
         assert auto_precision("cpu") == expected
         trainer = Trainer(accelerator="cpu", precision="auto", logger=False, enable_checkpointing=False)
         assert trainer.precision == expected and trainer.requested_precision == "auto"

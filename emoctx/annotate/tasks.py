@@ -348,7 +348,7 @@ def photos_from_files(
         could not be used, with the reason (unreadable, outside the folder).
     """
     from emoctx.data.images import load_rgb
-    from emoctx.inference.detect import BoxFileDetector
+    from emoctx.inference.box_file import BoxFileDetector
 
     photos: list[Photo] = []
     skipped: list[Skipped] = []

@@ -357,7 +357,7 @@ def _photos_with_detector(args: argparse.Namespace):
     skipped += [T.Skipped(s.path, "a video: only photos are annotated") for s in sources if s.kind == "video"]
     paths = [s.path for s in sources if s.kind == "image"]
     if args.boxes is not None:
-        from emoctx.inference.detect import BoxFileDetector
+        from emoctx.inference.box_file import BoxFileDetector
 
         detector: Any = BoxFileDetector(args.boxes)
     else:

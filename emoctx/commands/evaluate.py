@@ -98,8 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the outputs and print a summary."""
     from emoctx.errors import EmoctxError
-    from emoctx.evaluation import report
-    from emoctx.evaluation.report import evaluate_model, evaluate_predictions, summary_lines
+    from emoctx.evaluation import evaluate as report
+    from emoctx.evaluation.evaluate import evaluate_model, evaluate_predictions
+    from emoctx.evaluation.report import summary_lines
     from emoctx.io import check_output_dir
 
     written = (

@@ -169,8 +169,8 @@ def _resume_command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Predict, write the table, and print a summary; returns 0, or 1 when no source could be read."""
     from emoctx.errors import EmoctxError
-    from emoctx.inference.detect import BoxFileDetector
-    from emoctx.inference.pipeline import Predictor
+    from emoctx.inference.box_file import BoxFileDetector
+    from emoctx.inference.predictor import Predictor
     from emoctx.inference.runner import check_output, predict_to_file
     from emoctx.io import printable
 

@@ -7,19 +7,19 @@
 """
 
 from emoctx.evaluation.calibrate import Calibration, calibrate_model, fit_threshold_dict
+from emoctx.evaluation.document import evaluation_document
+from emoctx.evaluation.evaluate import (
+    Evaluation,
+    evaluate_model,
+    evaluate_predictions,
+    load_thresholds,
+    write_outputs,
+)
 from emoctx.evaluation.inference import (
     match_predictions,
     predict_records,
     predictions_frame,
     read_predictions,
-)
-from emoctx.evaluation.report import (
-    Evaluation,
-    evaluate_model,
-    evaluate_predictions,
-    evaluation_document,
-    load_thresholds,
-    write_outputs,
 )
 
 __all__ = [

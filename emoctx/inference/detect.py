@@ -5,8 +5,8 @@
   where there is one). It is batched: the pipeline hands over several images at once.
 * :class:`UltralyticsDetector` runs an ultralytics YOLO model, keeps persons only (COCO class 0), and for
   videos tracks them with ultralytics' ByteTrack (:meth:`UltralyticsDetector.track`).
-* :class:`BoxFileDetector` reads boxes from a CSV, JSONL or Parquet file (:class:`BoxSource` interface: boxes
-  looked up by source path and frame, in pixels of the original image).
+* :class:`BoxSource` is the interface of boxes known in advance, looked up by source path and frame, in pixels
+  of the original image (:class:`emoctx.inference.box_file.BoxFileDetector` reads them from a file).
 
 Weights for YOLO (:func:`resolve_weights`): an existing file path; else a name ultralytics knows (such as
 ``yolo11n.pt``), looked up in the working folder and ultralytics' weights folder, then downloaded by
@@ -25,13 +25,10 @@ graphs are refused, as they can hold operations that read and write files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -40,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from emoctx.errors import EmoctxError
+from emoctx.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +251,7 @@ def describe_weights(weights: str | os.PathLike) -> str:
     path = Path(os.fspath(weights))
     if not path.is_file():
         return f"yolo:{path.name}"
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"yolo:{path.name}@{digest.hexdigest()[:12]}"
+    return f"yolo:{path.name}@{file_sha256(path)[:12]}"
 
 
 class UltralyticsDetector:
@@ -362,154 +356,18 @@ class UltralyticsDetector:
             tracker.reset()
 
 
-# ------------------------------------------------------------------------------------------------ box file
-# "image" first: canonical records carry the path there and the source database in "source".
-_KEY_COLUMNS = ("image", "source", "path", "file")
-_SCORE_COLUMNS = ("det_score", "score", "conf")
+def __getattr__(name: str) -> Any:
+    """``BoxFileDetector`` moved to :mod:`emoctx.inference.box_file` (still importable from here, with a warning)."""
+    if name != "BoxFileDetector":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
 
+    from emoctx.inference.box_file import BoxFileDetector
 
-def _norm_parts(path: str) -> tuple[str, ...]:
-    parts = Path(os.path.normpath(path.replace("\\", "/"))).parts
-    return tuple(p for p in parts if p not in ("", "."))
-
-
-class BoxFileDetector:
-    """Person boxes read from a file, looked up by image path (and frame for videos).
-
-    The file is CSV, JSONL or Parquet (by suffix) with one row per person:
-
-    * the image path in a column ``image``, ``source``, ``path`` or ``file``, the first present (an
-      EMOTIC-format records file works as is: its ``source`` names the database, its ``image`` the file);
-    * ``x1 y1 x2 y2`` in pixels of the original image (or a ``box`` list of four numbers in JSONL);
-    * optional ``frame`` (video frame index; missing or ``-1`` for still images), ``score``/``det_score``, and
-      ``track_id`` (kept as the person's track in videos).
-
-    An entry matches a source when its path equals the source path, or is the trailing part of it (whole
-    folder names): an entry ``images/a.jpg`` matches the source ``data/images/a.jpg``; the longest match wins.
-    Relative entries are also tried against the box file's folder.
-
-    Args:
-        path: the box file.
-
-    Raises:
-        EmoctxError: unreadable file, no path column, missing or non-numeric coordinates (naming the row).
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise EmoctxError(f"{self.path}: no such box file")
-        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        """SHA-256 of the file's content when it was read."""
-        self._index: dict[tuple[tuple[str, ...], int], list[Detection]] = {}
-        self._sources: set[tuple[str, ...]] = set()
-        self._missing: set[str] = set()
-        for n, row in self._rows():
-            key = next((row[c] for c in _KEY_COLUMNS if row.get(c) not in (None, "")), None)
-            if key is None:
-                raise EmoctxError(f"{self.path}, row {n}: no image path (columns {', '.join(_KEY_COLUMNS)})")
-            det = self._detection(row, n)
-            frame = row.get("frame")
-            frame = (
-                -1 if frame in (None, "") or (isinstance(frame, float) and math.isnan(frame)) else int(frame)
-            )
-            key = str(key)
-            for parts in {_norm_parts(key), _norm_parts(str(self.path.parent.resolve() / key))}:
-                self._index.setdefault((parts, frame), []).append(det)
-                self._sources.add(parts)
-        log.info(
-            "%s: %d boxes for %d images/frames",
-            self.path,
-            sum(len(v) for v in self._index.values()),
-            len(self._index),
-        )
-
-    def describe(self) -> str:
-        """``boxes:<name>@<first 12 hex digits of the file's SHA-256>``, for the resume settings.
-
-        A box file of the same name with other content is another setting.
-        """
-        return f"boxes:{self.path.name}@{self.sha256[:12]}"
-
-    def _rows(self) -> list[tuple[int, dict[str, Any]]]:
-        suffix = self.path.suffix.lower()
-        try:
-            if suffix in (".jsonl", ".json", ".ndjson"):
-                rows = []
-                with open(self.path, encoding="utf-8") as f:
-                    for n, line in enumerate(f, 1):
-                        if line.strip():
-                            try:
-                                rows.append((n, json.loads(line)))
-                            except json.JSONDecodeError as e:
-                                raise EmoctxError(f"{self.path}, line {n}: not valid JSON ({e.msg})") from e
-                return rows
-            import pandas as pd
-
-            if suffix == ".csv":
-                df = pd.read_csv(self.path)
-            elif suffix in (".parquet", ".pq"):
-                df = pd.read_parquet(self.path)
-            else:
-                raise EmoctxError(
-                    f"{self.path}: unsupported box file type '{suffix}'; use .csv, .jsonl or .parquet"
-                )
-        except (OSError, ValueError) as e:
-            raise EmoctxError(f"{self.path}: cannot read the box file ({e})") from e
-        df = df.astype(object).where(df.notna(), None)
-        return [(n + 2 if suffix == ".csv" else n + 1, r) for n, r in enumerate(df.to_dict(orient="records"))]
-
-    def _detection(self, row: dict[str, Any], n: int) -> Detection:
-        if row.get("box") is not None and row.get("x1") is None:
-            box = row["box"]
-            if not isinstance(box, (list, tuple)) or len(box) != 4:
-                raise EmoctxError(f"{self.path}, row {n}: 'box' must be [x1, y1, x2, y2], got {box!r}")
-            row = {**row, "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
-        coords = []
-        for c in ("x1", "y1", "x2", "y2"):
-            try:
-                v = float(row[c])
-            except (KeyError, TypeError, ValueError):
-                raise EmoctxError(
-                    f"{self.path}, row {n}: '{c}' must be a number of pixels, got {row.get(c)!r}"
-                ) from None
-            if not math.isfinite(v):
-                raise EmoctxError(f"{self.path}, row {n}: '{c}' is not finite ({v})")
-            coords.append(v)
-        if coords[2] <= coords[0] or coords[3] <= coords[1]:
-            raise EmoctxError(
-                f"{self.path}, row {n}: empty or inverted box {coords} (need x2 > x1 and y2 > y1)"
-            )
-        score = next((row[c] for c in _SCORE_COLUMNS if row.get(c) is not None), 1.0)
-        track = row.get("track_id")
-        return Detection(tuple(coords), float(score), None if track in (None, "") else int(track))  # type: ignore[arg-type]
-
-    def boxes_for(self, source: str, frame: int = -1) -> list[Detection] | None:
-        """The boxes of ``source`` at ``frame`` (``-1``: still image), or ``None`` when the file has no entry."""
-        parts = _norm_parts(os.path.abspath(source))
-        for start in range(len(parts)):
-            hit = self._index.get((parts[start:], frame))
-            if hit is not None:
-                return list(hit)
-        hit = self._index.get((_norm_parts(source), frame))
-        if hit is not None:
-            return list(hit)
-        if frame == -1 or not self._has_source(parts):
-            self._missing.add(source)
-        return None
-
-    def _has_source(self, parts: tuple[str, ...]) -> bool:
-        return any(parts[s:] in self._sources for s in range(len(parts)))
-
-    def detect(
-        self, images: list[np.ndarray], keys: Sequence[FrameKey] | None = None
-    ) -> list[list[Detection]]:
-        """The boxes of each image, looked up by ``keys`` (source, frame); images without an entry get none."""
-        if keys is None or len(keys) != len(images):
-            raise EmoctxError("a box file gives boxes by image path: pass one (source, frame) key per image")
-        return [self.boxes_for(s, f) or [] for s, f in keys]
-
-    @property
-    def missing(self) -> set[str]:
-        """Sources looked up that have no entry in the file."""
-        return set(self._missing)
+    warnings.warn(
+        "emoctx.inference.detect.BoxFileDetector is deprecated: use emoctx.inference.box_file.BoxFileDetector "
+        "(or emoctx.inference.BoxFileDetector)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return BoxFileDetector

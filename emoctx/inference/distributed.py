@@ -42,12 +42,11 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from emoctx import labels
-from emoctx.checkpoint import ModelInfo, load_model
+from emoctx.checkpoint import ModelInfo, load_model, model_identity
 from emoctx.data.datamodule import EmotionDataModule
 from emoctx.data.images import ImageError, read_image
 from emoctx.errors import EmoctxError
 from emoctx.inference.export import ScoringNet
-from emoctx.inference.pipeline import model_identity
 from emoctx.inference.results import PROB_COLUMNS
 from emoctx.inference.writers import table_schema
 from emoctx.io import atomic_path

@@ -1,4 +1,4 @@
-"""Run a :class:`~emoctx.inference.pipeline.Predictor` over many sources into one output table (``emoctx predict``).
+"""Run a :class:`~emoctx.inference.predictor.Predictor` over many sources into one output table (``emoctx predict``).
 
 :func:`predict_to_file` expands the sources, skips those an interrupted run finished (``resume``), appends each
 finished source to the ``<output>.partial`` sidecar as it goes, optionally writes annotated images and videos,
@@ -34,7 +34,7 @@ import numpy as np
 
 from emoctx.errors import EmoctxError
 from emoctx.inference.draw import annotate, save_annotated
-from emoctx.inference.pipeline import Predictor
+from emoctx.inference.predictor import Predictor
 from emoctx.inference.sources import Source, expand_sources, kind_of, reaches
 from emoctx.inference.video import VideoError, VideoWriter, video_info
 from emoctx.inference.writers import (

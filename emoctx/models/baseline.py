@@ -27,7 +27,6 @@ it as the baseline did. ``training["baseline_inputs"]`` describes those inputs i
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -44,6 +43,7 @@ from torch import nn
 from emoctx import labels
 from emoctx.data.preprocess import PreprocessCfg
 from emoctx.errors import EmoctxError
+from emoctx.io import file_sha256
 from emoctx.models.backbones import StreamConfig, match_state_dict
 from emoctx.models.network import EmotionNet
 
@@ -132,14 +132,6 @@ _SAFE_GLOBALS: list[Any] = [
     tv_resnet.Bottleneck,
     (_FusionState, "emotic.Emotic"),
 ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_module(path: str | os.PathLike) -> Any:
@@ -436,7 +428,7 @@ def import_baseline(
     streams = net.stream_specs()
     training = {
         "imported_from": BASELINE_REPO,
-        "files": {part: {"name": p.name, "sha256": _sha256(p)} for part, p in paths.items()},
+        "files": {part: {"name": p.name, "sha256": file_sha256(p)} for part, p in paths.items()},
         "baseline_inputs": dict(BASELINE_PREPROCESSING),
         "thresholds_rule": (
             "the baseline's: precision = recall on its validation split (test.py get_thresholds), converted from "
