@@ -31,7 +31,7 @@ from emoctx import __version__, labels
 from emoctx.data.preprocess import PreprocessCfg, PreprocessError
 from emoctx.description import FORMAT, FORMAT_VERSION, DescriptionError, validate_description
 from emoctx.errors import EmoctxError
-from emoctx.io import atomic_path, file_sha256
+from emoctx.io import atomic_path, file_sha256, jsonable
 from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,6 @@ class ModelInfo:
         )
 
 
-def _jsonable(obj: Any) -> Any:
-    """Reduce a config to JSON types (tuples -> lists; unknown objects -> their repr)."""
-    return json.loads(json.dumps(obj, default=lambda o: o.__dict__ if hasattr(o, "__dict__") else repr(o)))
-
-
 def describe(
     net: EmotionNet,
     training: dict[str, Any] | None = None,
@@ -180,7 +175,7 @@ def as_description(info: ModelInfo) -> dict[str, Any]:
     fields["format"], fields["format_version"] = FORMAT, FORMAT_VERSION
     # v1 kept the resize rule in streams; it is in preprocessing now
     fields["streams"] = {n: {k: v for k, v in s.items() if k != "resize"} for n, s in info.streams.items()}
-    return _jsonable({**info.extra, **fields})
+    return jsonable({**info.extra, **fields})
 
 
 def _check(meta: Any, source: str | os.PathLike) -> ModelInfo:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from emoctx.errors import EmoctxError
 
@@ -60,6 +63,37 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def jsonable(value: Any, text: Callable[[str], str] | None = None) -> Any:
+    """A copy of ``value`` made of JSON types only, the one rule every JSON writer of emoctx follows.
+
+    Mappings become dicts with string keys; lists, tuples and numpy arrays become lists; numpy scalars become
+    Python numbers and booleans; NaN and infinities become ``None`` (JSON has neither: ``null`` is "undefined");
+    paths become strings; strings pass through ``text`` when it is given (the prediction table escapes the
+    undecodable bytes of file names, :func:`printable`). Any other object becomes its ``__dict__`` (recorded
+    settings objects), or else its ``repr``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        value = str(value)  # a str subclass (torch's TorchVersion) as a plain string
+        return text(value) if text is not None else value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, text) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v, text) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "__dict__"):
+        return jsonable(vars(value), text)
+    return repr(value)
 
 
 def read_jsonl(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -232,16 +233,8 @@ CONTINUOUS_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 }
 DISCRETE_WEIGHTS: tuple[str, ...] = ("batch", "dataset", "none")
 COMBINES: tuple[str, ...] = ("fixed", "shake")
-SCORE_ACTIVATIONS: dict[str, str] = {"emotic": "clamp", "bce": "sigmoid"}
-
-
-def scores_from_logits(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    """Turn category outputs into 0-1 scores: ``"sigmoid"`` or ``"clamp"`` (for linearly regressed outputs)."""
-    if activation == "sigmoid":
-        return torch.sigmoid(logits)
-    if activation == "clamp":
-        return logits.clamp(0.0, 1.0)
-    raise EmoctxError(f"unknown score activation '{activation}'; choose 'sigmoid' or 'clamp'")
+SCORE_ACTIVATION_OF_LOSS: dict[str, str] = {"emotic": "clamp", "bce": "sigmoid"}
+"""The score activation (:data:`emoctx.models.outputs.SCORE_ACTIVATIONS`) that fits each discrete loss."""
 
 
 def _choose(kind: str, value: str, options: Sequence[str]) -> str:
@@ -321,7 +314,7 @@ class EmotionLoss(nn.Module):
     @property
     def score_activation(self) -> str:
         """How to turn this loss's category outputs into 0-1 scores: ``"sigmoid"`` (bce) or ``"clamp"`` (emotic)."""
-        return SCORE_ACTIVATIONS[self.discrete]
+        return SCORE_ACTIVATION_OF_LOSS[self.discrete]
 
     def category_weights(self, target: torch.Tensor) -> torch.Tensor | None:
         """The per-category weights for a batch of multi-hot targets ``[B, C]`` (``None`` for ``"none"``)."""
@@ -371,3 +364,30 @@ class EmotionLoss(nn.Module):
             f"combine={self.combine}, weights={self.weights}, reduction={self.reduction}, "
             f"continuous_scale={self.continuous_scale}"
         )
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved, still here with a warning.
+
+    ``scores_from_logits`` went to :mod:`emoctx.models.outputs` (with the model's other post-processing), and
+    ``SCORE_ACTIVATIONS`` is now :data:`SCORE_ACTIVATION_OF_LOSS`.
+    """
+    import warnings
+
+    if name == "scores_from_logits":
+        from emoctx.models.outputs import scores_from_logits
+
+        warnings.warn(
+            "emoctx.losses.scores_from_logits is deprecated: use emoctx.models.outputs.scores_from_logits",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return scores_from_logits
+    if name == "SCORE_ACTIVATIONS":
+        warnings.warn(
+            "emoctx.losses.SCORE_ACTIVATIONS is deprecated: use emoctx.losses.SCORE_ACTIVATION_OF_LOSS",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return SCORE_ACTIVATION_OF_LOSS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

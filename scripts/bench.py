@@ -329,7 +329,7 @@ def run_predict(
         an error in the table), and the seconds the command itself reports for its prediction loop.
     """
     from emoctx.cli import main
-    from emoctx.inference import read_predictions
+    from emoctx.inference import read_prediction_table
 
     argv = ["predict", *sources, "--model", str(model), "--boxes", str(boxes), "--out", str(out)]
     argv += ["--precision", precision, "--scene-mode", scene_mode, "--no-progress", *extra]
@@ -340,7 +340,7 @@ def run_predict(
     seconds = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"emoctx {' '.join(argv)} exited with {status}")
-    table = read_predictions(out)
+    table = read_prediction_table(out)
     persons = int(table["error"].isna().sum())
     line = _RUN_LINE.search(printed.getvalue())
     return seconds, persons, float(line.group(2)) if line else None
@@ -506,7 +506,7 @@ def _module(plan: Plan) -> Any:
     from emoctx.training.module import EmotionModule
 
     torch.manual_seed(0)
-    return EmotionModule(streams=streams_of(plan.arch), optimizer="sgd", scheduler="none", channels_last=True)
+    return EmotionModule(build_net(plan.arch).train(), optimizer="sgd", scheduler="none", channels_last=True)
 
 
 def _trainer(precision: str, max_steps: int = -1, callbacks: list | None = None) -> Any:
@@ -719,7 +719,7 @@ def measure_memory(plan: Plan, model: Path, root: Path, work: Path, threads: int
 
 # -------------------------------------------------------------------------------------------- accuracy
 def train_synth_tiny(root: Path, run: Path, epochs: int, mask_subject: bool) -> Path:
-    from emoctx.training.cli import train
+    from emoctx.training.cli import fit as train  # thresholds are not needed here
 
     args = ["--config", str(REPO / "configs" / "synth_tiny.yaml"), "--data.root", str(root)]
     args += ["--trainer.max_epochs", str(epochs), "--trainer.logger", "false"]

@@ -35,6 +35,7 @@ from emoctx.models.baseline import (
     read_thresholds,
     thresholds_for_scores,
 )
+from emoctx.models.network import EmotionNet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -305,7 +306,7 @@ def test_bilinear_resize_is_cv2s_default():
 
 
 def test_evaluation_feeds_the_baselines_inputs(baseline):
-    from emoctx.evaluation.inference import records_transform
+    from emoctx.evaluation.scoring import records_transform
 
     _, info = load_model(baseline["model"])
     prep = records_transform(info).cfg
@@ -369,11 +370,11 @@ def test_baseline_config_trains_with_the_baselines_recipe(tmp_path):
 
     The streams' ResNet-18s become timm's tiny random test_resnet (the recipe is under test, not the backbones).
     """
+    from emoctx.commands.train import train
     from emoctx.data.synth import generate
-    from emoctx.training.cli import train
 
     cfg = yaml.safe_load((REPO / "configs" / "emotic_baseline_resnet18.yaml").read_text())
-    for stream in cfg["model"]["streams"].values():
+    for stream in cfg["model"]["net"]["init_args"]["streams"].values():
         stream.update(backbone="test_resnet", pretrained=None)
     for split in ("train", "val", "test"):
         cfg["data"].pop(f"{split}_records")
@@ -413,11 +414,11 @@ def test_adam_is_torchs_adam_with_weight_decay_in_the_gradient():
     from emoctx.training.module import EmotionModule
 
     streams = {"scene": {"backbone": "test_resnet", "input_size": 32}, "body": {"backbone": "test_resnet"}}
-    module = EmotionModule(streams=streams, hidden=8, optimizer="adam", lr=0.01, weight_decay=5e-4)
+    module = EmotionModule(EmotionNet(streams, hidden=8), optimizer="adam", lr=0.01, weight_decay=5e-4)
     opt = module.configure_optimizers()["optimizer"]
     assert type(opt) is torch.optim.Adam and opt.defaults["weight_decay"] == 5e-4
     with pytest.raises(EmoctxError, match="unknown vad_output 'tens'"):
-        EmotionModule(streams=streams, hidden=8, vad_output="tens")
+        EmotionNet(streams, hidden=8, vad_output="tens")
 
 
 def test_baseline_augmentation_preset_flips_and_jitters():

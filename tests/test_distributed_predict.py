@@ -19,10 +19,10 @@ from emoctx.data.records import read_records, write_records
 from emoctx.data.synth import generate
 from emoctx.errors import EmoctxError
 from emoctx.inference.distributed import datamodule_for, merge_shards, predict_records, shard_path
-from emoctx.inference.export import ScoringNet
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
 from emoctx.models.backbones import StreamConfig
 from emoctx.models.network import EmotionNet
+from emoctx.models.outputs import ScoringNet
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "predict-records"

@@ -410,3 +410,10 @@ def test_validator_knows_the_values_the_code_writes():
 
     assert description.RESIZES == RESIZES
     assert description.VAD_OUTPUTS == VAD_OUTPUTS
+    from emoctx.data.preprocess import BOX_REGIONS, REGIONS
+    from emoctx.losses import SCORE_ACTIVATION_OF_LOSS
+    from emoctx.models.outputs import SCORE_ACTIVATIONS
+
+    assert description.SCORE_ACTIVATIONS == SCORE_ACTIVATIONS
+    assert set(SCORE_ACTIVATION_OF_LOSS.values()) <= set(SCORE_ACTIVATIONS)
+    assert description.REGIONS == REGIONS and description.BOX_REGIONS == BOX_REGIONS

@@ -18,7 +18,14 @@ from emoctx.cli import main
 from emoctx.data.preprocess import PreprocessCfg
 from emoctx.data.transforms import build_transform
 from emoctx.errors import EmoctxError
-from emoctx.inference import COLUMNS, BoxFileDetector, Detection, Predictor, read_predictions, results_frame
+from emoctx.inference import (
+    COLUMNS,
+    BoxFileDetector,
+    Detection,
+    Predictor,
+    read_prediction_table,
+    results_frame,
+)
 from emoctx.inference.detect import import_ultralytics
 from emoctx.inference.writers import PartialLog
 from emoctx.models.backbones import StreamConfig
@@ -106,7 +113,7 @@ def reference(folder, model_path, tmp_path_factory):
 
 
 def test_folder_jsonl_columns_and_values(reference, folder, model_path):
-    df = read_predictions(reference)
+    df = read_prediction_table(reference)
     assert list(df.columns) == list(COLUMNS)
     ok = df[df["error"].isna()]
     layout = folder["layout"]
@@ -141,7 +148,7 @@ def test_folder_jsonl_columns_and_values(reference, folder, model_path):
 
 
 def test_bad_files_give_error_rows_and_the_rest_goes_on(reference, folder):
-    df = read_predictions(reference)
+    df = read_prediction_table(reference)
     errors = df[df["error"].notna()].set_index(df[df["error"].notna()]["source"].map(lambda s: Path(s).name))
     assert set(errors.index) == {"corrupt.jpg", "empty.jpg", "notes.jpg", "data.xyz"}
     for name in ("corrupt.jpg", "empty.jpg", "notes.jpg", "data.xyz"):
@@ -160,11 +167,11 @@ def test_bad_files_give_error_rows_and_the_rest_goes_on(reference, folder):
 
 
 def test_csv_and_parquet_match_jsonl(reference, folder, model_path, tmp_path):
-    ref = read_predictions(reference)
+    ref = read_prediction_table(reference)
     for suffix in ("csv", "parquet"):
         out = tmp_path / f"out.{suffix}"
         assert _predict(folder, model_path, out, "--workers", "0") == 0
-        df = read_predictions(out)
+        df = read_prediction_table(out)
         assert list(df.columns) == list(COLUMNS)
         pd.testing.assert_frame_equal(df, ref, check_exact=False, rtol=1e-9)
     raw = pd.read_csv(tmp_path / "out.csv")
@@ -338,7 +345,7 @@ def test_real_photo_with_given_boxes_and_annotations(model_path, tmp_path):
     out, ann = tmp_path / "bus.parquet", tmp_path / "annotated"
     argv = ["predict", str(bus), "--model", str(model_path), "--boxes", str(boxes), "--out", str(out)]
     assert main([*argv, "--annotate", str(ann), "--no-progress", "--max-side", "640"]) == 0
-    df = read_predictions(out)
+    df = read_prediction_table(out)
     assert len(df) == 4 and df["error"].isna().all()
     assert (df["width"].iloc[0], df["height"].iloc[0]) == Image.open(
         bus
@@ -362,7 +369,7 @@ def test_globs_missing_paths_and_exit_status(folder, model_path, tmp_path, capsy
         main([*argv, "--boxes", str(folder["boxes"]), "--out", str(out), "--no-progress", "--workers", "0"])
         == 0
     )
-    df = read_predictions(out)
+    df = read_prediction_table(out)
     names = {Path(s).name for s in df["source"]}
     assert "c.png" not in names and "d.jpg" in names  # the glob picks .jpg files at any depth
     assert df[df["source"].str.endswith("missing.jpg")]["error"].str.contains("no such file").all()
@@ -402,7 +409,7 @@ def test_summary_option_writes_tables_and_plots(folder, model_path, tmp_path, ca
     assert "summary file(s)" in capsys.readouterr().out
     for name in ("summary.md", "categories.png", "vad.png"):
         assert (summary / name).stat().st_size > 0
-    persons = int(read_predictions(out)["error"].isna().sum())
+    persons = int(read_prediction_table(out)["error"].isna().sum())
     assert str(persons) in (summary / "summary.md").read_text()
 
 

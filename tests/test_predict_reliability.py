@@ -18,7 +18,7 @@ from PIL import Image
 import emoctx.inference.decode as decode
 import emoctx.inference.predictor as predictor_module
 from emoctx.cli import main
-from emoctx.inference import BoxFileDetector, Detection, Predictor, read_predictions
+from emoctx.inference import BoxFileDetector, Detection, Predictor, read_prediction_table
 from emoctx.inference.runner import predict_to_file
 from emoctx.inference.sources import expand_sources
 from emoctx.inference.video import decode_frames
@@ -114,7 +114,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
     assert main(_argv(photos, tiny_model_path, out)) == 0
     assert second["status"] == 2
     assert "is being written by another run (emoctx predict (process" in second["err"], second["err"]
-    df = read_predictions(out)
+    df = read_prediction_table(out)
     assert len(df) == sum(PERSONS) + 1  # every person and the corrupt file: nothing lost
     assert not out.with_name("t.jsonl.lock").exists() and not out.with_name("t.jsonl.partial").exists()
     with OutputLock(out):  # taken again once released; the lock file names the holder meanwhile
@@ -172,7 +172,7 @@ def test_out_never_replaces_an_input_or_a_foreign_file(
     )
     assert "would be written over the input" in capsys.readouterr().err and photo.read_bytes() == before
     assert main(_argv(photos, tiny_model_path, notes, "--overwrite")) == 0  # asked for
-    assert len(read_predictions(notes)) == sum(PERSONS) + 1
+    assert len(read_prediction_table(notes)) == sum(PERSONS) + 1
     assert main(_argv(photos, tiny_model_path, notes)) == 0  # a previous table is replaced without asking
     # a file in the way of the progress file is not replaced either
     other = tmp_path / "o.csv"
@@ -184,7 +184,7 @@ def test_out_never_replaces_an_input_or_a_foreign_file(
     inside = photos["folder"] / "table.csv"
     assert main(_argv(photos, tiny_model_path, inside)) == 0
     assert main(_argv(photos, tiny_model_path, inside)) == 0
-    assert not read_predictions(inside)["source"].str.endswith("table.csv").any()
+    assert not read_prediction_table(inside)["source"].str.endswith("table.csv").any()
 
 
 # ----------------------------------------------------------------------------------------------- item 5
@@ -241,7 +241,7 @@ def test_damaged_and_missing_video_frames_are_reported_and_the_rest_decoded(tiny
         str(tiny_model_path),
     ]
     assert main([*argv, "--boxes", str(boxes), "--out", str(out), "--no-progress", "--smooth", "off"]) == 0
-    df = read_predictions(out)
+    df = read_prediction_table(out)
     for name, good, errors in (
         ("damaged.avi", [0, 1, 2, 3, 5, 6, 7, 8, 9], [4]),
         ("short.avi", list(range(6)), [6]),
@@ -307,7 +307,7 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
     for suffix in ("jsonl", "csv", "parquet"):
         out = tmp_path / f"n.{suffix}"
         predict_to_file(Predictor(tiny_model_path, Fixed(), num_workers=0), [folder], out, progress=False)
-        df = read_predictions(out)
+        df = read_prediction_table(out)
         names = ["a1.jpg", "a2.jpg", "bad\\xff.jpg", "caf\\xe9.jpg", "plain.jpg", "z1.jpg"]
         assert [Path(s).name for s in df["source"]] == names
         error = df[df["error"].notna()]["error"].iloc[0]

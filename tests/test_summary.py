@@ -8,7 +8,7 @@ from emoctx import labels
 from emoctx.cli import main
 from emoctx.errors import EmoctxError
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
-from emoctx.inference.summary import read_predictions, summarize, summarize_folder, summarize_video
+from emoctx.inference.summary import read_summary_table, summarize, summarize_folder, summarize_video
 from emoctx.inference.writers import write_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,7 +103,7 @@ def test_folder_summary_with_a_fixed_threshold(folder_table, tmp_path):
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_every_table_format_reads_back_to_the_same_summary(folder_table, tmp_path, suffix):
     path = write_predictions(folder_table, tmp_path / f"predictions{suffix}")
-    df = read_predictions(path)
+    df = read_summary_table(path)
     assert df.loc[df["source"] == "a.jpg", "categories"].iloc[0] == ["Happiness", "Engagement"]
     s = summarize_folder(df, tmp_path / "summary")
     assert s.categories.set_index("category").loc["Happiness", "people"] == 3
@@ -172,4 +172,4 @@ def test_a_records_file_is_not_a_prediction_table(folder_table, tmp_path):
     people[list(PROB_COLUMNS)] = np.nan  # person rows without probabilities and without an error
     path = write_predictions(people, tmp_path / "not_predictions.parquet")
     with pytest.raises(EmoctxError, match="neither probabilities nor an error"):
-        read_predictions(path)
+        read_summary_table(path)

@@ -11,7 +11,7 @@ import torch
 
 from emoctx import labels
 from emoctx.cli import main
-from emoctx.inference import Predictor, read_predictions
+from emoctx.inference import Predictor, read_prediction_table
 from emoctx.inference.detect import UltralyticsDetector
 from emoctx.inference.video import IoUTracker, TrackSmoother, read_frames
 
@@ -67,7 +67,7 @@ def _run(clip, tiny_model_path, out, *extra, source=None):
     assert (
         main([*argv, "--out", str(out), "--no-progress", "--workers", "0", "--batch-size", "8", *extra]) == 0
     )
-    return read_predictions(out)
+    return read_prediction_table(out)
 
 
 def test_read_frames_and_stride(clip):
@@ -157,7 +157,7 @@ def test_box_file_track_ids_are_used(clip, tiny_model_path, tmp_path):
     ).to_csv(boxes, index=False)
     argv = ["predict", str(clip["video"]), "--model", str(tiny_model_path), "--boxes", str(boxes), "--out"]
     assert main([*argv, str(tmp_path / "t.jsonl"), "--no-progress", "--smooth", "off"]) == 0
-    df = read_predictions(tmp_path / "t.jsonl")
+    df = read_prediction_table(tmp_path / "t.jsonl")
     assert df["track_id"].tolist() == [40, 41] * N_FRAMES
 
 

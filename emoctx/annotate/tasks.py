@@ -258,7 +258,7 @@ def photos_from_predictions(
     """Photos from ``emoctx predict``'s table: its boxes, and its categories and V/A/D as suggestions.
 
     Args:
-        table: the prediction table (:func:`emoctx.inference.writers.read_predictions`).
+        table: the prediction table (:func:`emoctx.inference.writers.read_prediction_table`).
         root: the photo folder; every ``source`` must lie inside it.
         suggestions: keep the model's categories and V/A/D as suggestions (else boxes only).
 

@@ -308,13 +308,13 @@ def _tasks(args: argparse.Namespace) -> int:
         )
         lock = True if args.lock is None else args.lock
     elif args.predictions is not None:
-        from emoctx.inference.writers import read_predictions
+        from emoctx.inference.writers import read_prediction_table
 
         if args.root is None:
             raise EmoctxError("--predictions needs --root DIR: the photo folder the table's sources lie in")
         root = args.root
         photos, skipped, model = T.photos_from_predictions(
-            read_predictions(args.predictions), root, suggestions=not args.no_suggestions
+            read_prediction_table(args.predictions), root, suggestions=not args.no_suggestions
         )
         origin = args.model_version or model or f"predictions:{args.predictions.name}"
         lock = bool(args.lock)

@@ -246,9 +246,9 @@ def run(args: argparse.Namespace) -> int:
     if args.annotate:
         print(f"wrote {summary.annotated} annotated file(s) to {args.annotate}")
     if args.summary and summary.rows:
-        from emoctx.inference.summary import read_predictions, summarize
+        from emoctx.inference.summary import read_summary_table, summarize
 
-        made = summarize(read_predictions(summary.output), args.summary)
+        made = summarize(read_summary_table(summary.output), args.summary)
         files = [f for part in made.values() for f in part.files]
         print(f"wrote {len(files)} summary file(s) to {args.summary}")
     processed = summary.images + summary.frames

@@ -52,11 +52,11 @@ SUMMARY_FILES = (
 
 def run(args: argparse.Namespace) -> int:
     """Read the table, write the summaries, and print where they are."""
-    from emoctx.inference.summary import read_predictions, summarize
+    from emoctx.inference.summary import read_summary_table, summarize
     from emoctx.io import check_output_dir
 
     check_output_dir(args.out, [args.predictions], SUMMARY_FILES)
-    df = read_predictions(args.predictions)
+    df = read_summary_table(args.predictions)
     results = summarize(df, args.out, threshold=args.threshold, top_k=args.top_k, max_tracks=args.max_tracks)
     folder = results.get("folder")
     if folder is not None:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoctx.errors import EmoctxError
-from emoctx.io import atomic_path, read_jsonl
+from emoctx.io import atomic_path, jsonable, read_jsonl
 from emoctx.labels import AGES, CATEGORY_INDEX, GENDERS, SPLITS, VAD_MAX, VAD_MIN, VAD_NAMES
 
 SCHEMA_VERSION = 1
@@ -233,22 +233,10 @@ def write_records(df: pd.DataFrame, path: str | os.PathLike, validate: bool = Tr
         elif path.suffix == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in df.to_dict("records"):
-                    f.write(json.dumps(_jsonable(row), ensure_ascii=False) + "\n")
+                    f.write(json.dumps(jsonable(row), ensure_ascii=False, allow_nan=False) + "\n")
         else:
             raise ValueError(f"{path}: records are written as .parquet or .jsonl, not {path.suffix!r}")
     return path
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        return None if math.isnan(v) else float(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
 
 
 def read_records(path: str | os.PathLike, validate: bool = True) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from emoctx import labels
 from emoctx.errors import EmoctxError
+from emoctx.io import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def fit_threshold_dict(scores: Any, targets: Any, rule: str = "f1") -> dict[str,
         values = fit_thresholds(scores, targets, rule=rule)
     for w in caught:
         log.warning("%s", w.message)
-    return {s: (float(v) if math.isfinite(v) else None) for s, v in zip(labels.SLUGS, values)}
+    return jsonable(dict(zip(labels.SLUGS, values)))  # +inf (no positives) -> None
 
 
 def calibrate_model(
@@ -112,7 +113,7 @@ def calibrate_model(
     """
     from emoctx.checkpoint import load_model, save_model
     from emoctx.data.records import category_matrix, read_records
-    from emoctx.evaluation.inference import predict_records
+    from emoctx.evaluation.scoring import score_records
     from emoctx.metrics import THRESHOLD_RULES, precision_recall_f1_at
 
     if rule not in THRESHOLD_RULES:
@@ -123,7 +124,7 @@ def calibrate_model(
     else:
         df, records_name = read_records(records), records_name or str(records)
     net, info = load_model(model_path)
-    scores, _, valid = predict_records(
+    scores, _, valid = score_records(
         net,
         info,
         df,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
-import math
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 
 from emoctx import __version__, labels
 from emoctx.errors import EmoctxError
+from emoctx.io import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +47,10 @@ def _warnings_to_log(level: int = logging.WARNING) -> Iterator[None]:
         log.log(level, "%s", w.message)
 
 
-def _plain(obj: Any) -> Any:
-    """A JSON-ready copy: numpy scalars/arrays to Python, NaN/inf to None, paths to str."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def _threshold_values(thresholds: np.ndarray | None) -> dict[str, float | None] | None:
     if thresholds is None:
         return None
-    return {s: (float(v) if math.isfinite(v) else None) for s, v in zip(labels.SLUGS, thresholds)}
+    return jsonable(dict(zip(labels.SLUGS, thresholds)))  # inf (never predicted) -> None
 
 
 def evaluation_document(
@@ -151,7 +134,7 @@ def evaluation_document(
         "agreement": _agreement(records, scores, vad, thresholds, min_annotators),
         "breakdowns": breakdowns,
     }
-    return _plain(doc)
+    return jsonable(doc)
 
 
 def _agreement(

@@ -172,17 +172,13 @@ def evaluate_model(
     """
     from emoctx.checkpoint import load_model
     from emoctx.data.records import read_records
-    from emoctx.evaluation.inference import (
-        predict_records,
-        predictions_frame,
-        scores_from_raw,
-        thresholds_from_dict,
-    )
+    from emoctx.evaluation.predictions import predictions_frame, thresholds_from_dict
+    from emoctx.evaluation.scoring import score_records, scores_from_raw
 
     model_path, records_path = Path(model_path), Path(records_path)
     records = read_records(records_path)
     net, info = load_model(model_path)
-    raw, vad, valid = predict_records(
+    raw, vad, valid = score_records(
         net,
         info,
         records,
@@ -251,7 +247,7 @@ def load_thresholds(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     Returns:
         ``(thresholds, description)``.
     """
-    from emoctx.evaluation.inference import thresholds_from_dict
+    from emoctx.evaluation.predictions import thresholds_from_dict
 
     path = Path(path)
     if not path.is_file():
@@ -294,7 +290,7 @@ def evaluate_predictions(
 
     Args:
         predictions_path: ``.parquet``, ``.jsonl`` or ``.csv`` (the form of
-            :mod:`emoctx.evaluation.inference`).
+            :mod:`emoctx.evaluation.predictions`).
         records_path: canonical records of the evaluated split.
         out_dir: output folder.
         ap_variant: ``"sklearn"`` or ``"voc"``.
@@ -302,24 +298,24 @@ def evaluate_predictions(
             thresholds) or a JSON file ``{slug: number or null}``.
         min_annotators: persons with fewer annotators are not used for the agreement figures.
         allow_missing: evaluate only the records that have a prediction (default: an error).
-        min_iou: matching rule, see :func:`emoctx.evaluation.inference.match_predictions`.
-        pixel_tolerance: matching rule, see :func:`emoctx.evaluation.inference.match_predictions`.
+        min_iou: matching rule, see :func:`emoctx.evaluation.predictions.match_predictions`.
+        pixel_tolerance: matching rule, see :func:`emoctx.evaluation.predictions.match_predictions`.
         plots: write the PNG plots.
 
     Raises:
         EmoctxError: unreadable or invalid files, or rows that match no record.
     """
     from emoctx.data.records import read_records
-    from emoctx.evaluation.inference import (
+    from emoctx.evaluation.predictions import (
         match_predictions,
         predicted_arrays,
         raw_arrays,
-        read_predictions,
+        read_scored_predictions,
     )
 
     predictions_path, records_path = Path(predictions_path), Path(records_path)
     records = read_records(records_path)
-    preds = read_predictions(predictions_path)
+    preds = read_scored_predictions(predictions_path)
     match = match_predictions(
         preds,
         records,

@@ -1,21 +1,27 @@
 """Whole-scene inference: find the persons in photos and videos and predict each one's emotions.
 
+* :mod:`~emoctx.inference.predictor`: :class:`Predictor`, the batched pipeline (the Python API of ``emoctx predict``),
+  with :mod:`~emoctx.inference.decode` (decoding) and :mod:`~emoctx.inference.optimize` (a fast network);
 * :mod:`~emoctx.inference.detect`: the person-detector interface and the ultralytics YOLO detector;
 * :mod:`~emoctx.inference.box_file`: person boxes from a CSV, JSONL or Parquet file;
 * :mod:`~emoctx.inference.sources`: files, folders, globs and videos to predict on;
-* :mod:`~emoctx.inference.predictor`: :class:`Predictor`, the batched pipeline (the Python API of ``emoctx predict``),
-  with :mod:`~emoctx.inference.decode` (decoding) and :mod:`~emoctx.inference.optimize` (a fast network);
 * :mod:`~emoctx.inference.results`: :class:`ImageResult` / :class:`PersonResult` and the output columns;
 * :mod:`~emoctx.inference.writers`: JSONL / CSV / Parquet tables and the ``--resume`` sidecar;
+  :mod:`~emoctx.inference.runner`: a predictor's results into one table (``emoctx predict``);
 * :mod:`~emoctx.inference.video`: frame reading, tracking, smoothing, annotated videos;
-* :mod:`~emoctx.inference.draw`: annotated images.
+  :mod:`~emoctx.inference.draw`: annotated images;
+* :mod:`~emoctx.inference.summary`: summaries of a prediction table (``emoctx summarize``);
+* :mod:`~emoctx.inference.distributed`: prediction over records at scale (``emoctx predict-records``);
+* :mod:`~emoctx.inference.export`: ONNX export (``emoctx export``).
 """
+
+from typing import Any
 
 from emoctx.inference.box_file import BoxFileDetector
 from emoctx.inference.detect import Detection, PersonDetector, UltralyticsDetector
 from emoctx.inference.predictor import Predictor
 from emoctx.inference.results import COLUMNS, ImageResult, PersonResult, results_frame
-from emoctx.inference.writers import read_predictions, write_predictions
+from emoctx.inference.writers import read_prediction_table, write_predictions
 
 __all__ = [
     "COLUMNS",
@@ -26,7 +32,21 @@ __all__ = [
     "PersonResult",
     "Predictor",
     "UltralyticsDetector",
-    "read_predictions",
+    "read_prediction_table",
     "results_frame",
     "write_predictions",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``read_predictions`` is the old name of :func:`read_prediction_table` (still here, with a warning)."""
+    if name != "read_predictions":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        "emoctx.inference.read_predictions is deprecated: use emoctx.inference.read_prediction_table",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return read_prediction_table

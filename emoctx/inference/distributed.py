@@ -46,10 +46,10 @@ from emoctx.checkpoint import ModelInfo, load_model, model_identity
 from emoctx.data.datamodule import EmotionDataModule
 from emoctx.data.images import ImageError, read_image
 from emoctx.errors import EmoctxError
-from emoctx.inference.export import ScoringNet
 from emoctx.inference.results import PROB_COLUMNS
 from emoctx.inference.writers import table_schema
 from emoctx.io import atomic_path
+from emoctx.models.outputs import ScoringNet
 
 log = logging.getLogger(__name__)
 

@@ -89,9 +89,8 @@ from torch import nn
 from emoctx import __version__, labels
 from emoctx.checkpoint import ModelInfo, as_description, load_model
 from emoctx.errors import EmoctxError
-from emoctx.io import atomic_path
-from emoctx.losses import scores_from_logits
-from emoctx.models.network import EmotionNet
+from emoctx.io import atomic_path, jsonable
+from emoctx.models.outputs import ScoringNet
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +101,6 @@ DEFAULT_TOLERANCE = 1e-4
 """Largest accepted absolute difference between onnxruntime and PyTorch, for each output."""
 
 OUTPUT_NAMES = ("scores", "vad")
-
-
-class ScoringNet(nn.Module):
-    """The network as it is exported: images per stream in, 0-1 scores and 1-10 V/A/D out.
-
-    Args:
-        net: the emotion network.
-        score_activation: how the category outputs become 0-1 scores (``"sigmoid"`` or ``"clamp"``).
-    """
-
-    def __init__(self, net: EmotionNet, score_activation: str = "sigmoid") -> None:
-        super().__init__()
-        self.net = net
-        self.stream_names = tuple(net.stream_names)
-        self.score_activation = score_activation
-
-    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``[B, 3, H, W]``, one per stream in :attr:`stream_names` order, to ``(scores, vad)``."""
-        out = self.net(dict(zip(self.stream_names, images)))
-        scores = scores_from_logits(out["logits"], self.score_activation)
-        vad = labels.vad_from_model(out["vad"]).clamp(labels.VAD_MIN, labels.VAD_MAX)
-        return scores, vad
 
 
 @dataclass
@@ -170,7 +147,7 @@ def onnx_metadata(info: ModelInfo) -> dict[str, str]:
 
     Valid JSON throughout: a never-predicted category's threshold is ``null``, not ``Infinity``.
     """
-    thresholds = [t if math.isfinite(t) else None for t in info.threshold_vector().tolist()]
+    thresholds = jsonable(info.threshold_vector().tolist())  # +inf (never predicted) -> null
     streams = {
         name: {"input_size": spec["input_size"], "mean": list(spec["mean"]), "std": list(spec["std"])}
         for name, spec in info.streams.items()
@@ -288,7 +265,8 @@ def check_onnx(
 
     Args:
         path: the ONNX file.
-        reference: the module that was exported (:class:`ScoringNet`), returning ``(scores, vad)``.
+        reference: the module that was exported (:class:`~emoctx.models.outputs.ScoringNet`), returning
+            ``(scores, vad)``.
         info: the model's description (stream sizes).
         batches: batch sizes to run.
         tolerance: largest accepted absolute difference per output.

@@ -91,7 +91,7 @@ from emoctx.inference.optimize import optimize_for_inference
 from emoctx.inference.results import ImageResult, PersonResult
 from emoctx.inference.sources import Source, expand_sources
 from emoctx.inference.video import IoUTracker, TrackSmoother, VideoError, decode_frames
-from emoctx.losses import scores_from_logits
+from emoctx.models.outputs import scores_from_logits, vad_ratings
 
 log = logging.getLogger(__name__)
 
@@ -657,7 +657,7 @@ class Predictor:
                     features[name] = torch.stack([fr.shared[name] for fr, _ in persons])
             out = self.net.head(features)
         probs = scores_from_logits(out["logits"].float(), self.info.score_activation).cpu().numpy()
-        vad = labels.vad_from_model(out["vad"].float()).clamp(labels.VAD_MIN, labels.VAD_MAX).cpu().numpy()
+        vad = vad_ratings(out["vad"].float()).cpu().numpy()
         for j, (fr, k) in enumerate(persons):
             fr.probs[k] = probs[j]  # type: ignore[index]
             fr.vad[k] = vad[j]  # type: ignore[index]

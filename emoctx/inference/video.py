@@ -29,6 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emoctx.data.boxes import box_iou
+
 log = logging.getLogger(__name__)
 
 
@@ -150,21 +152,6 @@ def read_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[tuple[int,
             log.warning("%s", frame.error)
         else:
             yield frame.index, frame.pixels
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``x1 y1 x2 y2`` boxes: ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 class IoUTracker:

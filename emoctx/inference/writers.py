@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoctx.errors import EmoctxError
 from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, rows_frame
-from emoctx.io import atomic_path, printable, read_jsonl
+from emoctx.io import atomic_path, jsonable, printable, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +76,6 @@ def table_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-ready value (numpy scalars to Python, NaN to null, undecodable file-name bytes escaped)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return None if math.isnan(value) else value
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def write_predictions(
     rows: Iterable[Mapping[str, Any]] | pd.DataFrame, path: str | os.PathLike, fmt: str | None = None
 ) -> Path:
@@ -113,7 +95,7 @@ def write_predictions(
         records = rows.to_dict(orient="records")
     else:
         records = [dict(r) for r in rows]
-    records = [{c: _plain(r.get(c)) for c in COLUMNS} for r in records]
+    records = [{c: jsonable(r.get(c), printable) for c in COLUMNS} for r in records]
     with atomic_path(path) as tmp:
         if fmt == "jsonl":
             with open(tmp, "w", encoding="utf-8") as f:
@@ -151,7 +133,7 @@ def is_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> bool
         return False
 
 
-def read_predictions(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
+def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
     """Read a table written by :func:`write_predictions` (any format) into the same typed columns.
 
     ``categories`` comes back as a list of names (``None`` on error rows) in every format.
@@ -273,7 +255,7 @@ class PartialLog:
         entry = {
             "source": printable(source),
             "done": bool(done),
-            "rows": [{c: _plain(r.get(c)) for c in COLUMNS} for r in rows],
+            "rows": [{c: jsonable(r.get(c), printable) for c in COLUMNS} for r in rows],
         }
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._file.flush()
@@ -326,3 +308,18 @@ class PartialLog:
                 elif isinstance(obj, dict) and "source" in obj and isinstance(obj.get("rows"), list):
                     entries.append(obj)
         return header, entries
+
+
+def __getattr__(name: str) -> Any:
+    """``read_predictions`` is the old name of :func:`read_prediction_table` (still here, with a warning)."""
+    if name != "read_predictions":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        "emoctx.inference.writers.read_predictions is deprecated: use "
+        "emoctx.inference.writers.read_prediction_table",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return read_prediction_table

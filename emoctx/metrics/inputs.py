@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoctx.io import jsonable
 from emoctx.labels import CATEGORIES, SLUGS, slugify
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,8 @@ def category_inputs(
 
 
 def json_float(x: Any) -> float | None:
-    """A float for a JSON document: ``None`` when undefined (NaN) or infinite."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+    """A float for a JSON document: ``None`` when undefined (NaN) or infinite (:func:`emoctx.io.jsonable`)."""
+    return None if x is None else jsonable(float(x))
 
 
 def mean_defined(values: Sequence[float | None]) -> float | None:

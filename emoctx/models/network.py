@@ -158,6 +158,17 @@ class EmotionNet(nn.Module):
             for name in self.stream_names
         }
 
+    def init_args(self) -> dict[str, Any]:
+        """The arguments this network was built with (``streams`` as :class:`StreamConfig`), as configured."""
+        return {
+            "streams": dict(self._stream_cfgs),
+            "fusion": self._fusion_name,
+            "hidden": self._hidden,
+            "dropout": self._dropout,
+            "fusion_kwargs": copy.deepcopy(self._fusion_kwargs),
+            "vad_output": self._vad_output,
+        }
+
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this network (JSON-ready).
 

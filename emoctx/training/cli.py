@@ -1,7 +1,9 @@
 """Training entry point built on Lightning's ``LightningCLI``: typed YAML configs, CLI overrides, saved configs.
 
-``emoctx train --config configs/synth_tiny.yaml --trainer.max_epochs 5`` fits, tests the best checkpoint and
-writes ``model.safetensors`` (the self-describing model file) into the run folder.
+:func:`fit` fits, keeps the best checkpoint's weights, tests them and writes ``model.safetensors`` (the
+self-describing model file) into the run folder. ``emoctx train`` (:func:`emoctx.commands.train.train`) then
+calibrates the model's decision thresholds on the validation split (:mod:`emoctx.evaluation.calibrate`): the
+command composes training and evaluation, neither imports the other.
 """
 
 from __future__ import annotations
@@ -81,18 +83,21 @@ def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
     }
 
 
-def train(args: list[str] | None = None) -> dict[str, float]:
+def fit(args: list[str] | None = None) -> dict[str, Any]:
     """Fit a model from a config (and overrides), test its best checkpoint, and write ``model.safetensors``.
 
-    The model that is tested, written and calibrated holds the weights of the epoch with the best
-    ``val/mAP`` (:func:`select_best`), whether or not the test split is evaluated; the model file records
-    which epoch that was (``training["selected_checkpoint"]``).
+    The model that is tested and written holds the weights of the epoch with the best ``val/mAP``
+    (:func:`select_best`), whether or not the test split is evaluated; the model file records which epoch that
+    was (``training["selected_checkpoint"]``) and how its inputs were made (the data module's preprocessing).
 
     Args:
         args: LightningCLI arguments, e.g. ``["--config", "configs/synth_tiny.yaml", "--trainer.max_epochs", "2"]``.
 
     Returns:
-        The test metrics (empty when ``--skip_test``), with ``model_path`` and ``run_dir`` added as strings.
+        The test metrics (empty when ``--skip_test``), with ``model_path`` and ``run_dir`` added as strings and,
+        in the main process of a run with a validation split, ``calibration``: the keyword arguments of
+        :func:`emoctx.evaluation.calibrate.calibrate_model` that fit the thresholds on that split
+        (``records``, ``root``, ``batch_size``, ``num_workers``, ``records_name``).
     """
     # args are given explicitly (also when the command line holds other words, e.g. under pytest).
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -144,18 +149,15 @@ def train(args: list[str] | None = None) -> dict[str, float]:
 
             save_model(model_path, model.net, model.description())
             log.info("model written to %s", model_path)
-            if dm.records_path("val") is not None:  # decision thresholds fitted on val, stored in the model
-                from emoctx.evaluation.calibrate import calibrate_model
-
-                calibrate_model(
-                    model_path,
-                    dm.records("val"),
-                    dm.root,
-                    batch_size=dm.batch_size,
-                    num_workers=dm.num_workers,
-                    progress=False,
-                    records_name=str(dm.records_path("val")),
-                )
+            val = dm.records_path("val")
+            if val is not None:  # where the decision thresholds are fitted (by the train command)
+                results["calibration"] = {
+                    "records": dm.records("val"),
+                    "root": dm.root,
+                    "batch_size": dm.batch_size,
+                    "num_workers": dm.num_workers,
+                    "records_name": str(val),
+                }
         results.update(model_path=str(model_path), run_dir=str(run_dir))
         return results
     finally:
@@ -183,3 +185,21 @@ def _check_resumable(path: Path) -> None:
 def is_rank_zero() -> bool:
     """True in the main process of a (possibly distributed) run."""
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+def train(args: list[str] | None = None) -> dict[str, Any]:
+    """Deprecated: :func:`emoctx.commands.train.train` (fit, then calibrate: what ``emoctx train`` runs).
+
+    :func:`fit` alone trains and writes the model without calibrating its thresholds.
+    """
+    import warnings
+
+    warnings.warn(
+        "emoctx.training.cli.train is deprecated: use emoctx.commands.train.train (fit and calibrate, as "
+        "`emoctx train` does) or emoctx.training.cli.fit (no calibration)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from emoctx.commands.train import train as train_and_calibrate
+
+    return train_and_calibrate(args)

@@ -1,7 +1,7 @@
 """Summaries of a prediction table that people can look at: tables (CSV + Markdown) and plots (PNG).
 
 The input is the table ``emoctx predict`` writes (one row per person; JSONL, CSV or Parquet; see
-:func:`read_predictions`). Rows with an ``error`` describe files that could not be processed: they are left out
+:func:`read_summary_table`). Rows with an ``error`` describe files that could not be processed: they are left out
 of every statistic and counted and listed separately.
 
 * :func:`summarize_folder` (still images; also usable on any set of detections): ``summary.md`` with an
@@ -22,6 +22,7 @@ Every file is written atomically. The package: :mod:`~emoctx.inference.summary.t
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pandas as pd
 
@@ -31,7 +32,7 @@ from emoctx.inference.summary.table import (
     QUANTILES,
     REQUIRED_COLUMNS,
     normalise_predictions,
-    read_predictions,
+    read_summary_table,
     split_errors,
 )
 from emoctx.inference.summary.videos import VideoSummary, summarize_video
@@ -43,7 +44,7 @@ __all__ = [
     "FolderSummary",
     "VideoSummary",
     "normalise_predictions",
-    "read_predictions",
+    "read_summary_table",
     "split_errors",
     "summarize",
     "summarize_folder",
@@ -79,3 +80,17 @@ def summarize(
         rows = video if "folder" in out else pd.concat([video, errors])
         out["video"] = summarize_video(rows, out_dir, top_k=top_k, max_tracks=max_tracks)
     return out
+
+
+def __getattr__(name: str) -> Any:
+    """``read_predictions`` is the old name of :func:`read_summary_table` (still here, with a warning)."""
+    if name != "read_predictions":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        "emoctx.inference.summary.read_predictions is deprecated: use emoctx.inference.summary.read_summary_table",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return read_summary_table

@@ -60,7 +60,7 @@ def summarize_folder(
     """Summarise the people of a prediction table across all its images; write tables and plots.
 
     Args:
-        df: a prediction table (as read by :func:`read_predictions`, or straight from the predictor).
+        df: a prediction table (as read by :func:`~emoctx.inference.summary.table.read_summary_table`, or straight from the predictor).
         out_dir: folder for ``summary.md``, the CSV tables, ``categories.png`` and ``vad.png``.
         threshold: count a category for a person when its probability is at least this; ``None`` (default)
             uses the table's ``categories`` column, i.e. the model's own per-category thresholds.

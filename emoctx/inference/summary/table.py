@@ -34,7 +34,7 @@ MAX_LISTED_ERRORS = 50
 VAD_COLOURS = {"valence": "tab:green", "arousal": "tab:red", "dominance": "tab:blue"}
 
 
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+def read_summary_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a prediction table (``.jsonl``, ``.csv`` or ``.parquet``) into the form the summaries use.
 
     ``categories`` becomes a list of names in every format (CSV stores it ``;``-joined), and empty ``error``
@@ -44,10 +44,10 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
         FileNotFoundError: no such file.
         EmoctxError: an unreadable file or missing columns.
     """
-    from emoctx.inference.writers import read_predictions as read_table
+    from emoctx.inference.writers import read_prediction_table
 
     try:
-        df = read_table(path)
+        df = read_prediction_table(path)
     except (EmoctxError, FileNotFoundError):
         raise
     except Exception as e:  # pandas/pyarrow raise many parser error types
