@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from emoctx.data.records import (
     validate_records,
     write_records,
 )
+from emoctx.io import jsonable
 
 
 def _row(**kw):
@@ -82,6 +84,26 @@ def test_validation_names_file_entry_and_field(tmp_path):
         assert field in msg
     assert "Joy" in msg
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_image_paths_that_leave_the_root_are_refused_as_the_readers_refuse_them(tmp_path):
+    """Records edited by hand are checked like converted ones: no '..', drive letter or control character."""
+    bad = ["../outside.jpg", "mscoco/../../etc/passwd", "C:/Windows/win.ini", "images/a\nb.jpg"]
+    df = records_frame(
+        [_row(person=i, image=path) for i, path in enumerate(bad)] + [_row(image="a..b/c..d.jpg")]
+    )
+    with pytest.raises(RecordError) as e:
+        validate_records(df, source="edited.jsonl")
+    msg = str(e.value)
+    for i in range(3):
+        assert f"entry {i} " in msg
+    assert msg.count("field 'image': the image path leaves the images root") == 3
+    assert "entry 3 " in msg and "control characters" in msg
+    assert "entry 4 " not in msg  # '..' inside a name is not a parent folder
+    path = tmp_path / "edited.jsonl"
+    path.write_text(json.dumps(jsonable(_row(image="../outside.jpg"))) + "\n")  # edited by hand
+    with pytest.raises(RecordError, match="edited.jsonl: entry 0 .*leaves the images root"):
+        read_records(path)
 
 
 def test_missing_column_is_reported():

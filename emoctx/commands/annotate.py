@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from emoctx import defaults
 from emoctx.errors import EmoctxError
 
 HELP = "label photos with Label Studio (config, tasks, serve, export, agreement) into records"
@@ -90,12 +91,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="tasks file to write (.json)")
     det = p.add_argument_group("persons in photos")
-    det.add_argument("--detector-weights", metavar="W", help="YOLO weights file or name (default yolo11n.pt)")
+    det.add_argument(
+        "--detector-weights",
+        metavar="W",
+        help=f"YOLO weights file or name (default {defaults.DETECTOR_WEIGHTS})",
+    )
     det.add_argument(
         "--boxes", type=Path, metavar="FILE", help="person boxes from a file instead (CSV/JSONL/Parquet)"
     )
-    det.add_argument("--conf", type=float, default=0.25, help="minimum detection confidence (default 0.25)")
-    det.add_argument("--imgsz", type=int, default=640, help="detector input size (default 640)")
+    det.add_argument(
+        "--conf",
+        type=float,
+        default=defaults.DETECTOR_CONF,
+        help=f"minimum detection confidence (default {defaults.DETECTOR_CONF})",
+    )
+    det.add_argument(
+        "--imgsz",
+        type=int,
+        default=defaults.DETECTOR_IMGSZ,
+        help=f"detector input size (default {defaults.DETECTOR_IMGSZ})",
+    )
     det.add_argument("--device", default="cpu", help="detector device (default cpu)")
     p.add_argument("--with-labels", action="store_true", help="records: suggest the records' own labels")
     p.add_argument(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emoctx import defaults
+
 HELP = "fit per-category decision thresholds on validation records and store them in the model"
 
 
@@ -40,8 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL_OUT",
         help="write the calibrated model here (.safetensors) instead of rewriting MODEL",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="persons per batch (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.RECORDS_BATCH_SIZE,
+        help=f"persons per batch (default {defaults.RECORDS_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.RECORDS_WORKERS,
+        help=f"data-loading processes (default {defaults.RECORDS_WORKERS})",
+    )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: GPU if available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 
+from emoctx import defaults
+
 HELP = "predict every person of a records file with Lightning (DDP, one shard per process, merged Parquet)"
 
 
@@ -46,10 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="32-true", help="32-true, 16-mixed or bf16-mixed (default 32-true)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="people per batch and process (default 64)"
+        "--batch-size",
+        type=int,
+        default=defaults.RECORDS_BATCH_SIZE,
+        help=f"people per batch and process (default {defaults.RECORDS_BATCH_SIZE})",
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="data-loading processes per process (default 2)"
+        "--workers",
+        type=int,
+        default=defaults.RECORDS_WORKERS,
+        help=f"data-loading processes per process (default {defaults.RECORDS_WORKERS})",
     )
     parser.add_argument(
         "--max-side",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ import pyarrow.parquet as pq
 from emoctx.errors import EmoctxError
 from emoctx.io import atomic_path, jsonable, read_jsonl
 from emoctx.labels import AGES, CATEGORY_INDEX, GENDERS, SPLITS, VAD_MAX, VAD_MIN, VAD_NAMES
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+"""Characters never part of a real file name (NUL, newline, terminal escapes)."""
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 SCHEMA_VERSION = 1
 
@@ -136,6 +141,21 @@ def _isnan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def image_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an image under the dataset root, or None (readers and :func:`validate_records`).
+
+    A path with a ``..`` component or a drive letter would point outside the root it is joined to, and
+    control characters (NUL, newline, terminal escapes) are never part of a real EMOTIC file name.
+    """
+    if not path:
+        return "the image path is empty"
+    if CONTROL_CHARACTERS.search(path):
+        return "the image path holds control characters"
+    if ".." in path.split("/") or _DRIVE.match(path):
+        return "the image path leaves the images root"
+    return None
+
+
 def validate_records(df: pd.DataFrame, source: str | os.PathLike = "<records>", max_errors: int = 20) -> None:
     """Check a records frame against the schema; raise :class:`RecordError` listing every problem found.
 
@@ -159,6 +179,8 @@ def validate_records(df: pd.DataFrame, source: str | os.PathLike = "<records>", 
             bad(i, row, "image", "must be a non-empty relative path")
         elif row["image"].startswith("/") or "\\" in row["image"]:
             bad(i, row, "image", "must be relative to the dataset root with '/' separators")
+        elif (problem := image_path_problem(row["image"])) is not None:  # what the readers refuse, too
+            bad(i, row, "image", problem)
         w, h = row["width"], row["height"]
         if not (isinstance(w, (int, np.integer)) and w > 0):
             bad(i, row, "width", f"must be a positive integer, got {w!r}")

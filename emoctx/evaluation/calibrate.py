@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emoctx import labels
+from emoctx import defaults, labels
 from emoctx.errors import EmoctxError
 from emoctx.io import jsonable
 
@@ -78,8 +78,8 @@ def calibrate_model(
     root: str | os.PathLike,
     rule: str = "f1",
     out: str | os.PathLike | None = None,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
     device: str | None = None,
     progress: bool = True,
     records_name: str | None = None,

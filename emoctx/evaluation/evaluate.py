@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emoctx import defaults
 from emoctx.errors import EmoctxError
 from emoctx.evaluation.document import DEFAULT_MIN_ANNOTATORS, evaluation_document
 from emoctx.evaluation.plots import plot_ap_bars, plot_pr_curves, plot_vad_scatter
@@ -136,8 +137,8 @@ def evaluate_model(
     root: str | os.PathLike,
     out_dir: str | os.PathLike,
     ap_variant: str = "sklearn",
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
     device: str | None = None,
     min_annotators: int = DEFAULT_MIN_ANNOTATORS,
     progress: bool = True,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from emoctx import labels
+from emoctx import defaults, labels
 from emoctx.errors import EmoctxError
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ def score_records(
     info: ModelInfo,
     records: pd.DataFrame,
     root: str | os.PathLike,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
     device: str | torch.device | None = None,
     mask_subject: bool | None = None,
     max_side: int | str | None = FROM_MODEL,

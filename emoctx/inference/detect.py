@@ -36,12 +36,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from emoctx import defaults
 from emoctx.errors import EmoctxError
 from emoctx.io import file_sha256
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = "yolo11n.pt"
+DEFAULT_WEIGHTS = defaults.DETECTOR_WEIGHTS
 """The YOLO weights used when none are named (downloaded by ultralytics on first use where possible)."""
 
 PERSON_CLASS = 0  # "person" in the COCO classes every ultralytics detection model is trained on
@@ -270,12 +271,12 @@ class UltralyticsDetector:
     def __init__(
         self,
         weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
-        conf: float = 0.25,
+        conf: float = defaults.DETECTOR_CONF,
         min_box: float = 0.0,
-        imgsz: int = 640,
+        imgsz: int = defaults.DETECTOR_IMGSZ,
         device: str | None = "cpu",
         tracker: str = "bytetrack.yaml",
-        batch_size: int = 8,
+        batch_size: int = defaults.DETECTOR_BATCH,
     ):
         if not 0.0 <= conf <= 1.0:
             raise EmoctxError(f"detector confidence must be within 0-1, got {conf}")

@@ -41,7 +41,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from emoctx import labels
+from emoctx import defaults, labels
 from emoctx.checkpoint import ModelInfo, load_model, model_identity
 from emoctx.data.datamodule import EmotionDataModule
 from emoctx.data.images import ImageError, read_image
@@ -170,8 +170,8 @@ def datamodule_for(
     info: ModelInfo,
     root: str | os.PathLike,
     records: str | os.PathLike,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
     max_side: int | str | None = "model",
     pin_memory: bool = False,
 ) -> EmotionDataModule:
@@ -247,8 +247,8 @@ def predict_records(
     strategy: str = "auto",
     num_nodes: int = 1,
     precision: str = "32-true",
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
     max_side: int | str | None = "model",
     progress: bool = True,
 ) -> RecordsPrediction | None:

@@ -86,7 +86,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emoctx import __version__, labels
+from emoctx import __version__, defaults, labels
 from emoctx.checkpoint import ModelInfo, as_description, load_model
 from emoctx.errors import EmoctxError
 from emoctx.io import atomic_path, jsonable
@@ -94,10 +94,10 @@ from emoctx.models.outputs import ScoringNet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = defaults.EXPORT_OPSET
 """The ONNX opset written by default (the dynamo exporter's own default; onnxruntime >= 1.14 runs it)."""
 
-DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE = defaults.EXPORT_TOLERANCE
 """Largest accepted absolute difference between onnxruntime and PyTorch, for each output."""
 
 OUTPUT_NAMES = ("scores", "vad")

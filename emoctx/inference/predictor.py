@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emoctx import labels
+from emoctx import defaults, labels
 from emoctx.checkpoint import load_model, model_identity
 from emoctx.data.boxes import clip_box
 from emoctx.data.images import DecodedImage, ImageError
@@ -96,7 +96,7 @@ from emoctx.models.outputs import scores_from_logits, vad_ratings
 log = logging.getLogger(__name__)
 
 SCENE_MODES: tuple[str, ...] = ("auto", "shared", "masked")
-DEFAULT_MAX_SIDE = 1280
+DEFAULT_MAX_SIDE = defaults.MAX_SIDE
 """Images whose longest side exceeds this are decoded at reduced size (the model inputs are far smaller), for a
 model that does not record the size it was trained at."""
 
@@ -162,20 +162,20 @@ class Predictor:
         model: str | os.PathLike,
         detector: PersonDetector | BoxSource | None = None,
         *,
-        batch_size: int = 64,
+        batch_size: int = defaults.PREDICT_BATCH_SIZE,
         precision: str = "auto",
         scene_mode: str = "auto",
         device: str | torch.device | None = "auto",
         num_workers: int | None = None,
         max_side: int | str | None = "model",
-        conf: float = 0.25,
-        min_box: float = 32.0,
+        conf: float = defaults.DETECTOR_CONF,
+        min_box: float = defaults.MIN_BOX,
         detector_weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
-        detector_batch: int = 8,
-        imgsz: int = 640,
+        detector_batch: int = defaults.DETECTOR_BATCH,
+        imgsz: int = defaults.DETECTOR_IMGSZ,
         track: bool = True,
-        smoothing: float = 0.5,
-        video_stride: int = 1,
+        smoothing: float = defaults.SMOOTHING,
+        video_stride: int = defaults.VIDEO_STRIDE,
         keep_images: bool = False,
     ):
         if batch_size < 1:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from emoctx.data.readers.report import ConversionReport
+from emoctx.data.records import CONTROL_CHARACTERS, image_path_problem
 from emoctx.labels import AGES, CATEGORY_INDEX, GENDERS, VAD_MAX, VAD_MIN, VAD_NAMES, canonical_category
 
 #: Largest image side accepted, in pixels; anything larger is taken as a corrupt size.
@@ -42,8 +43,6 @@ MAX_IMAGE_SIDE = 100_000
 _MISSING_STRINGS = {"", "none", "nan", "null", "na", "n/a"}
 _GENDER_LOOKUP = {g.lower(): g for g in GENDERS}
 _AGE_LOOKUP = {a.lower(): a for a in AGES}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DRIVE = re.compile(r"^[A-Za-z]:")
 # Source values quoted in report entries: nesting and length cut short (a hostile file could otherwise hold
 # a value nested thousands of levels deep or megabytes long).
 _REPR = reprlib.Repr()
@@ -114,24 +113,9 @@ def relative_image_path(folder: Any, filename: Any) -> str:
     return path
 
 
-def image_path_problem(path: str) -> str | None:
-    """Why ``path`` (from :func:`relative_image_path`) cannot be an image under the images root, or None.
-
-    A path with a ``..`` component or a drive letter would point outside the root it is joined to, and
-    control characters (NUL, newline, terminal escapes) are never part of a real EMOTIC file name.
-    """
-    if not path:
-        return "the image path is empty"
-    if _CONTROL.search(path):
-        return "the image path holds control characters"
-    if ".." in path.split("/") or _DRIVE.match(path):
-        return "the image path leaves the images root"
-    return None
-
-
 def printable_path(path: str) -> str:
     """``path`` with control characters escaped, to name an image in a report entry or a message."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
+    return CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
 
 
 def source_from_folder(folder: Any) -> str | None:
