@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emoctx.deprecation import moved
 from emoctx.errors import EmoctxError
 from emoctx.labels import NUM_CATEGORIES, VAD_RANGE, vad_points_to_model
 
@@ -366,28 +366,11 @@ class EmotionLoss(nn.Module):
         )
 
 
-def __getattr__(name: str) -> Any:
-    """Names that moved, still here with a warning.
-
-    ``scores_from_logits`` went to :mod:`emoctx.models.outputs` (with the model's other post-processing), and
-    ``SCORE_ACTIVATIONS`` is now :data:`SCORE_ACTIVATION_OF_LOSS`.
-    """
-    import warnings
-
-    if name == "scores_from_logits":
-        from emoctx.models.outputs import scores_from_logits
-
-        warnings.warn(
-            "emoctx.losses.scores_from_logits is deprecated: use emoctx.models.outputs.scores_from_logits",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return scores_from_logits
-    if name == "SCORE_ACTIVATIONS":
-        warnings.warn(
-            "emoctx.losses.SCORE_ACTIVATIONS is deprecated: use emoctx.losses.SCORE_ACTIVATION_OF_LOSS",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return SCORE_ACTIVATION_OF_LOSS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Names that moved: scores_from_logits went to emoctx.models.outputs (with the model's other post-processing).
+__getattr__ = moved(
+    __name__,
+    {
+        "scores_from_logits": ("emoctx.models.outputs", "scores_from_logits"),
+        "SCORE_ACTIVATIONS": (__name__, "SCORE_ACTIVATION_OF_LOSS"),
+    },
+)

@@ -23,23 +23,6 @@ MOVED = [
 ]
 
 
-@pytest.mark.parametrize(("old_module", "old", "new_module", "new"), MOVED)
-def test_moved_names_warn_and_are_the_new_ones(old_module, old, new_module, new):
-    module = importlib.import_module(old_module)
-    with pytest.warns(DeprecationWarning, match=rf"{old_module}\.{old} is deprecated: use .*{new}"):
-        value = getattr(module, old)
-    assert value is getattr(importlib.import_module(new_module), new)
-
-
-def test_unknown_names_are_still_attribute_errors():
-    from emoctx.evaluation import report
-    from emoctx.inference import detect, pipeline
-
-    for module in (pipeline, report, detect):
-        with pytest.raises(AttributeError):
-            module.no_such_name  # noqa: B018
-
-
 RENAMED = [
     ("emoctx.evaluation", "predict_records", "emoctx.evaluation.scoring", "score_records"),
     ("emoctx.evaluation", "read_predictions", "emoctx.evaluation.predictions", "read_scored_predictions"),
@@ -65,12 +48,21 @@ RENAMED = [
 ]
 
 
-@pytest.mark.parametrize(("old_module", "old", "new_module", "new"), RENAMED)
-def test_renamed_names_warn_and_are_the_new_ones(old_module, old, new_module, new):
+@pytest.mark.parametrize(("old_module", "old", "new_module", "new"), MOVED + RENAMED)
+def test_moved_and_renamed_names_warn_and_are_the_new_ones(old_module, old, new_module, new):
     module = importlib.import_module(old_module)
     with pytest.warns(DeprecationWarning, match=rf"{old_module}\.{old} is deprecated: use .*{new}"):
         value = getattr(module, old)
     assert value is getattr(importlib.import_module(new_module), new)
+
+
+def test_unknown_names_are_still_attribute_errors():
+    from emoctx.evaluation import report
+    from emoctx.inference import detect, pipeline
+
+    for module in (pipeline, report, detect):
+        with pytest.raises(AttributeError):
+            module.no_such_name  # noqa: B018
 
 
 def test_training_entry_point_train_warns_and_composes_fit_and_calibration(monkeypatch):

@@ -126,17 +126,21 @@ def test_check_reports_differences_and_fails_beyond_tolerance(exported):
         export.check_onnx(onnx_path, reference, info, batches=(1,))
 
 
-def test_documented_onnxruntime_example_runs(exported, tmp_path, monkeypatch, capsys):
-    model, onnx_path = exported
+def _documented_recipe() -> str:
+    """The indented literal block after the "Running with onnxruntime" paragraph of the export module."""
     doc = export.__doc__
-    # The indented literal block after the "Running with onnxruntime" paragraph.
     after = doc[doc.index("Running with onnxruntime") :].split("::\n", 1)[1].splitlines()
     block = []
     for line in after:
         if line.strip() and not line.startswith("    "):
             break
         block.append(line)
-    code = textwrap.dedent("\n".join(block))
+    return textwrap.dedent("\n".join(block))
+
+
+def test_documented_onnxruntime_example_runs(exported, tmp_path, monkeypatch, capsys):
+    model, onnx_path = exported
+    code = _documented_recipe()
     rng = np.random.default_rng(0)
     cv2.imwrite(str(tmp_path / "photo.jpg"), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
     monkeypatch.chdir(tmp_path)
@@ -168,14 +172,7 @@ def test_readme_onnx_recipe_is_the_documented_one():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("### ONNX") :]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
-    doc = export.__doc__
-    after = doc[doc.index("Running with onnxruntime") :].split("::\n", 1)[1].splitlines()
-    documented = []
-    for line in after:
-        if line.strip() and not line.startswith("    "):
-            break
-        documented.append(line)
-    assert block.strip() == textwrap.dedent("\n".join(documented)).strip()
+    assert block.strip() == _documented_recipe().strip()
 
 
 def test_command_defaults_match_the_library():

@@ -4,7 +4,6 @@ model files, training checkpoints for --resume, and detector weights), genuine u
 import json
 import logging
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +21,7 @@ from emoctx.models.network import EmotionNet
 MARKER_NAME = "code-ran.txt"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_log_handlers(monkeypatch):
-    """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and
-    ultralytics' own): each test here logs to its own captured stderr, not to a closed one from an earlier
-    test (which prints logging errors)."""
-    monkeypatch.setattr(logging.getLogger(), "handlers", [])
-    for handler in logging.getLogger("ultralytics").handlers:
-        if type(handler) is logging.StreamHandler:
-            monkeypatch.setattr(handler, "stream", _CurrentStderr())
-
-
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is when a message comes."""
-
-    def write(self, text):
-        return sys.stderr.write(text)
-
-    def flush(self):
-        sys.stderr.flush()
+pytestmark = pytest.mark.usefixtures("fresh_log_handlers")
 
 
 def write_marker(path):

@@ -4,9 +4,7 @@ full disk."""
 
 import errno
 import hashlib
-import logging
 import os
-import sys
 from pathlib import Path
 
 import cv2
@@ -25,26 +23,7 @@ from emoctx.inference.video import decode_frames
 from emoctx.inference.writers import PartialLog
 from emoctx.io import OutputLock
 
-
-@pytest.fixture(autouse=True)
-def _fresh_log_handlers(monkeypatch):
-    """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and
-    ultralytics' own): each test here logs to its own captured stderr, not to a closed one from an earlier
-    test (which prints logging errors)."""
-    monkeypatch.setattr(logging.getLogger(), "handlers", [])
-    for handler in logging.getLogger("ultralytics").handlers:
-        if type(handler) is logging.StreamHandler:
-            monkeypatch.setattr(handler, "stream", _CurrentStderr())
-
-
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is when a message comes."""
-
-    def write(self, text):
-        return sys.stderr.write(text)
-
-    def flush(self):
-        sys.stderr.flush()
+pytestmark = pytest.mark.usefixtures("fresh_log_handlers")
 
 
 # persons per image: uneven, so that an uninterrupted run's batches of 2 straddle the group boundary at 8 images

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from emoctx import defaults
+from emoctx.commands.options import add_detector_options
 from emoctx.errors import EmoctxError
 
 HELP = "label photos with Label Studio (config, tasks, serve, export, agreement) into records"
@@ -99,18 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument(
         "--boxes", type=Path, metavar="FILE", help="person boxes from a file instead (CSV/JSONL/Parquet)"
     )
-    det.add_argument(
-        "--conf",
-        type=float,
-        default=defaults.DETECTOR_CONF,
-        help=f"minimum detection confidence (default {defaults.DETECTOR_CONF})",
-    )
-    det.add_argument(
-        "--imgsz",
-        type=int,
-        default=defaults.DETECTOR_IMGSZ,
-        help=f"detector input size (default {defaults.DETECTOR_IMGSZ})",
-    )
+    add_detector_options(det)
     det.add_argument("--device", default="cpu", help="detector device (default cpu)")
     p.add_argument("--with-labels", action="store_true", help="records: suggest the records' own labels")
     p.add_argument(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emoctx import defaults
+from emoctx.commands.options import add_records_run_options
 
 HELP = "fit per-category decision thresholds on validation records and store them in the model"
 
@@ -42,18 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL_OUT",
         help="write the calibrated model here (.safetensors) instead of rewriting MODEL",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.RECORDS_BATCH_SIZE,
-        help=f"persons per batch (default {defaults.RECORDS_BATCH_SIZE})",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=defaults.RECORDS_WORKERS,
-        help=f"data-loading processes (default {defaults.RECORDS_WORKERS})",
-    )
+    add_records_run_options(parser)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: GPU if available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emoctx import defaults
+from emoctx.commands.options import add_records_run_options
 
 HELP = "evaluate a model or a predictions file on annotated records (metrics.json, report.md, plots)"
 
@@ -88,18 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="--predictions: boxes within PX pixels in every coordinate match whatever their IoU (default 1)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.RECORDS_BATCH_SIZE,
-        help=f"--model: persons per batch (default {defaults.RECORDS_BATCH_SIZE})",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=defaults.RECORDS_WORKERS,
-        help=f"--model: data-loading processes (default {defaults.RECORDS_WORKERS})",
-    )
+    add_records_run_options(parser, "--model: persons per batch", "--model: data-loading processes")
     parser.add_argument(
         "--device", default=None, help="--model: cuda, cuda:1, cpu... (default: GPU if available)"
     )

@@ -27,6 +27,7 @@ import argparse
 import os
 
 from emoctx import defaults
+from emoctx.commands.options import add_detector_options
 
 HELP = "detect people in photos, folders and videos and predict their emotions (JSONL/CSV/Parquet)"
 
@@ -85,12 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"YOLO weights file or ultralytics model name (default: {defaults.DETECTOR_WEIGHTS}, downloaded "
         "where possible)",
     )
-    det.add_argument(
-        "--conf",
-        type=float,
-        default=defaults.DETECTOR_CONF,
-        help=f"minimum detection confidence (default {defaults.DETECTOR_CONF})",
-    )
+    add_detector_options(det)
     det.add_argument(
         "--min-box",
         type=float,
@@ -98,12 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="ignore detected persons smaller than this many pixels in width or height "
         f"(default {defaults.MIN_BOX:g})",
-    )
-    det.add_argument(
-        "--imgsz",
-        type=int,
-        default=defaults.DETECTOR_IMGSZ,
-        help=f"detector input size (default {defaults.DETECTOR_IMGSZ})",
     )
     vid = parser.add_argument_group("videos")
     vid.add_argument(

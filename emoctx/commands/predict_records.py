@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from emoctx import defaults
+from emoctx.commands.options import add_records_run_options
 
 HELP = "predict every person of a records file with Lightning (DDP, one shard per process, merged Parquet)"
 
@@ -47,18 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="32-true", help="32-true, 16-mixed or bf16-mixed (default 32-true)"
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.RECORDS_BATCH_SIZE,
-        help=f"people per batch and process (default {defaults.RECORDS_BATCH_SIZE})",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=defaults.RECORDS_WORKERS,
-        help=f"data-loading processes per process (default {defaults.RECORDS_WORKERS})",
-    )
+    add_records_run_options(parser, "people per batch and process", "data-loading processes per process")
     parser.add_argument(
         "--max-side",
         type=int,

@@ -15,8 +15,7 @@
 :func:`read_scored_predictions`.
 """
 
-from typing import Any
-
+from emoctx.deprecation import moved
 from emoctx.evaluation.calibrate import Calibration, calibrate_model, fit_threshold_dict
 from emoctx.evaluation.document import evaluation_document
 from emoctx.evaluation.evaluate import (
@@ -45,19 +44,10 @@ __all__ = [
     "write_outputs",
 ]
 
-_RENAMED = {"predict_records": score_records, "read_predictions": read_scored_predictions}
-
-
-def __getattr__(name: str) -> Any:
-    """The old names of :func:`score_records` and :func:`read_scored_predictions`, with a warning."""
-    if name not in _RENAMED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import warnings
-
-    new = _RENAMED[name].__name__
-    warnings.warn(
-        f"emoctx.evaluation.{name} is deprecated: use emoctx.evaluation.{new}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return _RENAMED[name]
+__getattr__ = moved(
+    __name__,
+    {
+        "predict_records": ("emoctx.evaluation.scoring", "score_records"),
+        "read_predictions": ("emoctx.evaluation.predictions", "read_scored_predictions"),
+    },
+)

@@ -9,9 +9,7 @@ them from here still works and warns (``DeprecationWarning``).
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+from emoctx.deprecation import moved
 
 _SCORING = ("FROM_MODEL", "records_transform", "default_device", "scores_from_raw")
 _PREDICTIONS = (
@@ -34,17 +32,7 @@ _MOVED: dict[str, tuple[str, str]] = {
     **{name: ("emoctx.evaluation.predictions", name) for name in _PREDICTIONS},
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, new = _MOVED[name]
-    warnings.warn(
-        f"emoctx.evaluation.inference.{name} is deprecated: use {module}.{new}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(module), new)
+__getattr__ = moved(__name__, _MOVED)
 
 
 def __dir__() -> list[str]:

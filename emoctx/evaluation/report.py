@@ -9,11 +9,11 @@ still works and warns.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from emoctx import labels
+from emoctx.deprecation import moved
 from emoctx.evaluation.document import AP_VARIANT_TEXT, document_title, number_text
 
 log = logging.getLogger(__name__)
@@ -312,16 +312,4 @@ _MOVED = {
     "file_sha256": "emoctx.io",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Names that moved (see the module docstring): still importable from here, with a warning."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    warnings.warn(
-        f"emoctx.evaluation.report.{name} is deprecated: use {_MOVED[name]}.{name}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(_MOVED[name]), name)
+__getattr__ = moved(__name__, {name: (module, name) for name, module in _MOVED.items()})

@@ -15,8 +15,7 @@
 * :mod:`~emoctx.inference.export`: ONNX export (``emoctx export``).
 """
 
-from typing import Any
-
+from emoctx.deprecation import moved
 from emoctx.inference.box_file import BoxFileDetector
 from emoctx.inference.detect import Detection, PersonDetector, UltralyticsDetector
 from emoctx.inference.predictor import Predictor
@@ -37,16 +36,4 @@ __all__ = [
     "write_predictions",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """``read_predictions`` is the old name of :func:`read_prediction_table` (still here, with a warning)."""
-    if name != "read_predictions":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import warnings
-
-    warnings.warn(
-        "emoctx.inference.read_predictions is deprecated: use emoctx.inference.read_prediction_table",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return read_prediction_table
+__getattr__ = moved(__name__, {"read_predictions": ("emoctx.inference.writers", "read_prediction_table")})

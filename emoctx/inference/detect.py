@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from emoctx import defaults
+from emoctx.deprecation import moved
 from emoctx.errors import EmoctxError
 from emoctx.io import file_sha256
 
@@ -357,18 +358,4 @@ class UltralyticsDetector:
             tracker.reset()
 
 
-def __getattr__(name: str) -> Any:
-    """``BoxFileDetector`` moved to :mod:`emoctx.inference.box_file` (still importable from here, with a warning)."""
-    if name != "BoxFileDetector":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import warnings
-
-    from emoctx.inference.box_file import BoxFileDetector
-
-    warnings.warn(
-        "emoctx.inference.detect.BoxFileDetector is deprecated: use emoctx.inference.box_file.BoxFileDetector "
-        "(or emoctx.inference.BoxFileDetector)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return BoxFileDetector
+__getattr__ = moved(__name__, {"BoxFileDetector": ("emoctx.inference.box_file", "BoxFileDetector")})

@@ -20,9 +20,7 @@ Importing a name from here still works and warns (``DeprecationWarning``) where 
 
 from __future__ import annotations
 
-import importlib
-import warnings
-from typing import Any
+from emoctx.deprecation import moved
 
 _MOVED: dict[str, tuple[str, str]] = {
     "Predictor": ("emoctx.inference.predictor", "Predictor"),
@@ -39,17 +37,7 @@ _MOVED: dict[str, tuple[str, str]] = {
     "resize_like_training": ("emoctx.data.transforms", "resize_view"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, new = _MOVED[name]
-    warnings.warn(
-        f"emoctx.inference.pipeline.{name} is deprecated: use {module}.{new}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(module), new)
+__getattr__ = moved(__name__, _MOVED)
 
 
 def __dir__() -> list[str]:

@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from emoctx.deprecation import moved
 from emoctx.errors import EmoctxError
 from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, rows_frame
 from emoctx.io import atomic_path, jsonable, printable, read_jsonl
@@ -310,16 +311,4 @@ class PartialLog:
         return header, entries
 
 
-def __getattr__(name: str) -> Any:
-    """``read_predictions`` is the old name of :func:`read_prediction_table` (still here, with a warning)."""
-    if name != "read_predictions":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import warnings
-
-    warnings.warn(
-        "emoctx.inference.writers.read_predictions is deprecated: use "
-        "emoctx.inference.writers.read_prediction_table",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return read_prediction_table
+__getattr__ = moved(__name__, {"read_predictions": (__name__, "read_prediction_table")})

@@ -22,10 +22,10 @@ Every file is written atomically. The package: :mod:`~emoctx.inference.summary.t
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pandas as pd
 
+from emoctx.deprecation import moved
 from emoctx.inference.summary.folders import FolderSummary, summarize_folder
 from emoctx.inference.summary.table import (
     MAX_LISTED_ERRORS,
@@ -82,15 +82,4 @@ def summarize(
     return out
 
 
-def __getattr__(name: str) -> Any:
-    """``read_predictions`` is the old name of :func:`read_summary_table` (still here, with a warning)."""
-    if name != "read_predictions":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import warnings
-
-    warnings.warn(
-        "emoctx.inference.summary.read_predictions is deprecated: use emoctx.inference.summary.read_summary_table",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return read_summary_table
+__getattr__ = moved(__name__, {"read_predictions": ("emoctx.inference.summary.table", "read_summary_table")})
