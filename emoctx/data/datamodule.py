@@ -104,7 +104,16 @@ class EmotionDataModule(pl.LightningDataModule):
             raise EmoctxError(f"data.num_workers must be 0 or more, got {num_workers}")
         if limit is not None and limit < 1:
             raise EmoctxError(f"data.limit must be a positive number of people or null, got {limit}")
-        self.save_hyperparameters()
+        # The deprecated size arguments are recorded (in the model file's training.data) only when given.
+        sizes = {
+            "body_size": body_size,
+            "scene_size": scene_size,
+            "body_mean": body_mean,
+            "body_std": body_std,
+            "scene_mean": scene_mean,
+            "scene_std": scene_std,
+        }
+        self.save_hyperparameters(ignore=[k for k, v in sizes.items() if v is None])
         self.root = Path(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -118,15 +127,7 @@ class EmotionDataModule(pl.LightningDataModule):
             "test": test_records,
             "predict": predict_records,
         }
-        legacy = {
-            "body_size": body_size,
-            "scene_size": scene_size,
-            "body_mean": body_mean,
-            "body_std": body_std,
-            "scene_mean": scene_mean,
-            "scene_std": scene_std,
-        }
-        given = {k: v for k, v in legacy.items() if v is not None}
+        given = {k: v for k, v in sizes.items() if v is not None}
         if given:
             if streams is not None:
                 raise EmoctxError(

@@ -3,7 +3,11 @@
 Streams are named (``"body"``, ``"scene"``, later perhaps ``"face"``); the set comes from the config, so a
 body-only or scene-only ablation is a config with one stream. Each stream can be run on its own
 (:meth:`EmotionNet.encode`) and the heads on the collected features (:meth:`EmotionNet.head`): the inference
-pipeline encodes one scene per image and shares it among the persons in it.
+pipeline encodes one scene per image and shares it among the persons in it. Those two methods are the whole
+interface the prediction pipeline uses (in :meth:`emoctx.inference.predictor.Predictor._forward`), so another
+engine that implements ``encode(stream, images)`` and ``head(features)`` can stand in for the network there.
+How each stream's input is made is not the network's business: it is the model file's preprocessing
+(:mod:`emoctx.data.preprocess`).
 
 Outputs: ``"logits"`` ``[B, NUM_CATEGORIES]`` (raw category scores, in :data:`emoctx.labels.CATEGORIES` order) and
 ``"vad"`` ``[B, NUM_VAD]`` on the model's internal 0-1 scale (:func:`emoctx.labels.vad_from_model` gives 1-10;
