@@ -196,8 +196,10 @@ def resolve_weights(weights: str | os.PathLike | None) -> str:
         return name  # an architecture: built with random weights (no download)
     if path.parent != Path("."):
         raise detector_error(
-            lambda what: f"{path}: no such detector weights file. YOLO detection weights (e.g. yolo11n.pt) are "
-            f"published at {WEIGHTS_SOURCE}: download one, put it anywhere and {what}"
+            lambda what: (
+                f"{path}: no such detector weights file. YOLO detection weights (e.g. yolo11n.pt) are "
+                f"published at {WEIGHTS_SOURCE}: download one, put it anywhere and {what}"
+            )
         )
     import_ultralytics()
     from ultralytics.utils import SETTINGS, is_online
@@ -207,12 +209,14 @@ def resolve_weights(weights: str | os.PathLike | None) -> str:
         return str(local)
     if not is_online():
         raise detector_error(
-            lambda what: f"no detector weights: '{name}' is not on this machine (looked in the working folder and "
-            f"{local.parent}) and there is no network to download it. YOLO detection weights (yolo11n.pt; the "
-            f"larger yolo11s/m/l/x.pt detect more) are published at {WEIGHTS_SOURCE}, from where ultralytics "
-            "downloads them by itself where the network allows. Download one on a machine that can, copy it here "
-            f"(anywhere; a bare name such as {name} is looked up in the working folder and {local.parent}), and "
-            f"{what}"
+            lambda what: (
+                f"no detector weights: '{name}' is not on this machine (looked in the working folder and "
+                f"{local.parent}) and there is no network to download it. YOLO detection weights (yolo11n.pt; the "
+                f"larger yolo11s/m/l/x.pt detect more) are published at {WEIGHTS_SOURCE}, from where ultralytics "
+                "downloads them by itself where the network allows. Download one on a machine that can, copy it here "
+                f"(anywhere; a bare name such as {name} is looked up in the working folder and {local.parent}), and "
+                f"{what}"
+            )
         )
     return name
 
@@ -315,8 +319,10 @@ def load_yolo(weights: str) -> Any:
 
 def _download_failed(weights: str, error: Exception) -> EmoctxError:
     return detector_error(
-        lambda what: f"could not obtain detector weights '{weights}' ({error}). Download them from "
-        f"{WEIGHTS_SOURCE} where the network allows, copy them here and {what}"
+        lambda what: (
+            f"could not obtain detector weights '{weights}' ({error}). Download them from "
+            f"{WEIGHTS_SOURCE} where the network allows, copy them here and {what}"
+        )
     )
 
 

@@ -294,7 +294,7 @@ def _predict_locked(
                 summary.images += result.frame < 0
                 summary.images_without_persons += not result.persons
                 if annotate_dir is not None and result.image is not None:
-                    drawn = annotate(result.image, result, max_side=predictor.max_side)
+                    drawn = annotate(result.image, result)
                     target = Path(annotate_dir) / names[source]
                     reduced = drawn.size != (result.width, result.height)
                     if result.frame >= 0:

@@ -551,7 +551,7 @@ def _timeline_figure(
     fig = Figure(figsize=(12, sum(heights) + 1.2), layout="constrained")
     axes = fig.subplots(len(heights), 1, sharex=True, gridspec_kw={"height_ratios": heights})
     colours = {t: track_colour_float(t[1]) for t in shown}  # as in the annotated video
-    names = {t: _track_label(t[1], t[0]) for t in shown}
+    track_names = {t: _track_label(t[1], t[0]) for t in shown}
     first, last = int(rows["frame"].min()), int(rows["frame"].max())
     # Every track on the video's frame grid, NaN where the track is absent: lines and heatmaps show the gaps.
     grid = np.sort(rows["frame"].unique())
@@ -565,7 +565,7 @@ def _timeline_figure(
     for ax, dim in zip(axes, labels.VAD_NAMES):
         for t in shown:
             values = pd.to_numeric(per_track[t][dim], errors="coerce")
-            ax.plot(grid, values, color=colours[t], label=names[t], marker=".", markersize=3)
+            ax.plot(grid, values, color=colours[t], label=track_names[t], marker=".", markersize=3)
         ax.set_ylim(labels.VAD_MIN - 0.3, labels.VAD_MAX + 0.3)
         ax.set_yticks([1, 4, 7, 10])
         ax.set_ylabel(dim)
@@ -582,7 +582,9 @@ def _timeline_figure(
         )
         ax.set_yticks(np.arange(len(names)), names, fontsize=8)
         ax.invert_yaxis()
-        ax.set_ylabel(names[t], color=colours[t], rotation=0, ha="right", va="center", fontweight="bold")
+        ax.set_ylabel(
+            track_names[t], color=colours[t], rotation=0, ha="right", va="center", fontweight="bold"
+        )
     if mesh is not None:
         fig.colorbar(mesh, ax=list(axes[len(labels.VAD_NAMES) :]), label="probability", shrink=0.9)
     for ax in axes:
