@@ -3,6 +3,7 @@ scene sharing against per-person forwards, bf16 against fp32, and a real photo w
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -358,14 +359,17 @@ def test_bf16_close_to_fp32(model_path):
     assert 0 < diff < 0.02
 
 
-def test_real_photo_with_given_boxes_and_annotations(model_path, tmp_path):
+def test_real_photo_with_given_boxes_and_annotations(model_path, tmp_path, caplog):
     bus = import_ultralytics().utils.ASSETS / "bus.jpg"
     boxes = tmp_path / "bus_boxes.jsonl"
     people = [[50, 400, 245, 905], [220, 405, 345, 860], [670, 380, 810, 875], [0, 550, 60, 875]]
     boxes.write_text("".join(json.dumps({"source": "bus.jpg", "box": b}) + "\n" for b in people))
     out, ann = tmp_path / "bus.parquet", tmp_path / "annotated"
     argv = ["predict", str(bus), "--model", str(model_path), "--boxes", str(boxes), "--out", str(out)]
-    assert main([*argv, "--annotate", str(ann), "--no-progress", "--max-side", "640"]) == 0
+    with caplog.at_level(logging.INFO, logger="emoctx.inference.runner"):
+        assert main([*argv, "--annotate", str(ann), "--no-progress", "--max-side", "640"]) == 0
+    # the run says that the annotated copy is smaller than the photo (the legend on it says so too)
+    assert "1 annotated image(s)/video(s) are drawn at the size the images were decoded at" in caplog.text
     df = read_predictions(out)
     assert len(df) == 4 and df["error"].isna().all()
     assert (df["width"].iloc[0], df["height"].iloc[0]) == Image.open(

@@ -296,7 +296,7 @@ def _predict_locked(
                 if annotate_dir is not None and result.image is not None:
                     drawn = annotate(result.image, result)
                     target = Path(annotate_dir) / names[source]
-                    reduced = drawn.size != (result.width, result.height)
+                    reduced = bool(result.width) and result.image.shape[1] < result.width  # max_side decoding
                     if result.frame >= 0:
                         if source not in writers:
                             info = video_info(source)
