@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,37 @@ def save_model(path: str | os.PathLike, net: EmotionNet, info: ModelInfo | dict[
     return path
 
 
+GETTING_A_MODEL = (
+    "An emoctx model is a .safetensors file: train one on EMOTIC ('emoctx convert Annotations.mat', then "
+    "'emoctx train --config configs/emotic_kosti_resnet18.yaml --data.root EMOTIC_IMAGES' writes "
+    "runs/emotic_kosti_resnet18/model.safetensors), import the common PyTorch baseline's trained model (its .pth "
+    "files, linked from github.com/Tandon-A/emotic: 'emoctx import-baseline FOLDER --out model.safetensors'), "
+    "or, to try emoctx out, run 'make demo', which writes runs/demo/train/model.safetensors (trained on "
+    "synthetic scenes: it says little about real photos)"
+)
+"""How to get a model file: the end of the messages about a missing or wrong model file."""
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """What a refused ``torch.load(weights_only=True)`` found, without PyTorch's advice.
+
+    PyTorch's message suggests re-running with ``weights_only=False``, which is the unsafe load emoctx never
+    does; the useful part is what the file holds (``Unsupported global: GLOBAL torch.nn.Linear``) or that it
+    is no pickle at all (``Unsupported operand``).
+    """
+    text = str(error)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled Python object ({found.group(1)}), which could run code when loaded"
+    found = re.search(r"Unsupported operand \S+|Unsupported class \S+", text)
+    if found:
+        return f"its content is not a PyTorch tensor file ({found.group(0)})"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "weights_only" in first or "Weights only load failed" in first:
+        return "it holds Python objects other than tensors and plain data, which could run code when loaded"
+    return f"{type(error).__name__}: {first[:300]}"
+
+
 def safe_torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain data only, nothing executed.
 
@@ -180,22 +212,44 @@ def safe_torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
         mmap = mmap and zipfile.is_zipfile(path)
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # an unpicklable or foreign object is refused here, never executed
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        unsafe = "Unsupported global" in str(e) or "weights_only" in str(e).lower()
-        hint = (
-            " It holds Python objects other than tensors and plain data (loading them could run code), so it "
-            "is not read; use a file written by emoctx."
-            if unsafe
-            else ""
-        )
         raise EmoctxError(
-            f"{path}: cannot be loaded safely as a checkpoint ({type(e).__name__}: {reason}).{hint}"
+            f"{path}: cannot be loaded safely as a checkpoint: {_unpickling_reason(e)}; it is not read. "
+            "Use a file written by emoctx"
         ) from e
+
+
+def _not_a_model(path: Path) -> EmoctxError | None:
+    """The error for a ``--model`` that is plainly no emoctx model file (a folder, an ONNX export), else ``None``."""
+    if path.is_dir():
+        inside = path / "model.safetensors"
+        if inside.is_file():
+            return EmoctxError(f"{path} is a folder; its model file is {inside}: pass that")
+        return EmoctxError(f"{path} is a folder, not an emoctx model file. {GETTING_A_MODEL}")
+    if path.suffix.lower() == ".onnx":
+        return EmoctxError(
+            f"{path}: an ONNX file, not an emoctx model file. ONNX files are what 'emoctx export' writes to run "
+            "a model in onnxruntime or another ONNX runtime (see the README's ONNX section); emoctx commands take "
+            "the model.safetensors it was exported from"
+        )
+    return None
+
+
+def _not_emoctx_pickle(path: Path, error: Exception) -> EmoctxError:
+    """The error for a ``.pt``/``.pth``/... file that cannot be read as an emoctx checkpoint."""
+    reason = _unpickling_reason(error.__cause__ or error)
+    return EmoctxError(
+        f"{path}: not an emoctx model file: {reason}, so it is not read. emoctx reads the .safetensors model "
+        "files it writes (and training's .ckpt files); the common baseline's .pth files become one with "
+        "'emoctx import-baseline'"
+    )
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
+        raise FileNotFoundError(f"{path}: no such model file. {GETTING_A_MODEL}")
+    refused = _not_a_model(path)
+    if refused is not None:
+        raise refused
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -214,9 +268,17 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise EmoctxError(f"{path}: not a readable safetensors file ({e})") from e
         return state, info
-    ckpt = safe_torch_load(path)
+    try:
+        ckpt = safe_torch_load(path)
+    except EmoctxError as e:
+        if path.suffix.lower() == ".ckpt":  # a training checkpoint that holds more than it should
+            raise
+        raise _not_emoctx_pickle(path, e) from e
     if not isinstance(ckpt, dict) or "emoctx" not in ckpt:
-        raise EmoctxError(f"{path}: not an emoctx checkpoint (no 'emoctx' description inside)")
+        raise EmoctxError(
+            f"{path}: not an emoctx model file (no 'emoctx' description inside: a state dict or another "
+            f"program's checkpoint?). {GETTING_A_MODEL}"
+        )
     prefix = "net."
     info = _check(ckpt["emoctx"], path)
     weights = ckpt.get("state_dict", {})

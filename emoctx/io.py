@@ -23,21 +23,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     If the body raises, the temporary file is removed and ``path`` keeps its previous content (or stays absent).
+    The file gets the permissions a new file gets from ``open()`` (:func:`default_file_mode`), whatever the
+    body's writer gave it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+    mode = default_file_mode()
+    os.chmod(tmp_path, mode)  # mkstemp creates 0600; give the file the permissions open() would
     try:
         yield tmp_path
+        # Again after the body: a writer may have replaced the file with one of its own making (safetensors'
+        # save_file creates a new file with mode 0600), and model files are shared with colleagues too.
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def default_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: ``0o666`` less the process's umask (``0o644`` usually)."""
+    umask = os.umask(0)  # the only way to read the umask is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

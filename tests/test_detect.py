@@ -83,17 +83,26 @@ def test_predictor_with_the_yolo_detector(yolo, tiny_model_path, bus):
             x1, y1, x2, y2 = p.box
             assert min(x2 - x1, y2 - y1) >= 20  # min_box in original pixels
             assert p.probabilities.shape == (labels.NUM_CATEGORIES,) or p.error is not None
-        assert list(r.to_frame().columns)[:4] == ["source", "frame", "person", "track_id"]
+        assert list(r.to_frame().columns)[:5] == ["source", "frame", "time_s", "person", "track_id"]
 
 
 def test_offline_without_weights_is_a_clear_error(tiny_model_path, bus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no yolo11n.pt in the working folder
     with pytest.raises(EmoctxError) as err:
         UltralyticsDetector("yolo11n.pt")
-    message = str(err.value)
-    assert "yolo11n.pt" in message and "--detector-weights PATH" in message and "--boxes FILE" in message
-    with pytest.raises(EmoctxError, match="no such detector weights file"):
+    # The Python API names its own arguments, never the command's options; the command line the reverse.
+    message, cli = str(err.value), err.value.for_cli()
+    assert (
+        "yolo11n.pt" in message and "detector_weights=PATH" in message and "BoxFileDetector(FILE)" in message
+    )
+    assert "--" not in message
+    assert "--detector-weights PATH" in cli and "--boxes FILE" in cli and "detector_weights=" not in cli
+    # Both say where YOLO weights come from and that boxes work for videos too.
+    for text in (message, cli):
+        assert "https://github.com/ultralytics/assets/releases" in text and "photos and videos alike" in text
+    with pytest.raises(EmoctxError, match="no such detector weights file") as err:
         resolve_weights(tmp_path / "missing" / "best.pt")
+    assert "--" not in str(err.value) and "--detector-weights PATH" in err.value.for_cli()
     weights = tmp_path / "mine.pt"
     weights.write_bytes(b"x")
     assert resolve_weights(weights) == str(weights)  # an existing file is used as is

@@ -347,3 +347,82 @@ def test_validator_knows_the_values_the_code_writes():
 
     assert description.RESIZES == RESIZES
     assert description.VAD_OUTPUTS == VAD_OUTPUTS
+
+
+# ------------------------------------------------------------------------------- sharing and foreign files
+def _mode(path):
+    return Path(path).stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_model_files_get_the_permissions_of_any_new_file(tmp_path, small, umask, expected):
+    """safetensors creates its files 0600: colleagues on a shared server could not load them."""
+    import os
+
+    net, meta = small
+    previous = os.umask(umask)
+    try:
+        path = save_model(tmp_path / "model.safetensors", net, meta)
+        assert _mode(path) == expected
+        save_model(path, net, meta)  # rewritten in place (calibrate does it) keeps them
+        assert _mode(path) == expected
+    finally:
+        os.umask(previous)
+
+
+def test_files_that_are_not_emoctx_models_get_a_clear_message(tmp_path, small, tiny_model_path, capsys):
+    net, meta = small
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # the start of an ONNX protobuf
+    whole = tmp_path / "whole_module.pt"
+    torch.save(torch.nn.Linear(2, 2), whole)  # a pickled module, as many projects save them
+    state = tmp_path / "state_dict.pth"
+    torch.save({"weight": torch.zeros(2)}, state)
+    run = tmp_path / "run"
+    save_model(run / "model.safetensors", net, meta)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = {
+        onnx: [
+            "an ONNX file, not an emoctx model file",
+            "'emoctx export'",
+            "onnxruntime",
+            "model.safetensors",
+        ],
+        whole: [
+            "not an emoctx model file",
+            "pickled Python object (torch.nn.modules.linear.Linear)",
+            "import-baseline",
+        ],
+        state: ["not an emoctx model file", "no 'emoctx' description", "emoctx train"],
+        run: [f"its model file is {run / 'model.safetensors'}"],
+        empty: ["is a folder, not an emoctx model file", "make demo"],
+    }
+    for path, expected in cases.items():
+        with pytest.raises(EmoctxError) as err:
+            load_model(path)
+        message = str(err.value)
+        for text in expected:
+            assert text in message, (path.name, message)
+        # PyTorch's advice to load with weights_only=False (running the file's code) is never passed on.
+        assert "weights_only" not in message and "will likely succeed" not in message, message
+    # The command line prints it on one line, without a traceback.
+    out, boxes = tmp_path / "o.jsonl", tmp_path / "boxes.csv"
+    boxes.write_text("source,x1,y1,x2,y2\na.jpg,1,1,20,40\n")
+    status = main(["predict", str(tmp_path), "--model", str(onnx), "--boxes", str(boxes), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith("emoctx predict: error: ") and "ONNX" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_missing_model_file_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_model(tmp_path / "runs" / "demo" / "train" / "model.safetensors")
+    message = str(err.value)
+    assert "no such model file" in message
+    # train on EMOTIC, import the common baseline's model, or the demo's model for a try
+    assert (
+        "emoctx convert" in message and "emoctx train --config configs/emotic_kosti_resnet18.yaml" in message
+    )
+    assert "emoctx import-baseline" in message and "'make demo'" in message
+    assert "runs/demo/train/model.safetensors" in message

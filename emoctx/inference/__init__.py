@@ -6,7 +6,9 @@
 * :mod:`~emoctx.inference.results`: :class:`ImageResult` / :class:`PersonResult` and the output columns;
 * :mod:`~emoctx.inference.writers`: JSONL / CSV / Parquet tables and the ``--resume`` sidecar;
 * :mod:`~emoctx.inference.video`: frame reading, tracking, smoothing, annotated videos;
-* :mod:`~emoctx.inference.draw`: annotated images.
+* :mod:`~emoctx.inference.draw`: annotated images (:mod:`~emoctx.inference.colours`: one colour per track, shared
+  with the summaries);
+* :mod:`~emoctx.inference.summary`: summary tables, plots and video timelines of a prediction table.
 """
 
 from emoctx.inference.detect import BoxFileDetector, Detection, PersonDetector, UltralyticsDetector

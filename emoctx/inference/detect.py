@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -106,12 +106,77 @@ def restore_pil_open() -> None:
         Image.open = original
 
 
+def ultralytics_config_dir() -> Path:
+    """The folder ultralytics keeps its settings in when emoctx imports it.
+
+    ``YOLO_CONFIG_DIR`` when the user set it, else emoctx's own configuration folder (``~/.config/emoctx`` on
+    Linux; ultralytics adds ``Ultralytics/settings.json``), never ultralytics' own ``~/.config/Ultralytics``.
+    """
+    given = os.environ.get("YOLO_CONFIG_DIR")
+    if given:
+        return Path(given).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("emoctx"))
+
+
+class _DropInfo(logging.Filter):
+    """Lets warnings and errors through, drops the rest (ultralytics' banner when it creates its settings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
 def import_ultralytics() -> Any:
-    """Import ultralytics and undo its ``PIL.Image.open`` replacement (:func:`restore_pil_open`)."""
+    """Import ultralytics quietly, its settings in emoctx's folder, and undo its ``PIL.Image.open`` replacement.
+
+    On first import ultralytics writes a settings file (under ``YOLO_CONFIG_DIR``, else the user's
+    ``~/.config/Ultralytics``) and prints three lines about it. emoctx points ``YOLO_CONFIG_DIR`` at
+    :func:`ultralytics_config_dir` when the user has not set it, and drops ultralytics' information messages
+    while it is being imported (its warnings still show; later messages, such as a download, are untouched).
+    See :func:`restore_pil_open` for the rest.
+    """
+    if "ultralytics" not in sys.modules:
+        os.environ.setdefault("YOLO_CONFIG_DIR", str(ultralytics_config_dir()))
+        quiet = _DropInfo()
+        logger = logging.getLogger("ultralytics")  # ultralytics' LOGGER, configured (not replaced) on import
+        logger.addFilter(quiet)
+        try:
+            import ultralytics
+        finally:
+            logger.removeFilter(quiet)
     import ultralytics
 
     restore_pil_open()
     return ultralytics
+
+
+WEIGHTS_SOURCE = "https://github.com/ultralytics/assets/releases"
+"""Where ultralytics' YOLO weights are published (ultralytics downloads them from there by itself)."""
+
+
+def _how_to_give_persons(cli: bool) -> str:
+    """What to pass instead: a weights file or a box file, named as the command line or the Python API names them."""
+    if cli:
+        return (
+            "pass its path with --detector-weights PATH, or give the person boxes yourself with --boxes FILE, "
+            "for photos and videos alike (CSV/JSONL/Parquet: source, x1, y1, x2, y2, and frame for videos)"
+        )
+    return (
+        "pass its path as Predictor(..., detector_weights=PATH) or UltralyticsDetector(weights=PATH), or give "
+        "the person boxes yourself, for photos and videos alike: Predictor(..., detector=BoxFileDetector(FILE)) "
+        "(CSV/JSONL/Parquet: source, x1, y1, x2, y2, and frame for videos) or "
+        "predictor.predict_images(images, boxes=...)"
+    )
+
+
+def detector_error(message: Callable[[str], str]) -> EmoctxError:
+    """An error whose advice names the Python arguments, and the command's options on the command line.
+
+    Args:
+        message: builds the message around the advice (:func:`_how_to_give_persons`).
+    """
+    return EmoctxError(message(_how_to_give_persons(False)), cli_message=message(_how_to_give_persons(True)))
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> str:
@@ -130,9 +195,11 @@ def resolve_weights(weights: str | os.PathLike | None) -> str:
     if path.suffix in (".yaml", ".yml"):
         return name  # an architecture: built with random weights (no download)
     if path.parent != Path("."):
-        raise EmoctxError(
-            f"{path}: no such detector weights file; pass an existing file with --detector-weights PATH, "
-            "or give the person boxes with --boxes FILE"
+        raise detector_error(
+            lambda what: (
+                f"{path}: no such detector weights file. YOLO detection weights (e.g. yolo11n.pt) are "
+                f"published at {WEIGHTS_SOURCE}: download one, put it anywhere and {what}"
+            )
         )
     import_ultralytics()
     from ultralytics.utils import SETTINGS, is_online
@@ -141,10 +208,15 @@ def resolve_weights(weights: str | os.PathLike | None) -> str:
     if local.is_file():
         return str(local)
     if not is_online():
-        raise EmoctxError(
-            f"no detector weights: '{name}' is not on this machine (looked in the working folder and {local.parent}) "
-            "and there is no network to download it. Pass a YOLO weights file with --detector-weights PATH, "
-            "or give the person boxes yourself with --boxes FILE (CSV/JSONL/Parquet: source, x1, y1, x2, y2)"
+        raise detector_error(
+            lambda what: (
+                f"no detector weights: '{name}' is not on this machine (looked in the working folder and "
+                f"{local.parent}) and there is no network to download it. YOLO detection weights (yolo11n.pt; the "
+                f"larger yolo11s/m/l/x.pt detect more) are published at {WEIGHTS_SOURCE}, from where ultralytics "
+                "downloads them by itself where the network allows. Download one on a machine that can, copy it here "
+                f"(anywhere; a bare name such as {name} is looked up in the working folder and {local.parent}), and "
+                f"{what}"
+            )
         )
     return name
 
@@ -177,7 +249,10 @@ def restricted_loading() -> Iterator[None]:
         raise EmoctxError(
             "this ultralytics/torch cannot load detector weights without running code from them "
             "(restricted loading needs a recent ultralytics with torch >= 2.6): upgrade them, or give the "
-            "person boxes with --boxes FILE"
+            "person boxes in a box file (BoxFileDetector)",
+            cli_message="this ultralytics/torch cannot load detector weights without running code from them "
+            "(restricted loading needs a recent ultralytics with torch >= 2.6): upgrade them, or give the "
+            "person boxes with --boxes FILE",
         )
     previous = tasks.SAFE_LOAD
     tasks.SAFE_LOAD = True
@@ -227,10 +302,7 @@ def load_yolo(weights: str) -> Any:
         try:
             return YOLO(weights)
         except (ConnectionError, TimeoutError) as e:  # ultralytics reports download failures as these
-            raise EmoctxError(
-                f"could not obtain detector weights '{weights}' ({e}). Download them where the network allows and "
-                "pass --detector-weights PATH, or give the person boxes with --boxes FILE"
-            ) from e
+            raise _download_failed(weights, e) from e
         except Exception as e:  # noqa: BLE001 - whatever a damaged or hostile file raises: one clear message
             text = _clean(str(e))
             if any(word in text for word in _REFUSALS):
@@ -239,13 +311,19 @@ def load_yolo(weights: str) -> Any:
                     f"could run code), so it is not read ({text})"
                 ) from e
             if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
-                raise EmoctxError(
-                    f"could not obtain detector weights '{weights}' ({e}). Download them where the network allows "
-                    "and pass --detector-weights PATH, or give the person boxes with --boxes FILE"
-                ) from e
+                raise _download_failed(weights, e) from e
             raise EmoctxError(
                 f"{weights}: cannot load as YOLO detector weights ({type(e).__name__}: {text[:500]})"
             ) from e
+
+
+def _download_failed(weights: str, error: Exception) -> EmoctxError:
+    return detector_error(
+        lambda what: (
+            f"could not obtain detector weights '{weights}' ({error}). Download them from "
+            f"{WEIGHTS_SOURCE} where the network allows, copy them here and {what}"
+        )
+    )
 
 
 def describe_weights(weights: str | os.PathLike) -> str:
