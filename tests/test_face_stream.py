@@ -79,12 +79,21 @@ def test_landmark_attention_starts_as_the_sum_of_heatmaps_and_keeps_the_plain_fe
 
 
 def test_feature_maps_of_every_layout():
-    for name, size in (("test_resnet", 64), ("test_vit", 160), ("test_mambaout", 64)):  # NCHW, tokens, NHWC
-        import timm
+    import timm
 
+    for name, size in (("test_resnet", 64), ("test_vit", 160), ("test_mambaout", 64)):  # NCHW, tokens, NHWC
         fmap = FeatureMap(timm.create_model(name, num_classes=0))
         out = fmap(torch.randn(2, 3, size, size))
         assert out.ndim == 4 and out.shape[:2] == (2, fmap.num_features) and out.shape[2] == out.shape[3]
+    # a convolutional face backbone traces like the other streams' (prediction folds its batch norms)
+    from emoctx.inference.pipeline import fold_batch_norms
+
+    fmap = FeatureMap(timm.create_model("test_resnet", num_classes=0)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = fmap(x)
+        folded = fold_batch_norms(fmap)
+        assert isinstance(folded, torch.fx.GraphModule) and torch.allclose(folded(x), want, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------- the network
@@ -339,3 +348,18 @@ def test_face_stream_start_up_refuses_what_does_not_fit(tmp_path):
     torch.save({"emoctx": {}, "payload": Payload()}, unsafe)  # a pickled object is not read
     with pytest.raises(EmoctxError, match="cannot be loaded safely"):
         init_face_stream(three_streams(), unsafe)
+
+
+def test_commands_without_face_support_refuse_face_models(tmp_path):
+    """Prediction, evaluation and export do not feed a face stream yet: they refuse such a model clearly."""
+    from emoctx.inference.export import export_onnx
+
+    net = three_streams()
+    path = save_model(tmp_path / "faces.safetensors", net, describe(net))
+    with pytest.raises(EmoctxError, match="a model with a face stream is not exported to ONNX yet"):
+        export_onnx(path, tmp_path / "faces.onnx")
+    assert not (tmp_path / "faces.onnx").exists()
+    from emoctx.inference import Predictor
+
+    with pytest.raises(EmoctxError, match=r"streams \['face'\] are not supported for prediction"):
+        Predictor(path, num_workers=0)

@@ -124,26 +124,41 @@ class FeatureMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` to features ``[B, C, h, w]``."""
-        f = self.model.forward_features(x)
-        if f.ndim == 3:  # tokens [B, N, C]: drop the class/register tokens, the rest is a square grid
-            f = f[:, self._prefix_tokens :]
-            side = math.isqrt(f.shape[1])
-            if side * side != f.shape[1]:
-                raise EmoctxError(
-                    f"face stream: the backbone gives {f.shape[1]} tokens, not a square grid; landmark "
-                    "attention needs a feature map"
-                )
-            return f.transpose(1, 2).reshape(f.shape[0], f.shape[2], side, side)
-        if f.ndim != 4:
-            raise EmoctxError(
-                f"face stream: expected a feature map from the backbone, got shape {tuple(f.shape)}"
-            )
-        return f.permute(0, 3, 1, 2) if self._nhwc else f
+        return to_nchw(self.model.forward_features(x), self._nhwc, self._prefix_tokens)
 
     def no_weight_decay(self) -> set[str]:
         """The backbone's own no-weight-decay names (timm's), under this wrapper's prefix."""
         inner = self.model.no_weight_decay() if hasattr(self.model, "no_weight_decay") else ()
         return {f"model.{name}" for name in inner}
+
+
+def to_nchw(f: torch.Tensor, nhwc: bool, prefix_tokens: int) -> torch.Tensor:
+    """A backbone's unpooled features (NCHW, NHWC, or tokens ``[B, N, C]``) as an NCHW map.
+
+    Tokens lose their ``prefix_tokens`` (class and register tokens) and the rest is reshaped to its square
+    grid. Registered with ``torch.fx.wrap``: a traced :class:`FeatureMap` (batch-norm folding) keeps this step
+    as one call instead of tracing its shape-dependent branches.
+
+    Raises:
+        EmoctxError: tokens that do not form a square grid, or features of another rank.
+    """
+    if f.ndim == 3:
+        f = f[:, prefix_tokens:]
+        side = math.isqrt(f.shape[1])
+        if side * side != f.shape[1]:
+            raise EmoctxError(
+                f"face stream: the backbone gives {f.shape[1]} tokens, not a square grid; landmark "
+                "attention needs a feature map"
+            )
+        return f.transpose(1, 2).reshape(f.shape[0], f.shape[2], side, side)
+    if f.ndim != 4:
+        raise EmoctxError(
+            f"face stream: expected a feature map from the backbone, got shape {tuple(f.shape)}"
+        )
+    return f.permute(0, 3, 1, 2) if nhwc else f
+
+
+torch.fx.wrap("to_nchw")
 
 
 def landmark_heatmaps(landmarks: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
