@@ -304,9 +304,13 @@ class EmotionNet(nn.Module):
             raise EmoctxError(
                 f"model input lacks stream(s) {missing}; the model expects {list(self.stream_names)}"
             )
+        present: dict[str, torch.Tensor] = {}
+        dropping = self.training and any(p > 0 for p in self._modality_dropout.values())
+        if FACE_STREAM not in self.stream_names and not dropping:
+            # The plain path: no batch size is read (an ONNX export keeps its batch dimension dynamic).
+            return {name: self.encode(name, inputs[name]) for name in self.stream_names}, present
         batch = self._batch_size(inputs)
         device = inputs[self.stream_names[0]].device
-        present: dict[str, torch.Tensor] = {}
         given = None
         if FACE_STREAM in self.stream_names:
             flags = inputs.get("face_present")
@@ -320,7 +324,7 @@ class EmotionNet(nn.Module):
                     f"'face_present' must hold one flag per person ({batch}), got {list(given.shape)}"
                 )
             present[FACE_STREAM] = given
-        if self.training and any(p > 0 for p in self._modality_dropout.values()):
+        if dropping:
             present.update(self._drop_streams(present, batch, device))
         features = {}
         for name in self.stream_names:
