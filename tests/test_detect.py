@@ -319,3 +319,20 @@ def test_tensorflow_and_paddle_export_folders_are_refused(tmp_path, name):
     (folder / "metadata.yaml").write_text("task: pose\n")
     with pytest.raises(EmoctxError, match="detectors are refused"):
         UltralyticsDetector(folder)
+
+
+def test_detections_are_matched_to_given_persons_one_to_one():
+    from emoctx.inference.detect import match_detections
+
+    found = [
+        Detection((0, 0, 10, 20), 0.9),
+        Detection((100, 0, 110, 20), 0.8),
+        Detection((1, 0, 11, 20), 0.7),
+    ]
+    boxes = [(0.5, 0, 10.5, 20), (50, 50, 60, 60), (0, 0, 10, 20)]
+    matched = match_detections(boxes, found)
+    # the two overlapping detections go one to each of the two boxes they overlap; nothing near (50, 50)
+    assert matched[1] is None and {id(matched[0]), id(matched[2])} == {id(found[0]), id(found[2])}
+    assert matched[2] is found[0]  # the exact box gets the exact detection (largest total overlap)
+    assert match_detections(boxes, found, min_iou=0.99) == [None, None, found[0]]
+    assert match_detections([], found) == [] and match_detections(boxes, []) == [None, None, None]

@@ -441,6 +441,37 @@ class UltralyticsDetector:
             tracker.reset()
 
 
+def match_detections(
+    boxes: Sequence[Sequence[float]], detections: Sequence[Detection], min_iou: float = 0.5
+) -> list[Detection | None]:
+    """For each given person box, the detection that is the same person, or None.
+
+    Boxes and detections are paired one to one, maximising the total overlap (the optimal assignment on
+    IoU); a pair overlapping less than ``min_iou`` is no match. This gives annotated persons (records) the
+    keypoints and face a pose model finds in their image.
+
+    Args:
+        boxes: ``(x1, y1, x2, y2)`` per person, in the detections' pixels.
+        detections: what the detector found in the image.
+        min_iou: smallest overlap (intersection over union) of a match.
+
+    Returns:
+        One entry per box: its detection, or None.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from emoctx.inference.video import box_iou
+
+    out: list[Detection | None] = [None] * len(boxes)
+    if not len(boxes) or not detections:
+        return out
+    iou = box_iou(np.asarray(boxes, dtype=np.float64), np.array([d.box for d in detections]))
+    for row, col in zip(*linear_sum_assignment(iou, maximize=True)):
+        if iou[row, col] >= min_iou:
+            out[row] = detections[col]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ box file
 # "image" first: canonical records carry the path there and the source database in "source".
 _KEY_COLUMNS = ("image", "source", "path", "file")
