@@ -35,7 +35,16 @@ from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelInfo", "describe", "load_model", "safe_torch_load", "save_model"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelInfo",
+    "describe",
+    "init_face_stream",
+    "load_model",
+    "safe_torch_load",
+    "save_model",
+]
 
 
 @dataclass
@@ -336,3 +345,79 @@ def _build_for(state: dict[str, torch.Tensor], info: ModelInfo, path: Path) -> E
             f"unexpected {result.unexpected_keys[:10]}"
         )
     return net
+
+
+FACE_PARTS: tuple[str, ...] = ("backbones.face.", "face_attention.")
+"""State-dict prefixes of a face stream's own weights: its backbone and its landmark attention."""
+
+
+def init_face_stream(net: EmotionNet, path: str | os.PathLike) -> list[str]:
+    """Start ``net``'s face stream from a trained model file's face stream (e.g. a face-only model).
+
+    The file is read as :func:`load_model` reads it (safely; its description checked). Its face backbone and
+    landmark attention are copied into ``net``; nothing else changes (the fusion, the heads and the no-face
+    embedding are the context model's own: a face-only model never saw a person without a face). The two
+    face streams must agree on what the weights mean: the same backbone (name and options), the same
+    normalisation and the same attention and landmark convention; a different input size or heatmap width is
+    allowed, with a warning.
+
+    Args:
+        net: a network with a face stream.
+        path: a model file (``.safetensors`` or a training ``.ckpt``) with a face stream.
+
+    Returns:
+        The names of the tensors copied.
+
+    Raises:
+        EmoctxError: ``net`` or the file has no face stream, they disagree, or the weights do not fit (the
+            message lists the keys).
+    """
+    from emoctx.models.backbones import match_state_dict
+    from emoctx.models.face import FACE_STREAM, FaceConfig
+
+    path = Path(path)
+    if net.face_config is None:
+        raise EmoctxError(f"the network has no '{FACE_STREAM}' stream to start from {path}")
+    state, info = _read(path)
+    streams = info.network.get("streams", {})
+    if FACE_STREAM not in streams:
+        raise EmoctxError(f"{path}: the model has no '{FACE_STREAM}' stream (its streams: {list(streams)})")
+    theirs, ours = streams[FACE_STREAM], net.config()["streams"][FACE_STREAM]
+    for key in ("backbone", "kwargs", "mean", "std"):
+        a, b = theirs.get(key), ours.get(key)
+        if key == "kwargs":
+            a, b = a or {}, b or {}
+        if key in ("mean", "std") and a is not None and b is not None:
+            a, b = [float(v) for v in a], [float(v) for v in b]
+        if a != b:
+            raise EmoctxError(
+                f"{path}: its face stream has {key} {a!r}, this network's has {b!r}; the weights only fit a "
+                f"face stream with the same {key} (set the face stream's '{key}' to the file's)"
+            )
+    their_face, our_face = FaceConfig.from_dict(info.network.get("face")), net.face_config
+    for key in ("attention", "landmarks"):
+        if getattr(their_face, key) != getattr(our_face, key):
+            raise EmoctxError(
+                f"{path}: its face stream has {key} {getattr(their_face, key)!r}, this network's has "
+                f"{getattr(our_face, key)!r}"
+            )
+    if theirs.get("input_size") != ours.get("input_size") or their_face.sigma != our_face.sigma:
+        log.warning(
+            "%s: its face stream was trained at %s px with heatmap sigma %s; this network's face stream uses "
+            "%s px and sigma %s",
+            path,
+            theirs.get("input_size"),
+            their_face.sigma,
+            ours.get("input_size"),
+            our_face.sigma,
+        )
+    wanted = {k: v for k, v in net.state_dict().items() if k.startswith(FACE_PARTS)}
+    given = {k: v for k, v in state.items() if k.startswith(FACE_PARTS)}
+    match = match_state_dict(given, wanted)
+    if not match.ok:
+        raise EmoctxError(f"{path}: its face stream's weights do not fit this network's: {match.describe()}")
+    result = net.load_state_dict(match.state_dict, strict=False)
+    if result.unexpected_keys:  # cannot happen: every key was matched against the network's own
+        raise EmoctxError(f"{path}: unexpected face stream keys {result.unexpected_keys[:10]}")
+    log.info("face stream started from %s (%d tensors)", path, len(match.state_dict))
+    return sorted(match.state_dict)

@@ -28,6 +28,8 @@ Everything is computed the way the literature reports it, and every figure says 
   recall / F1 at given thresholds. A person is predicted positive when ``score >= threshold``.
 * **Annotator agreement** (leave-one-out, as in EmoNet-style studies): each annotator is scored against the
   combined labels of the other annotators of the same person, and the model against the same references.
+* **Expressions** (face models' discrete task, EmoNet's figures): accuracy and macro-F1 over one class per
+  person (:func:`expression_metrics`); persons without an expression label (``-1``) are left out.
 
 Functions that return arrays use NaN for undefined values; functions that return dicts return plain,
 JSON-serialisable dicts with flat keys (``mAP``, ``ap/<slug>``, ``vad_mae/<dim>``...) and ``None`` for
@@ -49,7 +51,7 @@ import torchmetrics
 from scipy import stats
 from torchmetrics.utilities import dim_zero_cat
 
-from emoctx.labels import CATEGORIES, SLUGS, VAD_MID, VAD_NAMES, slugify
+from emoctx.labels import CATEGORIES, EXPRESSIONS, SLUGS, VAD_MID, VAD_NAMES, slugify
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +343,56 @@ def vad_metrics(
             out[f"vad_{metric}/{dim}"] = _json_float(per[metric][dim])
     for dim in names:
         out[f"vad_n/{dim}"] = counts[dim]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- expressions
+def expression_metrics(pred: Any, true: Any, names: Sequence[str] = EXPRESSIONS) -> dict[str, Any]:
+    """Accuracy and macro-F1 of discrete expressions, as EmoNet reports them.
+
+    Written with numpy (scikit-learn is only a development dependency); the macro-F1 is scikit-learn's
+    ``f1_score(average="macro")``: the mean F1 over the classes that occur in the labels or the predictions,
+    a class never predicted counting 0.
+
+    Args:
+        pred: ``(N, E)`` scores or logits (the highest is the prediction) or ``(N,)`` predicted class indices.
+        true: ``(N,)`` class indices; ``-1`` marks a person without a label (left out).
+        names: the class names (default :data:`emoctx.labels.EXPRESSIONS`).
+
+    Returns:
+        ``expression_accuracy``, ``expression_f1_macro``, ``expression_f1/<name>`` (None for a class that
+        occurs in neither) and ``expression_n`` (persons scored); None figures when nobody is labelled.
+    """
+    names = tuple(names)
+    p = _array(pred, "expression_pred")
+    t = _array(true, "expression_true")
+    if p.ndim == 2:
+        if p.shape[1] != len(names):
+            raise ValueError(f"expression_pred: expected shape (N, {len(names)}), got {p.shape}")
+        p = p.argmax(axis=1)
+    if p.ndim != 1 or t.shape != p.shape:
+        raise ValueError(f"expression_pred/true: expected (N,) classes each, got {p.shape} and {t.shape}")
+    labelled = t != -1
+    p, t = p[labelled].astype(np.int64), t[labelled].astype(np.int64)
+    if ((t < 0) | (t >= len(names))).any() or ((p < 0) | (p >= len(names))).any():
+        raise ValueError(f"expression classes must be in 0..{len(names) - 1} (or -1 for none)")
+    out: dict[str, Any] = {"expression_n": int(t.size)}
+    if t.size == 0:
+        out.update(expression_accuracy=None, expression_f1_macro=None)
+        out.update({f"expression_f1/{slugify(n)}": None for n in names})
+        return out
+    per: list[float] = []
+    for k, name in enumerate(names):
+        tp = int(((p == k) & (t == k)).sum())
+        predicted, actual = int((p == k).sum()), int((t == k).sum())
+        if predicted + actual == 0:
+            out[f"expression_f1/{slugify(name)}"] = None
+            continue
+        f1 = 2.0 * tp / (predicted + actual)
+        out[f"expression_f1/{slugify(name)}"] = f1
+        per.append(f1)
+    out["expression_accuracy"] = float(np.mean(p == t))
+    out["expression_f1_macro"] = float(np.mean(per))
     return out
 
 
@@ -799,7 +851,7 @@ class EmotionMetrics(torchmetrics.Metric):
             raise ValueError(f"unknown AP variant {ap_variant!r}; choose one of {AP_VARIANTS}")
         self.ap_variant = ap_variant
         self.names, self.slugs = _names_and_slugs(names)
-        for state in ("scores", "targets", "vad_pred", "vad_true"):
+        for state in ("scores", "targets", "vad_pred", "vad_true", "expression_pred", "expression_true"):
             self.add_state(state, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -834,8 +886,20 @@ class EmotionMetrics(torchmetrics.Metric):
             self.vad_pred.append(vad_pred.detach().float())
             self.vad_true.append(vt)
 
+    def update_expressions(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch of expression outputs ``(B, E)`` and class indices ``(B,)`` (``-1``: none)."""
+        if logits.ndim != 2 or target.shape != logits.shape[:1]:
+            raise ValueError(
+                f"expressions: expected (B, E) logits and (B,) targets, got {tuple(logits.shape)} and "
+                f"{tuple(target.shape)}"
+            )
+        self.expression_pred.append(logits.detach().argmax(dim=1))
+        self.expression_true.append(target.detach().long())
+
     def compute(self) -> dict[str, torch.Tensor]:
         """Flat dict: ``mAP``, ``num_persons``, ``ap/<slug>``, ``vad_<metric>`` and ``vad_<metric>/<dim>``.
+
+        With expressions (:meth:`update_expressions`), also ``expression_accuracy`` and ``expression_f1_macro``.
 
         Categories without positives are left out of the dict and of ``mAP`` (with a warning); so are
         undefined V/A/D figures. Empty when nothing was accumulated.
@@ -855,6 +919,12 @@ class EmotionMetrics(torchmetrics.Metric):
             keys += [
                 f"vad_{m}{suffix}" for m in VAD_METRICS for suffix in ("", *(f"/{d}" for d in VAD_NAMES))
             ]
+        has_expressions = isinstance(self.expression_pred, torch.Tensor) or len(self.expression_pred) > 0
+        if has_expressions:
+            ep, et = dim_zero_cat(self.expression_pred), dim_zero_cat(self.expression_true)
+            classes = int(torch.cat([ep, et]).max()) + 1 if ep.numel() else 1  # F1 only counts classes seen
+            figures.update(expression_metrics(ep, et, names=[str(k) for k in range(max(classes, 1))]))
+            keys += ["expression_accuracy", "expression_f1_macro"]
         return {
             k: torch.tensor(figures[k], dtype=torch.float32, device=self.device)
             for k in keys

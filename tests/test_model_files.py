@@ -282,12 +282,12 @@ def test_genuine_ultralytics_files_of_every_task_load_safely(yolo_files):
         assert len(model.predict(image, imgsz=64, verbose=False, device="cpu")) == 1
     exported = load_yolo(str(yolo_files["torchscript"]))
     assert len(exported.predict(image, imgsz=64, verbose=False, device="cpu")) == 1
-    # only a detection model finds persons for emoctx
+    # detection, pose and segmentation models all find persons for emoctx
     from emoctx.inference.detect import UltralyticsDetector
 
     assert UltralyticsDetector(yolo_files["trainer"]).describe().startswith("yolo:trained.pt@")
-    with pytest.raises(EmoctxError, match="a 'pose' model; person detection needs a detection model"):
-        UltralyticsDetector(yolo_files["pose"])
+    for task in ("pose", "segment"):
+        assert UltralyticsDetector(yolo_files[task]).task == task
 
 
 def test_hostile_detector_weights_run_no_code(tmp_path, tiny_model_path, monkeypatch, capsys):

@@ -3,14 +3,17 @@
 * :class:`PersonDetector` is the interface: ``detect(images)`` takes a list of RGB ``uint8`` arrays and returns,
   per image, a list of :class:`Detection` (``x1 y1 x2 y2`` pixel box of that image, a score, and a track id
   where there is one). It is batched: the pipeline hands over several images at once.
-* :class:`UltralyticsDetector` runs an ultralytics YOLO model, keeps persons only (COCO class 0), and for
-  videos tracks them with ultralytics' ByteTrack (:meth:`UltralyticsDetector.track`).
+* :class:`UltralyticsDetector` runs an ultralytics YOLO model of any task that finds persons (detection, pose,
+  segmentation), keeps persons only (COCO class 0), and for videos tracks them with ultralytics' ByteTrack
+  (:meth:`UltralyticsDetector.track`). With a pose model each person also carries the 17 COCO keypoints and,
+  where the keypoints show one, a face (:func:`emoctx.faces.face_from_keypoints`); a segmentation model gives
+  the persons' boxes (its masks are not used); a detection model gives no faces.
 * :class:`BoxFileDetector` reads boxes from a CSV, JSONL or Parquet file (:class:`BoxSource` interface: boxes
   looked up by source path and frame, in pixels of the original image).
 
-Weights for YOLO (:func:`resolve_weights`): an existing file path; else a name ultralytics knows (such as
-``yolo11n.pt``), looked up in the working folder and ultralytics' weights folder, then downloaded by
-ultralytics where the network allows. Offline with no such file is an :class:`~emoctx.errors.EmoctxError`
+Weights for YOLO (:func:`resolve_weights`): an existing file path or export folder (OpenVINO, NCNN, ... as
+ultralytics exports them); else a name ultralytics knows (such as ``yolo11n.pt``), looked up in the working
+folder and ultralytics' weights folder, then downloaded by ultralytics where the network allows. Offline with no such file is an :class:`~emoctx.errors.EmoctxError`
 saying what to pass. A ``.yaml`` model name builds the architecture with random weights (tests only).
 
 Loading weights runs no code from the file (:func:`load_yolo`). A ``.pt`` file is a pickle, which can call any
@@ -40,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from emoctx.errors import EmoctxError
+from emoctx.faces import DEFAULT_KEYPOINT_CONF, DEFAULT_MIN_FACE, Face, face_from_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,11 @@ DEFAULT_WEIGHTS = "yolo11n.pt"
 """The YOLO weights used when none are named (downloaded by ultralytics on first use where possible)."""
 
 PERSON_CLASS = 0  # "person" in the COCO classes every ultralytics detection model is trained on
+
+PERSON_TASKS: tuple[str, ...] = ("detect", "pose", "segment")
+"""ultralytics tasks whose models give person boxes."""
+
+_COCO_POSE_POINTS = 17  # the keypoints of ultralytics' COCO pose models
 
 FrameKey = tuple[str, int]
 """``(source path, frame index)`` identifying an image (frame ``-1``) or a video frame."""
@@ -60,11 +69,31 @@ class Detection:
         box: ``(x1, y1, x2, y2)`` in pixels.
         score: detector confidence in 0-1 (``1.0`` for given boxes).
         track_id: the track id when the detection comes from a tracker or a box file with ``track_id``.
+        keypoints: from a pose model, the 17 COCO keypoints ``((x, y, confidence), ...)`` in pixels
+            (:data:`emoctx.faces.COCO_KEYPOINTS`); None otherwise.
+        face: the person's face (box, score and the five facial keypoints) where the keypoints show one;
+            None for a back view, a tiny person, or a detector without keypoints.
     """
 
     box: tuple[float, float, float, float]
     score: float = 1.0
     track_id: int | None = None
+    keypoints: tuple[tuple[float, float, float], ...] | None = None
+    face: Face | None = None
+
+    def scaled(self, fx: float, fy: float) -> Detection:
+        """The same detection in another pixel grid: every x multiplied by ``fx``, every y by ``fy``.
+
+        Boxes, keypoints and the face move together (e.g. from a reduced decoded image to the original).
+        """
+        x1, y1, x2, y2 = self.box
+        return Detection(
+            (x1 * fx, y1 * fy, x2 * fx, y2 * fy),
+            self.score,
+            self.track_id,
+            None if self.keypoints is None else tuple((x * fx, y * fy, c) for x, y, c in self.keypoints),
+            None if self.face is None else self.face.scaled(fx, fy),
+        )
 
 
 @runtime_checkable
@@ -190,15 +219,16 @@ def resolve_weights(weights: str | os.PathLike | None) -> str:
     """
     name = os.fspath(weights) if weights is not None else DEFAULT_WEIGHTS
     path = Path(name).expanduser()
-    if path.is_file():
+    if path.is_file() or path.is_dir():  # a folder: an export (OpenVINO, NCNN, ...), as ultralytics reads it
         return str(path)
     if path.suffix in (".yaml", ".yml"):
         return name  # an architecture: built with random weights (no download)
     if path.parent != Path("."):
         raise detector_error(
             lambda what: (
-                f"{path}: no such detector weights file. YOLO detection weights (e.g. yolo11n.pt) are "
-                f"published at {WEIGHTS_SOURCE}: download one, put it anywhere and {what}"
+                f"{path}: no such detector weights file or export folder. YOLO weights (e.g. yolo11n.pt, or "
+                f"yolo11n-pose.pt for faces too) are published at {WEIGHTS_SOURCE}: download one, put it "
+                f"anywhere and {what}"
             )
         )
     import_ultralytics()
@@ -327,28 +357,42 @@ def _download_failed(weights: str, error: Exception) -> EmoctxError:
 
 
 def describe_weights(weights: str | os.PathLike) -> str:
-    """``yolo:<name>``, with ``@<first 12 hex digits of its SHA-256>`` for a file (the resume settings)."""
+    """``yolo:<name>``, with ``@<first 12 hex digits of a SHA-256>`` of a file or export folder (resume settings).
+
+    A folder's digest covers the relative path and the content of every file in it, in sorted order.
+    """
     path = Path(os.fspath(weights))
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         return f"yolo:{path.name}"
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode("utf-8", "surrogateescape") + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):  # noqa: B023 - consumed before the next file
+                digest.update(chunk)
     return f"yolo:{path.name}@{digest.hexdigest()[:12]}"
 
 
 class UltralyticsDetector:
-    """Persons from an ultralytics YOLO detection model.
+    """Persons (and, with a pose model, their keypoints and faces) from an ultralytics YOLO model.
+
+    The model's task is one of :data:`PERSON_TASKS`: ``detect``, ``pose`` (persons with the 17 COCO keypoints,
+    and a face where they show one) or ``segment`` (persons; the masks are not used). Its format is any that
+    ultralytics reads (``.pt``, ONNX, TorchScript, an OpenVINO or NCNN export folder, ...; see
+    :func:`load_yolo` for what is refused).
 
     Args:
-        weights: weights file or ultralytics model name (see :func:`resolve_weights`).
+        weights: weights file, export folder or ultralytics model name (see :func:`resolve_weights`).
         conf: minimum detection confidence.
         min_box: drop boxes narrower or lower than this many pixels (of the image given to :meth:`detect`).
         imgsz: the detector's input size (longest side, pixels).
         device: an ultralytics device: ``"cpu"``, ``"0"`` (first GPU), ``"mps"``, ... (``None``: its choice).
         tracker: ultralytics tracker configuration for :meth:`track` (``bytetrack.yaml``, ``botsort.yaml``).
         batch_size: images per detector forward in :meth:`detect`.
+        keypoint_conf: confidence from which a keypoint counts as visible, for the face rule.
+        min_face: smallest face box side in pixels (of the image given to :meth:`detect`).
     """
 
     def __init__(
@@ -360,9 +404,15 @@ class UltralyticsDetector:
         device: str | None = "cpu",
         tracker: str = "bytetrack.yaml",
         batch_size: int = 8,
+        keypoint_conf: float = DEFAULT_KEYPOINT_CONF,
+        min_face: float = DEFAULT_MIN_FACE,
     ):
         if not 0.0 <= conf <= 1.0:
             raise EmoctxError(f"detector confidence must be within 0-1, got {conf}")
+        if not 0.0 <= keypoint_conf <= 1.0:
+            raise EmoctxError(f"keypoint confidence must be within 0-1, got {keypoint_conf}")
+        self.keypoint_conf = float(keypoint_conf)
+        self.min_face = float(min_face)
         self.weights = resolve_weights(weights)
         self.conf = float(conf)
         self.min_box = float(min_box)
@@ -371,9 +421,11 @@ class UltralyticsDetector:
         self.tracker = tracker
         self.batch_size = max(1, int(batch_size))
         self.model = load_yolo(self.weights)
-        if getattr(self.model, "task", "detect") != "detect":
+        self.task = str(getattr(self.model, "task", None) or "detect")
+        if self.task not in PERSON_TASKS:
             raise EmoctxError(
-                f"{self.weights}: a '{self.model.task}' model; person detection needs a detection model"
+                f"{self.weights}: a '{self.task}' model gives no person boxes; person detection needs a "
+                f"detection, pose or segmentation model ({', '.join(PERSON_TASKS)})"
             )
 
     def describe(self) -> str:
@@ -391,6 +443,18 @@ class UltralyticsDetector:
             kw["device"] = self.device
         return kw
 
+    def _keypoints(self, result: Any, count: int) -> np.ndarray | None:
+        """The ``(N, 17, 3)`` keypoints of a pose result (confidence 1 where the model gives none), else None."""
+        kpts = getattr(result, "keypoints", None)
+        if kpts is None or kpts.data is None:
+            return None
+        data = kpts.data.cpu().numpy().astype(np.float64)
+        if data.ndim != 3 or data.shape[0] != count or data.shape[1] != _COCO_POSE_POINTS:
+            return None  # not COCO person keypoints: persons without faces
+        if data.shape[2] == 2:
+            data = np.concatenate([data, np.ones((*data.shape[:2], 1))], axis=2)
+        return data
+
     def _detections(self, result: Any, with_ids: bool) -> list[Detection]:
         boxes = result.boxes
         if boxes is None or len(boxes) == 0:
@@ -399,6 +463,8 @@ class UltralyticsDetector:
         scores = boxes.conf.cpu().numpy().astype(np.float64)
         classes = boxes.cls.cpu().numpy().astype(int)
         ids = boxes.id.cpu().numpy().astype(int) if (with_ids and boxes.id is not None) else None
+        keypoints = self._keypoints(result, len(xyxy))
+        height, width = result.orig_shape[:2]
         out = []
         for k in range(len(xyxy)):
             if classes[k] != PERSON_CLASS:
@@ -408,7 +474,21 @@ class UltralyticsDetector:
                 continue
             if with_ids and ids is None:
                 continue  # tracking: only confirmed tracks carry an id
-            out.append(Detection((x1, y1, x2, y2), float(scores[k]), None if ids is None else int(ids[k])))
+            points = face = None
+            if keypoints is not None:
+                points = tuple((float(x), float(y), float(c)) for x, y, c in keypoints[k])
+                face = face_from_keypoints(
+                    keypoints[k],
+                    (x1, y1, x2, y2),
+                    (int(width), int(height)),
+                    keypoint_conf=self.keypoint_conf,
+                    min_size=self.min_face,
+                )
+            out.append(
+                Detection(
+                    (x1, y1, x2, y2), float(scores[k]), None if ids is None else int(ids[k]), points, face
+                )
+            )
         return out
 
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
@@ -438,6 +518,37 @@ class UltralyticsDetector:
         predictor = getattr(self.model, "predictor", None)
         for tracker in getattr(predictor, "trackers", None) or []:
             tracker.reset()
+
+
+def match_detections(
+    boxes: Sequence[Sequence[float]], detections: Sequence[Detection], min_iou: float = 0.5
+) -> list[Detection | None]:
+    """For each given person box, the detection that is the same person, or None.
+
+    Boxes and detections are paired one to one, maximising the total overlap (the optimal assignment on
+    IoU); a pair overlapping less than ``min_iou`` is no match. This gives annotated persons (records) the
+    keypoints and face a pose model finds in their image.
+
+    Args:
+        boxes: ``(x1, y1, x2, y2)`` per person, in the detections' pixels.
+        detections: what the detector found in the image.
+        min_iou: smallest overlap (intersection over union) of a match.
+
+    Returns:
+        One entry per box: its detection, or None.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from emoctx.inference.video import box_iou
+
+    out: list[Detection | None] = [None] * len(boxes)
+    if not len(boxes) or not detections:
+        return out
+    iou = box_iou(np.asarray(boxes, dtype=np.float64), np.array([d.box for d in detections]))
+    for row, col in zip(*linear_sum_assignment(iou, maximize=True)):
+        if iou[row, col] >= min_iou:
+            out[row] = detections[col]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ box file

@@ -76,6 +76,7 @@ from emoctx.checkpoint import ModelInfo, load_model
 from emoctx.errors import EmoctxError
 from emoctx.io import atomic_path
 from emoctx.losses import scores_from_logits
+from emoctx.models.face import FACE_STREAM
 from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,11 @@ def export_onnx(
             than ``tolerance`` (the file is written all the same, so it can be inspected).
     """
     net, info = load_model(model)
+    if FACE_STREAM in net.stream_names:
+        raise EmoctxError(
+            f"{model}: a model with a face stream is not exported to ONNX yet (it takes, beside the face crops, "
+            "which persons show a face and their landmarks)"
+        )
     out = Path(out)
     wrapper = ScoringNet(net, info.score_activation).eval()
     batch = torch.export.Dim("batch", min=1)
