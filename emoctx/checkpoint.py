@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "ModelInfo",
     "as_description",
     "describe",
+    "init_face_stream",
     "load_model",
     "model_identity",
     "safe_torch_load",
@@ -207,6 +209,37 @@ def model_identity(path: str | os.PathLike) -> str:
     return f"{Path(path).name}@{file_sha256(path)[:12]}"
 
 
+GETTING_A_MODEL = (
+    "An emoctx model is a .safetensors file: train one on EMOTIC ('emoctx convert Annotations.mat', then "
+    "'emoctx train --config configs/emotic_kosti_resnet18.yaml --data.root EMOTIC_IMAGES' writes "
+    "runs/emotic_kosti_resnet18/model.safetensors), import the common PyTorch baseline's trained model (its .pth "
+    "files, linked from github.com/Tandon-A/emotic: 'emoctx import-baseline FOLDER --out model.safetensors'), "
+    "or, to try emoctx out, run 'make demo', which writes runs/demo/train/model.safetensors (trained on "
+    "synthetic scenes: it says little about real photos)"
+)
+"""How to get a model file: the end of the messages about a missing or wrong model file."""
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """What a refused ``torch.load(weights_only=True)`` found, without PyTorch's advice.
+
+    PyTorch's message suggests re-running with ``weights_only=False``, which is the unsafe load emoctx never
+    does; the useful part is what the file holds (``Unsupported global: GLOBAL torch.nn.Linear``) or that it
+    is no pickle at all (``Unsupported operand``).
+    """
+    text = str(error)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled Python object ({found.group(1)}), which could run code when loaded"
+    found = re.search(r"Unsupported operand \S+|Unsupported class \S+", text)
+    if found:
+        return f"its content is not a PyTorch tensor file ({found.group(0)})"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "weights_only" in first or "Weights only load failed" in first:
+        return "it holds Python objects other than tensors and plain data, which could run code when loaded"
+    return f"{type(error).__name__}: {first[:300]}"
+
+
 def safe_torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain data only, nothing executed.
 
@@ -225,22 +258,44 @@ def safe_torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
         mmap = mmap and zipfile.is_zipfile(path)
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # an unpicklable or foreign object is refused here, never executed
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        unsafe = "Unsupported global" in str(e) or "weights_only" in str(e).lower()
-        hint = (
-            " It holds Python objects other than tensors and plain data (loading them could run code), so it "
-            "is not read; use a file written by emoctx."
-            if unsafe
-            else ""
-        )
         raise EmoctxError(
-            f"{path}: cannot be loaded safely as a checkpoint ({type(e).__name__}: {reason}).{hint}"
+            f"{path}: cannot be loaded safely as a checkpoint: {_unpickling_reason(e)}; it is not read. "
+            "Use a file written by emoctx"
         ) from e
+
+
+def _not_a_model(path: Path) -> EmoctxError | None:
+    """The error for a ``--model`` that is plainly no emoctx model file (a folder, an ONNX export), else ``None``."""
+    if path.is_dir():
+        inside = path / "model.safetensors"
+        if inside.is_file():
+            return EmoctxError(f"{path} is a folder; its model file is {inside}: pass that")
+        return EmoctxError(f"{path} is a folder, not an emoctx model file. {GETTING_A_MODEL}")
+    if path.suffix.lower() == ".onnx":
+        return EmoctxError(
+            f"{path}: an ONNX file, not an emoctx model file. ONNX files are what 'emoctx export' writes to run "
+            "a model in onnxruntime or another ONNX runtime (see the README's ONNX section); emoctx commands take "
+            "the model.safetensors it was exported from"
+        )
+    return None
+
+
+def _not_emoctx_pickle(path: Path, error: Exception) -> EmoctxError:
+    """The error for a ``.pt``/``.pth``/... file that cannot be read as an emoctx checkpoint."""
+    reason = _unpickling_reason(error.__cause__ or error)
+    return EmoctxError(
+        f"{path}: not an emoctx model file: {reason}, so it is not read. emoctx reads the .safetensors model "
+        "files it writes (and training's .ckpt files); the common baseline's .pth files become one with "
+        "'emoctx import-baseline'"
+    )
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
+        raise FileNotFoundError(f"{path}: no such model file. {GETTING_A_MODEL}")
+    refused = _not_a_model(path)
+    if refused is not None:
+        raise refused
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -259,9 +314,17 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise EmoctxError(f"{path}: not a readable safetensors file ({e})") from e
         return state, info
-    ckpt = safe_torch_load(path)
+    try:
+        ckpt = safe_torch_load(path)
+    except EmoctxError as e:
+        if path.suffix.lower() == ".ckpt":  # a training checkpoint that holds more than it should
+            raise
+        raise _not_emoctx_pickle(path, e) from e
     if not isinstance(ckpt, dict) or "emoctx" not in ckpt:
-        raise EmoctxError(f"{path}: not an emoctx checkpoint (no 'emoctx' description inside)")
+        raise EmoctxError(
+            f"{path}: not an emoctx model file (no 'emoctx' description inside: a state dict or another "
+            f"program's checkpoint?). {GETTING_A_MODEL}"
+        )
     prefix = "net."
     info = _check(ckpt["emoctx"], path)
     weights = ckpt.get("state_dict", {})
@@ -319,3 +382,79 @@ def _build_for(state: dict[str, torch.Tensor], info: ModelInfo, path: Path) -> E
             f"unexpected {result.unexpected_keys[:10]}"
         )
     return net
+
+
+FACE_PARTS: tuple[str, ...] = ("backbones.face.", "face_attention.")
+"""State-dict prefixes of a face stream's own weights: its backbone and its landmark attention."""
+
+
+def init_face_stream(net: EmotionNet, path: str | os.PathLike) -> list[str]:
+    """Start ``net``'s face stream from a trained model file's face stream (e.g. a face-only model).
+
+    The file is read as :func:`load_model` reads it (safely; its description checked). Its face backbone and
+    landmark attention are copied into ``net``; nothing else changes (the fusion, the heads and the no-face
+    embedding are the context model's own: a face-only model never saw a person without a face). The two
+    face streams must agree on what the weights mean: the same backbone (name and options), the same
+    normalisation and the same attention and landmark convention; a different input size or heatmap width is
+    allowed, with a warning.
+
+    Args:
+        net: a network with a face stream.
+        path: a model file (``.safetensors`` or a training ``.ckpt``) with a face stream.
+
+    Returns:
+        The names of the tensors copied.
+
+    Raises:
+        EmoctxError: ``net`` or the file has no face stream, they disagree, or the weights do not fit (the
+            message lists the keys).
+    """
+    from emoctx.models.backbones import match_state_dict
+    from emoctx.models.face import FACE_STREAM, FaceConfig
+
+    path = Path(path)
+    if net.face_config is None:
+        raise EmoctxError(f"the network has no '{FACE_STREAM}' stream to start from {path}")
+    state, info = _read(path)
+    streams = info.network.get("streams", {})
+    if FACE_STREAM not in streams:
+        raise EmoctxError(f"{path}: the model has no '{FACE_STREAM}' stream (its streams: {list(streams)})")
+    theirs, ours = streams[FACE_STREAM], net.config()["streams"][FACE_STREAM]
+    for key in ("backbone", "kwargs", "mean", "std"):
+        a, b = theirs.get(key), ours.get(key)
+        if key == "kwargs":
+            a, b = a or {}, b or {}
+        if key in ("mean", "std") and a is not None and b is not None:
+            a, b = [float(v) for v in a], [float(v) for v in b]
+        if a != b:
+            raise EmoctxError(
+                f"{path}: its face stream has {key} {a!r}, this network's has {b!r}; the weights only fit a "
+                f"face stream with the same {key} (set the face stream's '{key}' to the file's)"
+            )
+    their_face, our_face = FaceConfig.from_dict(info.network.get("face")), net.face_config
+    for key in ("attention", "landmarks"):
+        if getattr(their_face, key) != getattr(our_face, key):
+            raise EmoctxError(
+                f"{path}: its face stream has {key} {getattr(their_face, key)!r}, this network's has "
+                f"{getattr(our_face, key)!r}"
+            )
+    if theirs.get("input_size") != ours.get("input_size") or their_face.sigma != our_face.sigma:
+        log.warning(
+            "%s: its face stream was trained at %s px with heatmap sigma %s; this network's face stream uses "
+            "%s px and sigma %s",
+            path,
+            theirs.get("input_size"),
+            their_face.sigma,
+            ours.get("input_size"),
+            our_face.sigma,
+        )
+    wanted = {k: v for k, v in net.state_dict().items() if k.startswith(FACE_PARTS)}
+    given = {k: v for k, v in state.items() if k.startswith(FACE_PARTS)}
+    match = match_state_dict(given, wanted)
+    if not match.ok:
+        raise EmoctxError(f"{path}: its face stream's weights do not fit this network's: {match.describe()}")
+    result = net.load_state_dict(match.state_dict, strict=False)
+    if result.unexpected_keys:  # cannot happen: every key was matched against the network's own
+        raise EmoctxError(f"{path}: unexpected face stream keys {result.unexpected_keys[:10]}")
+    log.info("face stream started from %s (%d tensors)", path, len(match.state_dict))
+    return sorted(match.state_dict)

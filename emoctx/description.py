@@ -24,6 +24,10 @@ Rules:
 * Format v1 (no ``preprocessing``; still read, its preprocessing derived by
   :meth:`PreprocessCfg.from_v1`) kept each stream's resize rule in ``streams.<name>.resize``; from v2 it is in
   ``preprocessing`` only.
+* The face stream's fields: ``network.face`` (only with a stream named ``face``) is an object with
+  ``attention`` (one of :data:`FACE_ATTENTIONS`), ``landmarks`` (one of :data:`FACE_LANDMARKS`) and ``sigma``
+  (a number in (0, 1]); ``network.modality_dropout`` maps streams of the network to probabilities in [0, 1);
+  ``network.expressions`` is a list of 1 to :data:`MAX_EXPRESSIONS` distinct names of at most 64 characters.
 * Input sizes are at most :data:`MAX_INPUT_SIZE` pixels, fused widths at most :data:`MAX_HIDDEN`, and a model
   has at most :data:`MAX_STREAMS` streams, each with three channel means and standard deviations (RGB).
 * ``network.streams.<name>.kwargs`` go to ``timm.create_model``: their values must be JSON scalars or flat
@@ -68,7 +72,6 @@ MAX_DEPTH = 64
 """Deepest nesting accepted in free-form values (recorded training settings, unknown fields)."""
 MAX_DECODE_SIDE = 65536
 """Largest accepted ``preprocessing.max_side``."""
-"""Deepest nesting accepted in free-form values (recorded training settings, unknown fields)."""
 
 KNOWN_FIELDS: tuple[str, ...] = (
     "format",
@@ -88,7 +91,22 @@ KNOWN_FIELDS: tuple[str, ...] = (
 """Top-level fields this emoctx reads; others are kept as additive fields (see the module docstring)."""
 
 SCORE_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "clamp")
-_NETWORK_KEYS = ("streams", "fusion", "hidden", "dropout", "fusion_kwargs", "vad_output")
+_NETWORK_KEYS = (
+    "streams",
+    "fusion",
+    "hidden",
+    "dropout",
+    "fusion_kwargs",
+    "vad_output",
+    "face",
+    "modality_dropout",
+    "expressions",
+)
+FACE_STREAM = "face"  # emoctx.models.face.FACE_STREAM
+FACE_ATTENTIONS: tuple[str, ...] = ("landmarks", "none")  # emoctx.models.face.ATTENTIONS
+FACE_LANDMARKS: tuple[str, ...] = ("coco5",)  # emoctx.models.face.LANDMARKS
+_FACE_KEYS = ("attention", "landmarks", "sigma")
+MAX_EXPRESSIONS = 64  # emoctx.models.network.MAX_EXPRESSIONS
 VAD_OUTPUTS: tuple[str, ...] = ("internal", "tenths")  # emoctx.models.network.VAD_OUTPUTS
 _STREAM_CONFIG_KEYS = ("backbone", "pretrained", "input_size", "mean", "std", "drop_path", "kwargs")
 _STREAM_SPEC_KEYS = ("input_size", "mean", "std", "backbone")
@@ -255,7 +273,46 @@ class _Checker:
             raise self.fail(
                 "network.vad_output", f"must be one of {list(VAD_OUTPUTS)}, got {_kind(net['vad_output'])}"
             )
+        if net.get("face") is not None:
+            self.face(net["face"], streams)
+        if net.get("modality_dropout") is not None:
+            drop = self.mapping(net["modality_dropout"], "network.modality_dropout")
+            for name, p in drop.items():
+                if name not in streams:
+                    raise self.fail(
+                        f"network.modality_dropout.{name}",
+                        f"names no stream of the network ({list(streams)})",
+                    )
+                self.number(p, f"network.modality_dropout.{name}", 0.0, 1.0)
+                if p >= 1.0:
+                    raise self.fail(
+                        f"network.modality_dropout.{name}", "must be below 1 (a stream always dropped)"
+                    )
+        if net.get("expressions") is not None:
+            names = net["expressions"]
+            if not isinstance(names, (list, tuple)) or not 1 <= len(names) <= MAX_EXPRESSIONS:
+                raise self.fail(
+                    "network.expressions",
+                    f"must be a list of 1 to {MAX_EXPRESSIONS} names, got {_kind(names)}",
+                )
+            for i, name in enumerate(names):
+                self.string(name, f"network.expressions[{i}]", 64)
+            if len(set(names)) != len(names):
+                raise self.fail("network.expressions", "names a class twice")
         return net
+
+    def face(self, value: Any, streams: Mapping[str, Any]) -> None:
+        face = self.mapping(value, "network.face")
+        if FACE_STREAM not in streams:
+            raise self.fail("network.face", f"is given, but the network has no '{FACE_STREAM}' stream")
+        self.keys(face, "network.face", _FACE_KEYS)
+        for key, allowed in (("attention", FACE_ATTENTIONS), ("landmarks", FACE_LANDMARKS)):
+            if key in face and face[key] not in allowed:
+                raise self.fail(
+                    f"network.face.{key}", f"must be one of {list(allowed)}, got {_kind(face[key])}"
+                )
+        if "sigma" in face:
+            self.number(face["sigma"], "network.face.sigma", 0.0, 1.0, lo_open=True)
 
     def streams(self, value: Any, network: Mapping[str, Any], version: int) -> Mapping[str, Any]:
         specs = self.mapping(value, "streams")

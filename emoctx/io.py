@@ -27,21 +27,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     If the body raises, the temporary file is removed and ``path`` keeps its previous content (or stays absent).
+    The file gets the permissions a new file gets from ``open()`` (:func:`default_file_mode`), whatever the
+    body's writer gave it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+    mode = default_file_mode()
+    os.chmod(tmp_path, mode)  # mkstemp creates 0600; give the file the permissions open() would
     try:
         yield tmp_path
+        # Again after the body: a writer may have replaced the file with one of its own making (safetensors'
+        # save_file creates a new file with mode 0600), and model files are shared with colleagues too.
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def default_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: ``0o666`` less the process's umask (``0o644`` usually)."""
+    umask = os.umask(0)  # the only way to read the umask is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -56,12 +67,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 hex digest of a file's content (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
+def _hash_file(digest: Any, path: str | os.PathLike) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's content (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    _hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def tree_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file, or of a folder: the relative path and content of each file, in order.
+
+    A folder's digest covers every file under it, sorted by path, each as its ``/``-separated relative path,
+    a NUL byte and its content (model exports such as OpenVINO's are folders).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode("utf-8", "surrogateescape") + b"\0")
+        _hash_file(digest, file)
     return digest.hexdigest()
 
 

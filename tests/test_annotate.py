@@ -30,9 +30,10 @@ from emoctx.annotate.server import LabelStudioServer, default_environment_dir, r
 from emoctx.cli import main
 from emoctx.data.records import read_records, records_frame, write_records
 from emoctx.errors import EmoctxError
-from emoctx.inference.detect import UltralyticsDetector, import_ultralytics
+from emoctx.inference.detect import UltralyticsDetector
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
 from emoctx.inference.writers import read_prediction_table, write_predictions
+from emoctx.inference.yolo_weights import import_ultralytics
 
 GOLDEN = Path(__file__).parent / "data" / "label_studio_export.json"
 REPO = Path(__file__).resolve().parents[1]

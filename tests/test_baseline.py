@@ -27,6 +27,7 @@ from emoctx import labels
 from emoctx.checkpoint import load_model
 from emoctx.cli import main
 from emoctx.errors import EmoctxError
+from emoctx.io import default_file_mode
 from emoctx.losses import EmotionLoss
 from emoctx.models.baseline import (
     BASELINE_STREAMS,
@@ -235,6 +236,7 @@ def test_command_line_import(baseline, tmp_path, capsys):
         str(out),
     ]
     assert main(args) == 0
+    assert out.stat().st_mode & 0o777 == default_file_mode()  # readable by others, as any new file
     assert (
         "the baseline's model (scene: resnet18, body: resnet18), with the baseline's thresholds"
         in capsys.readouterr().out

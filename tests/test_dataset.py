@@ -181,8 +181,8 @@ def test_any_set_of_named_streams():
     assert out["context"].shape == (3, 40, 40) and out["body"].shape == (3, 24, 24)
     assert torch.all(out["context"][:, 8:36, 2:12] == 0)  # the person masked in the context only
     assert _rgb(out["scene"])[1, 30:80, 15:55].mean() > 200
-    with pytest.raises(PreprocessError, match="'face'.*region"):
-        PreprocessCfg.for_streams({"face": {"input_size": 32}})
+    with pytest.raises(PreprocessError, match="'hands'.*region"):
+        PreprocessCfg.for_streams({"hands": {"input_size": 32}})
     with pytest.raises(PreprocessError, match="mask"):
         dataclasses.replace(cfg.streams["body"], mask="person")  # a person crop cannot mask the person
 

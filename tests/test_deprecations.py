@@ -15,6 +15,8 @@ MOVED = [
     ("emoctx.inference.pipeline", "model_identity", "emoctx.checkpoint", "model_identity"),
     ("emoctx.inference.pipeline", "resize_like_training", "emoctx.data.transforms", "resize_view"),
     ("emoctx.inference.detect", "BoxFileDetector", "emoctx.inference.box_file", "BoxFileDetector"),
+    ("emoctx.inference.detect", "import_ultralytics", "emoctx.inference.yolo_weights", "import_ultralytics"),
+    ("emoctx.inference.detect", "detector_error", "emoctx.inference.yolo_weights", "detector_error"),
     ("emoctx.evaluation.report", "evaluate_model", "emoctx.evaluation.evaluate", "evaluate_model"),
     ("emoctx.evaluation.report", "METRICS_FILE", "emoctx.evaluation.evaluate", "METRICS_FILE"),
     ("emoctx.evaluation.report", "evaluation_document", "emoctx.evaluation.document", "evaluation_document"),

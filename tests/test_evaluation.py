@@ -25,6 +25,7 @@ from emoctx.evaluation import (
     score_records,
 )
 from emoctx.evaluation.predictions import SCORE_COLUMNS
+from emoctx.io import default_file_mode
 from emoctx.metrics import mean_average_precision
 from emoctx.models.network import EmotionNet
 
@@ -95,6 +96,7 @@ def test_score_records_marks_unreadable_images(model_file, synth):
 def test_calibrate_stores_thresholds_in_the_model(calibrated, model_file):
     _, info = load_model(calibrated)
     assert set(info.thresholds) == set(labels.SLUGS)
+    assert calibrated.stat().st_mode & 0o777 == default_file_mode()  # readable by others, as any new file
     assert info.training["threshold_calibration"]["rule"] == "f1"
     assert info.training["threshold_calibration"]["num_persons"] > 0
     assert info.training["note"] == "test"  # the training description is kept

@@ -45,6 +45,13 @@ def exported(tmp_path_factory):
     return model, out
 
 
+def test_exported_file_is_readable_by_others(exported):
+    from emoctx.io import default_file_mode
+
+    _, onnx_file = exported
+    assert onnx_file.stat().st_mode & 0o777 == default_file_mode()
+
+
 def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 

@@ -22,6 +22,12 @@ ONE_IDEA = {
     "models/backbones.py": "backbones by timm name and their weight loading",
     "annotate/server.py": "running Label Studio and setting up its project",
     "data/synth/render.py": "drawing an EMOTIC-synth scene",
+    "checkpoint.py": "model files: written, read safely (naming what a foreign file is) and checked, whole or in part",
+    "data/records.py": "the record schema: its columns (faces included), validation, reading and writing",
+    "data/transforms.py": "the one transform a PreprocessCfg builds, and the deprecated builder's arguments",
+    "inference/draw.py": "an annotated image: boxes, panels placed off the heads, values, legend",
+    "losses.py": "the training losses (categories, V/A/D, expressions) and how the tasks are combined",
+    "models/network.py": "EmotionNet: its streams (a face a person may lack), fusion and heads",
 }
 
 

@@ -114,7 +114,11 @@ def _with(meta, dotted, value):
         ("training.mask_subject", "false", "'training.mask_subject' must be true or false"),
         ("preprocessing", ..., "'preprocessing' is missing"),
         ("preprocessing.streams.body.region", ..., "'preprocessing.streams.body' lacks 'region'"),
-        ("preprocessing.streams.scene.region", "face", "'preprocessing.streams.scene.region' must be one of"),
+        (
+            "preprocessing.streams.scene.region",
+            "hands",
+            "'preprocessing.streams.scene.region' must be one of",
+        ),
         (
             "preprocessing.streams.scene.mask",
             "image",
@@ -178,13 +182,13 @@ def test_format_v1_files_still_load_with_their_preprocessing(tmp_path, small):
     assert not load_model(plain)[1].preprocessing.mask_subject
     # v1 files knew no regions: a stream they cannot name is a clear error
     odd = _v1(meta, {})
-    odd["network"]["streams"]["face"] = odd["network"]["streams"].pop("body")
-    odd["streams"] = {"scene": odd["streams"]["scene"], "face": odd["streams"]["body"]}
+    odd["network"]["streams"]["hands"] = odd["network"]["streams"].pop("body")
+    odd["streams"] = {"scene": odd["streams"]["scene"], "hands": odd["streams"]["body"]}
     odd["network"]["streams"] = {
         "scene": odd["network"]["streams"]["scene"],
-        "face": odd["network"]["streams"]["face"],
+        "hands": odd["network"]["streams"]["hands"],
     }
-    with pytest.raises(EmoctxError, match="stream 'face': no region"):
+    with pytest.raises(EmoctxError, match="stream 'hands': no region"):
         load_model(_file(tmp_path, net, odd, "v1odd.safetensors"))
 
 
@@ -272,7 +276,7 @@ def yolo_files(tmp_path_factory):
     from copy import deepcopy
     from datetime import datetime
 
-    from emoctx.inference.detect import import_ultralytics
+    from emoctx.inference.yolo_weights import import_ultralytics
 
     import_ultralytics()
     from ultralytics import YOLO
@@ -317,7 +321,7 @@ def yolo_files(tmp_path_factory):
 
 
 def test_genuine_ultralytics_files_of_every_task_load_safely(yolo_files):
-    from emoctx.inference.detect import load_yolo
+    from emoctx.inference.yolo_weights import load_yolo
 
     image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
     for kind, task in (("detect", "detect"), ("pose", "pose"), ("segment", "segment"), ("trainer", "detect")):
@@ -326,12 +330,12 @@ def test_genuine_ultralytics_files_of_every_task_load_safely(yolo_files):
         assert len(model.predict(image, imgsz=64, verbose=False, device="cpu")) == 1
     exported = load_yolo(str(yolo_files["torchscript"]))
     assert len(exported.predict(image, imgsz=64, verbose=False, device="cpu")) == 1
-    # only a detection model finds persons for emoctx
+    # detection, pose and segmentation models all find persons for emoctx
     from emoctx.inference.detect import UltralyticsDetector
 
     assert UltralyticsDetector(yolo_files["trainer"]).describe().startswith("yolo:trained.pt@")
-    with pytest.raises(EmoctxError, match="a 'pose' model; person detection needs a detection model"):
-        UltralyticsDetector(yolo_files["pose"])
+    for task in ("pose", "segment"):
+        assert UltralyticsDetector(yolo_files[task]).task == task
 
 
 def test_hostile_detector_weights_run_no_code(tmp_path, tiny_model_path, monkeypatch, capsys):
@@ -398,3 +402,82 @@ def test_validator_knows_the_values_the_code_writes():
     assert description.SCORE_ACTIVATIONS == SCORE_ACTIVATIONS
     assert set(SCORE_ACTIVATION_OF_LOSS.values()) <= set(SCORE_ACTIVATIONS)
     assert description.REGIONS == REGIONS and description.BOX_REGIONS == BOX_REGIONS
+
+
+# ------------------------------------------------------------------------------- sharing and foreign files
+def _mode(path):
+    return Path(path).stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_model_files_get_the_permissions_of_any_new_file(tmp_path, small, umask, expected):
+    """safetensors creates its files 0600: colleagues on a shared server could not load them."""
+    import os
+
+    net, meta = small
+    previous = os.umask(umask)
+    try:
+        path = save_model(tmp_path / "model.safetensors", net, meta)
+        assert _mode(path) == expected
+        save_model(path, net, meta)  # rewritten in place (calibrate does it) keeps them
+        assert _mode(path) == expected
+    finally:
+        os.umask(previous)
+
+
+def test_files_that_are_not_emoctx_models_get_a_clear_message(tmp_path, small, tiny_model_path, capsys):
+    net, meta = small
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # the start of an ONNX protobuf
+    whole = tmp_path / "whole_module.pt"
+    torch.save(torch.nn.Linear(2, 2), whole)  # a pickled module, as many projects save them
+    state = tmp_path / "state_dict.pth"
+    torch.save({"weight": torch.zeros(2)}, state)
+    run = tmp_path / "run"
+    save_model(run / "model.safetensors", net, meta)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = {
+        onnx: [
+            "an ONNX file, not an emoctx model file",
+            "'emoctx export'",
+            "onnxruntime",
+            "model.safetensors",
+        ],
+        whole: [
+            "not an emoctx model file",
+            "pickled Python object (torch.nn.modules.linear.Linear)",
+            "import-baseline",
+        ],
+        state: ["not an emoctx model file", "no 'emoctx' description", "emoctx train"],
+        run: [f"its model file is {run / 'model.safetensors'}"],
+        empty: ["is a folder, not an emoctx model file", "make demo"],
+    }
+    for path, expected in cases.items():
+        with pytest.raises(EmoctxError) as err:
+            load_model(path)
+        message = str(err.value)
+        for text in expected:
+            assert text in message, (path.name, message)
+        # PyTorch's advice to load with weights_only=False (running the file's code) is never passed on.
+        assert "weights_only" not in message and "will likely succeed" not in message, message
+    # The command line prints it on one line, without a traceback.
+    out, boxes = tmp_path / "o.jsonl", tmp_path / "boxes.csv"
+    boxes.write_text("source,x1,y1,x2,y2\na.jpg,1,1,20,40\n")
+    status = main(["predict", str(tmp_path), "--model", str(onnx), "--boxes", str(boxes), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith("emoctx predict: error: ") and "ONNX" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_missing_model_file_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_model(tmp_path / "runs" / "demo" / "train" / "model.safetensors")
+    message = str(err.value)
+    assert "no such model file" in message
+    # train on EMOTIC, import the common baseline's model, or the demo's model for a try
+    assert (
+        "emoctx convert" in message and "emoctx train --config configs/emotic_kosti_resnet18.yaml" in message
+    )
+    assert "emoctx import-baseline" in message and "'make demo'" in message
+    assert "runs/demo/train/model.safetensors" in message

@@ -3,6 +3,7 @@ scene sharing against per-person forwards, bf16 against fp32, and a real photo w
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -26,8 +27,9 @@ from emoctx.inference import (
     read_prediction_table,
     results_frame,
 )
-from emoctx.inference.detect import import_ultralytics
+from emoctx.inference.results import PersonResult
 from emoctx.inference.writers import PartialLog
+from emoctx.inference.yolo_weights import import_ultralytics
 from emoctx.models.backbones import StreamConfig
 from emoctx.models.network import EmotionNet
 
@@ -145,6 +147,25 @@ def test_folder_jsonl_columns_and_values(reference, folder, model_path):
         ]
         assert row["categories"] == expected
         assert labels.CATEGORIES[0] in row["categories"]
+        # the dominant category: the most probable of those at or above their threshold
+        probs = {c: row[f"p_{s}"] for c, s in zip(labels.CATEGORIES, labels.SLUGS, strict=True)}
+        assert row["dominant_category"] == max(expected, key=probs.get)
+    assert ok["time_s"].isna().all()  # photos have no time
+
+
+def test_dominant_category_is_the_most_probable_predicted_one():
+    probs = np.full(labels.NUM_CATEGORIES, 0.1)
+    probs[labels.CATEGORY_INDEX["Anger"]] = (
+        0.95  # most probable, but below its (high) threshold: not predicted
+    )
+    probs[labels.CATEGORY_INDEX["Peace"]] = 0.6
+    probs[labels.CATEGORY_INDEX["Esteem"]] = 0.7
+    person = PersonResult(
+        0, (0, 0, 10, 10), probabilities=probs, vad=np.ones(3), categories=["Peace", "Esteem"]
+    )
+    assert person.dominant == "Esteem" and person.to_dict()["dominant_category"] == "Esteem"
+    person.categories = []  # nothing reaches its threshold: no dominant category
+    assert person.dominant is None and person.to_dict()["dominant_category"] is None
 
 
 def test_bad_files_give_error_rows_and_the_rest_goes_on(reference, folder):
@@ -180,7 +201,7 @@ def test_csv_and_parquet_match_jsonl(reference, folder, model_path, tmp_path):
     # --format overrides the suffix
     out = tmp_path / "table.txt"
     assert _predict(folder, model_path, out, "--workers", "0", "--format", "csv") == 0
-    assert out.read_text().startswith("source,frame,person,track_id,x1")
+    assert out.read_text().startswith("source,frame,time_s,person,track_id,x1")
 
 
 def test_resume_after_interruption_equals_uninterrupted(reference, folder, model_path, tmp_path, monkeypatch):
@@ -337,14 +358,17 @@ def test_bf16_close_to_fp32(model_path):
     assert 0 < diff < 0.02
 
 
-def test_real_photo_with_given_boxes_and_annotations(model_path, tmp_path):
+def test_real_photo_with_given_boxes_and_annotations(model_path, tmp_path, caplog):
     bus = import_ultralytics().utils.ASSETS / "bus.jpg"
     boxes = tmp_path / "bus_boxes.jsonl"
     people = [[50, 400, 245, 905], [220, 405, 345, 860], [670, 380, 810, 875], [0, 550, 60, 875]]
     boxes.write_text("".join(json.dumps({"source": "bus.jpg", "box": b}) + "\n" for b in people))
     out, ann = tmp_path / "bus.parquet", tmp_path / "annotated"
     argv = ["predict", str(bus), "--model", str(model_path), "--boxes", str(boxes), "--out", str(out)]
-    assert main([*argv, "--annotate", str(ann), "--no-progress", "--max-side", "640"]) == 0
+    with caplog.at_level(logging.INFO, logger="emoctx.inference.runner"):
+        assert main([*argv, "--annotate", str(ann), "--no-progress", "--max-side", "640"]) == 0
+    # the run says that the annotated copy is smaller than the photo (the legend on it says so too)
+    assert "1 annotated image(s)/video(s) are drawn at the size the images were decoded at" in caplog.text
     df = read_prediction_table(out)
     assert len(df) == 4 and df["error"].isna().all()
     assert (df["width"].iloc[0], df["height"].iloc[0]) == Image.open(

@@ -19,6 +19,7 @@ from emoctx.checkpoint import load_model, save_model
 from emoctx.commands.train import train
 from emoctx.data.synth import generate
 from emoctx.errors import EmoctxError
+from emoctx.io import default_file_mode
 from emoctx.models.network import EmotionNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
 
     net, info = load_model(run / "model.safetensors")
     assert info.categories == list(labels.CATEGORIES) and info.score_activation == "sigmoid"
+    assert (run / "model.safetensors").stat().st_mode & 0o777 == default_file_mode()  # readable by others
     assert info.streams["body"]["input_size"] == 64 and info.streams["scene"]["input_size"] == 128
     assert info.training["optimizer"] == "adamw"
     assert info.training["precision"] == "32-true" and info.training["precision_requested"] == "auto"

@@ -11,9 +11,19 @@ import torch
 
 from emoctx import labels
 from emoctx.cli import main
-from emoctx.inference import Predictor, read_prediction_table
+from emoctx.inference import Predictor, read_prediction_table, video
 from emoctx.inference.detect import UltralyticsDetector
-from emoctx.inference.video import IoUTracker, TrackSmoother, read_frames
+from emoctx.inference.draw import draw_scale
+from emoctx.inference.video import (
+    FALLBACK_FOURCC,
+    IoUTracker,
+    TrackSmoother,
+    VideoWriter,
+    choose_fourcc,
+    mp4_fourcc,
+    read_frames,
+    video_fourcc,
+)
 
 PROB_COLUMNS = [f"p_{s}" for s in labels.SLUGS]
 N_FRAMES = 10
@@ -122,6 +132,8 @@ def test_stride_no_track_and_annotated_video(clip, tiny_model_path, tmp_path):
     )
     assert sorted(set(df["frame"])) == [0, 3, 6, 9]
     assert df["track_id"].isna().all() and df["person"].tolist() == [0, 1] * 4
+    # Seconds beside frames: the clip runs at 10 frames per second.
+    assert df["time_s"].tolist() == pytest.approx([f / 10 for f in df["frame"]])
     written = ann / "clip.mp4"
     assert written.is_file() and not list(ann.glob(".*partial*"))
     cap = cv2.VideoCapture(str(written))
@@ -133,9 +145,12 @@ def test_stride_no_track_and_annotated_video(clip, tiny_model_path, tmp_path):
         first = frame if first is None else first
         n += 1
     cap.release()
-    assert n == 4 and first.shape == (120, 200, 3)
-    original = next(read_frames(clip["video"]))[1][:, :, ::-1]
+    k = draw_scale((200, 120))  # a small video is drawn enlarged, so that its labels stay legible
+    assert k > 1 and n == 4 and first.shape == (120 * k, 200 * k, 3)
+    original = cv2.resize(next(read_frames(clip["video"]))[1][:, :, ::-1], (200 * k, 120 * k))
     assert np.abs(first.astype(int) - original.astype(int)).mean() > 2  # boxes and labels were drawn
+    # Written with the codec chosen for this OpenCV (H.264 where it can, else mp4v), and it reads back as such.
+    assert _codec_family(video_fourcc(written)) == _codec_family(mp4_fourcc())
 
 
 def test_box_file_track_ids_are_used(clip, tiny_model_path, tmp_path):
@@ -214,3 +229,38 @@ def test_iou_tracker_and_smoother_units():
     np.testing.assert_allclose(v, [3.0, 4.0, 5.0])
     with pytest.raises(ValueError):
         TrackSmoother(0.0)
+
+
+def _codec_family(fourcc):
+    """``h264`` for the names H.264 goes by, ``mp4v`` for MPEG-4 Part 2 (read back as ``FMP4``)."""
+    if fourcc.lower() in ("avc1", "h264", "x264"):
+        return "h264"
+    return "mp4v" if fourcc.lower() in ("mp4v", "fmp4") else fourcc
+
+
+def test_video_codec_is_h264_where_opencv_can_and_mp4v_otherwise(tmp_path, monkeypatch, caplog):
+    # The choice: the first candidate that works, else mp4v.
+    assert choose_fourcc(["avc1", "H264"], lambda c: c == "H264") == "H264"
+    assert choose_fourcc(["avc1", "H264"], lambda c: False) == FALLBACK_FOURCC
+    # This OpenCV: what the writer picks is what a reader finds in the file, and every frame decodes.
+    chosen = mp4_fourcc()
+    writer = VideoWriter(tmp_path / "a.mp4", fps=5)
+    for k in range(4):
+        writer.write(np.full((48, 64, 3), 50 * k, np.uint8))
+    written = writer.close()
+    assert _codec_family(video_fourcc(written)) == _codec_family(chosen) in ("h264", "mp4v")
+    assert sum(1 for _ in read_frames(written)) == 4
+    # Without H.264 the writer falls back to mp4v and says so (once per process).
+    mp4_fourcc.cache_clear()
+    monkeypatch.setattr(video, "writes_h264", lambda fourcc: False)
+    try:
+        with caplog.at_level("WARNING", logger="emoctx.inference.video"):
+            assert mp4_fourcc() == "mp4v"
+        assert "cannot write H.264" in caplog.text and "browsers" in caplog.text
+    finally:
+        mp4_fourcc.cache_clear()
+    monkeypatch.setattr(video, "writes_h264", lambda fourcc: fourcc == "H264")
+    try:
+        assert mp4_fourcc() == "H264"
+    finally:
+        mp4_fourcc.cache_clear()

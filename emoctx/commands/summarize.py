@@ -4,8 +4,11 @@ For still images: summary.md with the files, images, people per image and errors
 are predicted to show it and its mean probability; V/A/D statistics (mean, std, quantiles); the same tables
 as CSV (overview, categories, vad, people_per_image, errors) and the plots categories.png (category
 frequencies) and vad.png (V/A/D distributions). For videos (rows with frame >= 0): per video a
-timeline_<name>.png with each track's valence, arousal and dominance and its top categories over frames, and
-tracks.csv / video_summary.md. Rows describing failed files are left out of the statistics and listed.
+timeline_<name>.png with each track's valence, arousal and dominance and its top categories over frames, with
+a second axis in seconds (from the table's time_s, or the video file's frame rate when the file is there),
+each track in the colour the annotated video gives it; tracks.csv (per track: its id, frames and seconds,
+mean V/A/D, top categories) and video_summary.md. Rows describing failed files are left out of the statistics
+and listed.
 
 Examples:
   emoctx summarize runs/photos/predictions.jsonl --out runs/photos/summary

@@ -45,7 +45,9 @@ def pixel_box(box: Sequence[float], w: int, h: int) -> PixelBox:
     return x1, y1, x2, y2
 
 
-def box_iou(a: np.ndarray | Sequence[Sequence[float]], b: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+def box_iou(
+    a: np.ndarray | Sequence[Sequence[float]], b: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
     """Pairwise IoU of boxes: ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]`` float64 (torchvision's ``box_iou``).
 
     A pair whose union is empty (two boxes without area) has IoU 0, not torchvision's NaN.

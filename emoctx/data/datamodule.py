@@ -31,10 +31,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from emoctx.data.dataset import EmotionDataset, collate, worker_init_fn
-from emoctx.data.records import category_matrix, read_records
 from emoctx.data.augment import check_preset
+from emoctx.data.dataset import EmotionDataset, collate, worker_init_fn
 from emoctx.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg, PreprocessError, as_hw
+from emoctx.data.records import category_matrix, read_records
 from emoctx.data.transforms import StreamTransform, build_transform
 from emoctx.errors import EmoctxError
 
@@ -154,7 +154,9 @@ class EmotionDataModule(pl.LightningDataModule):
                 },
             }
         try:
-            self._preprocess = PreprocessCfg.for_streams(streams, mask_subject=mask_subject, max_side=max_side)
+            self._preprocess = PreprocessCfg.for_streams(
+                streams, mask_subject=mask_subject, max_side=max_side
+            )
         except PreprocessError as e:
             raise EmoctxError(f"data.streams: {e}") from e
         self._records: dict[str, pd.DataFrame | None] = {}
@@ -183,7 +185,11 @@ class EmotionDataModule(pl.LightningDataModule):
             spec = self._preprocess.streams.get(name)
             if spec is not None:
                 out.update(
-                    {f"{name}_size": as_hw(spec.input_size), f"{name}_mean": spec.mean, f"{name}_std": spec.std}
+                    {
+                        f"{name}_size": as_hw(spec.input_size),
+                        f"{name}_mean": spec.mean,
+                        f"{name}_std": spec.std,
+                    }
                 )
         return out
 

@@ -31,8 +31,8 @@ from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data import default_collate as _default_collate
 
 from emoctx.data.images import DecodedImage, ImageError, read_image
-from emoctx.data.records import BOX_COLUMNS, category_matrix, vad_matrix
 from emoctx.data.preprocess import PreprocessCfg
+from emoctx.data.records import BOX_COLUMNS, category_matrix, vad_matrix
 from emoctx.data.transforms import StreamTransform, build_transform
 from emoctx.labels import vad_to_model
 

@@ -15,9 +15,10 @@ Training writes it into the model file (``preprocessing`` in the description, se
 augmentation preset for training and without for evaluation, calibration, prediction and the ONNX recipe.
 
 A stream is named freely; its region says what it is cut from. Streams known by name get their region by
-default (:data:`DEFAULT_REGIONS`: ``body`` -> ``person``, ``scene``/``context`` -> ``image``). A new region
-(``"face"``: a square around a face box, which a person may lack) adds its name to :data:`REGIONS` and its crop
-rule to :func:`emoctx.data.transforms.region_rect`; nothing else here changes.
+default (:data:`DEFAULT_REGIONS`: ``body`` -> ``person``, ``scene``/``context`` -> ``image``, ``face`` ->
+``face``). The ``"face"`` region (the face box of :mod:`emoctx.faces`, a square a person may lack) is described
+here, so that model files with a face stream say how it is made, but the transform does not cut it yet
+(:data:`UNFED_REGIONS`): training, evaluation and prediction refuse such a model with a message saying so.
 
 This module imports nothing heavy: the model file and the command line read it without albumentations or timm.
 """
@@ -36,14 +37,17 @@ from emoctx.errors import EmoctxError
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-REGIONS: tuple[str, ...] = ("person", "image")
-"""What a stream may be cut from: the person's box, or the whole image."""
+REGIONS: tuple[str, ...] = ("person", "image", "face")
+"""What a stream may be cut from: the person's box, the whole image, or the person's face box."""
+UNFED_REGIONS: tuple[str, ...] = ("face",)
+"""Regions a model file may name but the transform does not make yet (a face stream needs, beside its crops,
+who shows a face and the landmarks: :class:`emoctx.models.EmotionNet`)."""
 BOX_REGIONS: tuple[str, ...] = ("person",)
 """Regions given as a box per person (a stream's mask names one of these)."""
 RESIZES: tuple[str, ...] = ("area", "bilinear")
 """How a stream's input is resized: INTER_AREA when shrinking (emoctx's), or always bilinear (``cv2.resize``'s
 default, which the common PyTorch baseline used)."""
-DEFAULT_REGIONS: dict[str, str] = {"body": "person", "scene": "image", "context": "image"}
+DEFAULT_REGIONS: dict[str, str] = {"body": "person", "scene": "image", "context": "image", "face": "face"}
 """The region of a stream known by its name (a stream of another name states its region)."""
 
 Size = int | tuple[int, int]
@@ -107,7 +111,9 @@ class StreamPreprocess:
 
     def __post_init__(self) -> None:
         if self.region not in REGIONS:
-            raise PreprocessError(f"unknown region {self.region!r}; a stream is cut from one of {list(REGIONS)}")
+            raise PreprocessError(
+                f"unknown region {self.region!r}; a stream is cut from one of {list(REGIONS)}"
+            )
         object.__setattr__(self, "input_size", as_hw(self.input_size))
         object.__setattr__(self, "mean", _channels(self.mean, "mean", positive=False))
         object.__setattr__(self, "std", _channels(self.std, "std", positive=True))
@@ -147,17 +153,26 @@ class PreprocessCfg:
         object.__setattr__(self, "streams", dict(self.streams))
         for name, spec in self.streams.items():
             if not isinstance(spec, StreamPreprocess):
-                raise PreprocessError(f"stream {name!r}: expected a StreamPreprocess, got {type(spec).__name__}")
+                raise PreprocessError(
+                    f"stream {name!r}: expected a StreamPreprocess, got {type(spec).__name__}"
+                )
         if self.max_side is not None and (
             isinstance(self.max_side, bool) or not isinstance(self.max_side, int) or self.max_side < 1
         ):
-            raise PreprocessError(f"max_side must be a positive number of pixels or null, got {self.max_side!r}")
+            raise PreprocessError(
+                f"max_side must be a positive number of pixels or null, got {self.max_side!r}"
+            )
 
     # -- what it says ------------------------------------------------------------------------------------
     @property
     def mask_subject(self) -> bool:
         """Whether the person is masked out of some stream's input (subject masking)."""
         return any(s.mask == "person" for s in self.streams.values())
+
+    @property
+    def unfed_streams(self) -> list[str]:
+        """The streams whose region the transform does not make yet (:data:`UNFED_REGIONS`)."""
+        return [name for name, s in self.streams.items() if s.region in UNFED_REGIONS]
 
     def with_mask(self, mask_subject: bool) -> PreprocessCfg:
         """The same preprocessing with the person masked out of every whole-image stream (or out of none)."""
@@ -216,7 +231,9 @@ class PreprocessCfg:
         return cls(streams=out, max_side=max_side)
 
     @classmethod
-    def from_v1(cls, streams: Mapping[str, Mapping[str, Any]], training: Mapping[str, Any] | None) -> PreprocessCfg:
+    def from_v1(
+        cls, streams: Mapping[str, Mapping[str, Any]], training: Mapping[str, Any] | None
+    ) -> PreprocessCfg:
         """The preprocessing of a model file of format v1, which had no ``preprocessing`` field.
 
         v1 files hold each stream's input size, mean, std and resize rule in ``streams``; whether the subject

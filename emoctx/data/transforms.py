@@ -145,6 +145,12 @@ class StreamTransform:
             raise PreprocessError(f"a transform is built from a PreprocessCfg, got {type(cfg).__name__}")
         if not cfg.streams:
             raise PreprocessError("the preprocessing names no stream")
+        if cfg.unfed_streams:
+            raise PreprocessError(
+                f"streams {cfg.unfed_streams} are not supported yet: their inputs (a face crop, who shows a face "
+                "and the landmarks) are not made by training, evaluation or prediction, only by the network's "
+                "own interface (see the README's section on faces)"
+            )
         self.cfg = cfg
         self.preset = check_preset(augment)
         self.fallbacks = 0
@@ -370,7 +376,12 @@ class PairTransform(StreamTransform):
         try:
             cfg = PreprocessCfg.for_streams(
                 {
-                    "body": {"input_size": body_size, "mean": body_mean, "std": body_std, "resize": body_resize},
+                    "body": {
+                        "input_size": body_size,
+                        "mean": body_mean,
+                        "std": body_std,
+                        "resize": body_resize,
+                    },
                     "scene": {
                         "input_size": scene_size,
                         "mean": scene_mean,

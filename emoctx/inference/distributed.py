@@ -384,12 +384,19 @@ def merge_shards(
     categories = [
         [labels.CATEGORIES[j] for j in np.flatnonzero(row)] if ok else None for row, ok in zip(above, done)
     ]
+    # the most probable of the categories at or above their threshold (as PersonResult.dominant)
+    masked = np.where(above, probs, -np.inf)
+    dominant = [
+        labels.CATEGORIES[int(np.argmax(m))] if ok and row.any() else None
+        for m, row, ok in zip(masked, above, done)
+    ]
     errors = [None if ok else _failure(records, i, root) for i, ok in enumerate(done)]
 
     cols: dict[str, Any] = {
         "record": np.arange(n, dtype=np.int64),
         "source": records["image"].astype(str).to_numpy(),
         "frame": np.full(n, -1, dtype=np.int64),
+        "time_s": [None] * n,
         "person": records["person"].to_numpy(dtype=np.int64),
         "track_id": [None] * n,
     }
@@ -399,6 +406,7 @@ def merge_shards(
     for c in PROB_COLUMNS:
         cols[c] = preds[c].to_numpy(dtype=np.float64)
     cols["categories"] = categories
+    cols["dominant_category"] = dominant
     for d in labels.VAD_NAMES:
         cols[d] = preds[d].to_numpy(dtype=np.float64)
     cols["model"] = [model_id] * n

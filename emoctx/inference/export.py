@@ -90,6 +90,7 @@ from emoctx import __version__, defaults, labels
 from emoctx.checkpoint import ModelInfo, as_description, load_model
 from emoctx.errors import EmoctxError
 from emoctx.io import atomic_path, jsonable
+from emoctx.models.face import FACE_STREAM
 from emoctx.models.outputs import ScoringNet
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,11 @@ def export_onnx(
             than ``tolerance`` (the file is written all the same, so it can be inspected).
     """
     net, info = load_model(model)
+    if FACE_STREAM in net.stream_names:
+        raise EmoctxError(
+            f"{model}: a model with a face stream is not exported to ONNX yet (it takes, beside the face crops, "
+            "which persons show a face and their landmarks)"
+        )
     out = Path(out)
     wrapper = ScoringNet(net, info.score_activation).eval()
     batch = torch.export.Dim("batch", min=1)

@@ -78,19 +78,12 @@ from emoctx.inference.decode import (
     prefetch,
     worker_init,
 )
-from emoctx.inference.detect import (
-    DEFAULT_WEIGHTS,
-    BoxSource,
-    Detection,
-    PersonDetector,
-    UltralyticsDetector,
-    describe_weights,
-    restore_pil_open,
-)
+from emoctx.inference.detect import BoxSource, Detection, PersonDetector, UltralyticsDetector
 from emoctx.inference.optimize import optimize_for_inference
 from emoctx.inference.results import ImageResult, PersonResult
 from emoctx.inference.sources import Source, expand_sources
 from emoctx.inference.video import IoUTracker, TrackSmoother, VideoError, decode_frames
+from emoctx.inference.yolo_weights import DEFAULT_WEIGHTS, describe_weights, restore_pil_open
 from emoctx.models.outputs import scores_from_logits, vad_ratings
 
 log = logging.getLogger(__name__)
@@ -108,6 +101,7 @@ class _Frame:
     order: int
     source: str | None
     frame: int = -1
+    time_s: float | None = None  # a video frame's time (its index / the header's frame rate)
     kind: str = "image"
     decoded: DecodedImage | None = None
     views: dict[str, np.ndarray] = field(default_factory=dict)  # whole-image streams' views
@@ -148,7 +142,7 @@ class Predictor:
         conf: detection confidence of the default detector.
         min_box: drop detected persons whose box is narrower or lower than this (original pixels; given boxes
             are always kept).
-        detector_weights: weights of the default detector (see :func:`~emoctx.inference.detect.resolve_weights`).
+        detector_weights: weights of the default detector (see :func:`~emoctx.inference.yolo_weights.resolve_weights`).
         detector_batch: images per detector call.
         imgsz: input size of the default detector.
         track: link persons across video frames (track ids); ``False`` gives per-frame person indices.
@@ -199,6 +193,13 @@ class Predictor:
         self.model_path = Path(model)
         self.device = resolve_device(device)
         net, self.info = load_model(self.model_path, map_location=self.device)
+        assert self.info.preprocessing is not None
+        unfed = self.info.preprocessing.unfed_streams
+        if unfed:
+            raise EmoctxError(
+                f"{self.model_path}: streams {unfed} are not supported for prediction yet (a face stream also "
+                "needs who shows a face and the landmarks, which prediction does not give it)"
+            )
         self.amp_dtype = resolve_precision(precision, self.device)
         self.net = optimize_for_inference(net, self.device, self.amp_dtype)
         self.model_id = model_identity(self.model_path)
@@ -439,7 +440,13 @@ class Predictor:
             for decoded in decode_frames(path, self.video_stride):
                 if decoded.pixels is None:  # a damaged frame, or frames missing at the end: an error row
                     yield _Frame(
-                        order, path, frame=decoded.index, kind="video", error=decoded.error, last=False
+                        order,
+                        path,
+                        frame=decoded.index,
+                        time_s=decoded.time_s,
+                        kind="video",
+                        error=decoded.error,
+                        last=False,
                     )
                     continue
                 index, rgb = decoded.index, decoded.pixels
@@ -450,7 +457,7 @@ class Predictor:
                     pixels = cv2.resize(
                         rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA
                     )
-                fr = _Frame(order, path, frame=index, kind="video", last=False)
+                fr = _Frame(order, path, frame=index, time_s=decoded.time_s, kind="video", last=False)
                 fr.decoded = DecodedImage(pixels=pixels, original_size=(w, h))
                 fr.views = self._views(pixels)
                 yield fr
@@ -669,6 +676,7 @@ class Predictor:
         result = ImageResult(
             source=fr.source,
             frame=fr.frame,
+            time_s=fr.time_s,
             width=width,
             height=height,
             model=self.model_id if fr.error is None else None,

@@ -38,7 +38,7 @@ from emoctx.io import atomic_path, jsonable, printable, read_jsonl
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
-_SUFFIXES = {
+SUFFIXES: dict[str, str] = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".ndjson": "jsonl",
@@ -46,6 +46,7 @@ _SUFFIXES = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+"""File suffixes of prediction tables and their formats."""
 CATEGORY_SEPARATOR = ";"
 """Joins the ``categories`` list in CSV files."""
 
@@ -59,7 +60,7 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
         if fmt not in FORMATS:
             raise EmoctxError(f"unknown output format '{fmt}'; choose one of {', '.join(FORMATS)}")
         return fmt
-    return _SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
+    return SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
 
 
 def table_schema() -> pa.Schema:
@@ -112,24 +113,30 @@ def write_predictions(
     return path
 
 
+EARLIER_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("time_s", "dominant_category"))
+"""The columns of tables written before ``time_s`` and ``dominant_category`` existed."""
+
+
 def is_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> bool:
     """Whether ``path`` is an empty file or a table :func:`write_predictions` wrote (its columns, in order).
 
-    Only the start of the file is read (the first line; for Parquet, the schema).
+    Tables of earlier emoctx versions (:data:`EARLIER_COLUMNS`) count too. Only the start of the file is read
+    (the first line; for Parquet, the schema).
     """
     path = Path(path)
     fmt = format_for(path, fmt)
+    known = (list(COLUMNS), list(EARLIER_COLUMNS))
     try:
         if path.stat().st_size == 0:
             return True
         if fmt == "parquet":
-            return pq.read_schema(path).names == list(COLUMNS)
+            return pq.read_schema(path).names in known
         with open(path, "rb") as f:
             first = f.readline(1 << 20).decode("utf-8").strip()
         if fmt == "csv":
-            return first == ",".join(COLUMNS)
+            return first.split(",") in known
         row = json.loads(first)
-        return isinstance(row, dict) and list(row) == list(COLUMNS)
+        return isinstance(row, dict) and list(row) in known
     except (OSError, ValueError, pa.ArrowException):
         return False
 

@@ -28,10 +28,13 @@ Everything is computed the way the literature reports it, and every figure says 
   recall / F1 at given thresholds. A person is predicted positive when ``score >= threshold``.
 * **Annotator agreement** (leave-one-out, as in EmoNet-style studies): each annotator is scored against the
   combined labels of the other annotators of the same person, and the model against the same references.
+* **Expressions** (face models' discrete task, EmoNet's figures): accuracy and macro-F1 over one class per
+  person (:func:`expression_metrics`); persons without an expression label (``-1``) are left out.
 
 The package: :mod:`~emoctx.metrics.categories` (AP, mAP, thresholds), :mod:`~emoctx.metrics.vad`,
-:mod:`~emoctx.metrics.figures` (all at once, and per group), :mod:`~emoctx.metrics.agreement` and
-:mod:`~emoctx.metrics.accumulate` (:class:`EmotionMetrics`); every public name is importable from here.
+:mod:`~emoctx.metrics.expressions`, :mod:`~emoctx.metrics.figures` (all at once, and per group),
+:mod:`~emoctx.metrics.agreement` and :mod:`~emoctx.metrics.accumulate` (:class:`EmotionMetrics`); every public
+name is importable from here.
 
 Functions that return arrays use NaN for undefined values; functions that return dicts return plain,
 JSON-serialisable dicts with flat keys (``mAP``, ``ap/<slug>``, ``vad_mae/<dim>``...) and ``None`` for
@@ -51,6 +54,7 @@ from emoctx.metrics.categories import (
     precision_recall_curve,
     precision_recall_f1_at,
 )
+from emoctx.metrics.expressions import expression_metrics
 from emoctx.metrics.figures import breakdown, evaluate_arrays
 from emoctx.metrics.vad import (
     VAD_METRICS,
@@ -71,6 +75,7 @@ __all__ = [
     "breakdown",
     "concordance_correlation",
     "evaluate_arrays",
+    "expression_metrics",
     "fit_threshold",
     "fit_thresholds",
     "mean_average_precision",

@@ -13,6 +13,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from emoctx.labels import VAD_NAMES
 from emoctx.metrics.categories import AP_VARIANTS, mean_average_precision
+from emoctx.metrics.expressions import expression_metrics
 from emoctx.metrics.inputs import names_and_slugs
 from emoctx.metrics.vad import VAD_METRICS, vad_metrics
 
@@ -54,7 +55,7 @@ class EmotionMetrics(torchmetrics.Metric):
             raise ValueError(f"unknown AP variant {ap_variant!r}; choose one of {AP_VARIANTS}")
         self.ap_variant = ap_variant
         self.names, self.slugs = names_and_slugs(names)
-        for state in ("scores", "targets", "vad_pred", "vad_true"):
+        for state in ("scores", "targets", "vad_pred", "vad_true", "expression_pred", "expression_true"):
             self.add_state(state, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -89,8 +90,20 @@ class EmotionMetrics(torchmetrics.Metric):
             self.vad_pred.append(vad_pred.detach().float())
             self.vad_true.append(vt)
 
+    def update_expressions(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch of expression outputs ``(B, E)`` and class indices ``(B,)`` (``-1``: none)."""
+        if logits.ndim != 2 or target.shape != logits.shape[:1]:
+            raise ValueError(
+                f"expressions: expected (B, E) logits and (B,) targets, got {tuple(logits.shape)} and "
+                f"{tuple(target.shape)}"
+            )
+        self.expression_pred.append(logits.detach().argmax(dim=1))
+        self.expression_true.append(target.detach().long())
+
     def compute(self) -> dict[str, torch.Tensor]:
         """Flat dict: ``mAP``, ``num_persons``, ``ap/<slug>``, ``vad_<metric>`` and ``vad_<metric>/<dim>``.
+
+        With expressions (:meth:`update_expressions`), also ``expression_accuracy`` and ``expression_f1_macro``.
 
         Categories without positives are left out of the dict and of ``mAP`` (with a warning); so are
         undefined V/A/D figures. Empty when nothing was accumulated.
@@ -110,6 +123,12 @@ class EmotionMetrics(torchmetrics.Metric):
             keys += [
                 f"vad_{m}{suffix}" for m in VAD_METRICS for suffix in ("", *(f"/{d}" for d in VAD_NAMES))
             ]
+        has_expressions = isinstance(self.expression_pred, torch.Tensor) or len(self.expression_pred) > 0
+        if has_expressions:
+            ep, et = dim_zero_cat(self.expression_pred), dim_zero_cat(self.expression_true)
+            classes = int(torch.cat([ep, et]).max()) + 1 if ep.numel() else 1  # F1 only counts classes seen
+            figures.update(expression_metrics(ep, et, names=[str(k) for k in range(max(classes, 1))]))
+            keys += ["expression_accuracy", "expression_f1_macro"]
         return {
             k: torch.tensor(figures[k], dtype=torch.float32, device=self.device)
             for k in keys

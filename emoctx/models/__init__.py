@@ -1,6 +1,7 @@
-"""Models: backbones by timm name, weight import, fusion, the plain ``nn.Module`` network and its outputs."""
+"""Models: timm backbones, weight import, fusion, the face stream's parts, the network and its outputs."""
 
 from emoctx.models.backbones import StreamConfig, build_backbone, load_backbone_weights
+from emoctx.models.face import FaceConfig, FeatureMap, LandmarkAttention
 from emoctx.models.fusion import FUSIONS, build_fusion
 from emoctx.models.network import EmotionNet
 from emoctx.models.outputs import ScoringNet, scores_from_logits, vad_ratings
@@ -8,6 +9,9 @@ from emoctx.models.outputs import ScoringNet, scores_from_logits, vad_ratings
 __all__ = [
     "FUSIONS",
     "EmotionNet",
+    "FaceConfig",
+    "FeatureMap",
+    "LandmarkAttention",
     "ScoringNet",
     "StreamConfig",
     "build_backbone",

@@ -83,6 +83,12 @@ def _network_hparams(net: EmotionNet) -> dict[str, Any]:
     }
     if args["fusion_kwargs"]:
         out["fusion_kwargs"] = dict(args["fusion_kwargs"])
+    if args["face"] is not None:
+        out["face"] = args["face"].to_dict()
+    if args["modality_dropout"]:
+        out["modality_dropout"] = dict(args["modality_dropout"])
+    if args["expressions"]:
+        out["expressions"] = list(args["expressions"])
     return out
 
 

@@ -28,7 +28,7 @@ import math
 import os
 import re
 import reprlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -201,11 +201,13 @@ class RecordBuilder:
         gender: Any = None,
         age: Any = None,
         source: Any = None,
+        not_in_source: Collection[str] = (),
     ) -> dict[str, Any] | None:
         """One canonical record, or None when the person is dropped (the reason is in the report).
 
         ``width``/``height`` must already have passed :meth:`image_size`. ``categories`` must be a list
-        (tuple, array) of names; anything else drops the person.
+        (tuple, array) of names; anything else drops the person. ``not_in_source`` names fields the layout
+        never has (``categories``, a V/A/D name): they stay empty or missing without a note on every person.
         """
         xyxy = self._box(image, person, box, width, height)
         if xyxy is None:
@@ -220,9 +222,9 @@ class RecordBuilder:
             )
             return None
         cats = self._categories(image, person, categories, "categories")
-        if not cats:
+        if not cats and "categories" not in not_in_source:
             self.note(image, person, "kept", "categories", "no category labels")
-        v, a, d = self._vad(image, person, vad)
+        v, a, d = self._vad(image, person, vad, not_in_source)
         ann_cats = [
             self._categories(image, person, c if _is_list(c) else [c], "annotator_categories")
             for c in annotator_categories
@@ -341,7 +343,7 @@ class RecordBuilder:
                 out.append(name)
         return sorted(out, key=CATEGORY_INDEX.__getitem__)  # a set of labels: stored in canonical order
 
-    def _vad(self, image: str, person: int, vad: Sequence[Any]) -> list[float]:
+    def _vad(self, image: str, person: int, vad: Sequence[Any], absent: Collection[str] = ()) -> list[float]:
         values = list(vad) if vad is not None else []
         values += [None] * (len(VAD_NAMES) - len(values))
         out: list[float] = []
@@ -352,7 +354,8 @@ class RecordBuilder:
                 self.note(image, person, "repaired", name, f"{show(raw)} is not a number; set to missing")
                 v = math.nan
             elif math.isnan(v):
-                missing.append(name)
+                if name not in absent:
+                    missing.append(name)
             elif not (VAD_MIN <= v <= VAD_MAX):
                 self.note(
                     image,

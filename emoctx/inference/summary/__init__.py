@@ -12,7 +12,10 @@ of every statistic and counted and listed separately.
   and ``vad.png`` (V/A/D distributions).
 * :func:`summarize_video` (rows with ``frame >= 0``): per video source a timeline ``timeline_<name>.png`` with
   each track's valence, arousal and dominance over frames and a heatmap of each track's top categories over
-  frames; ``tracks.csv`` (one row per track: frames, mean V/A/D, top categories) and ``video_summary.md``.
+  frames, with a second time axis in seconds where the frame rate is known (the table's ``time_s``, else the
+  video file's header when the file is there); ``tracks.csv`` (one row per track: frames, first and last frame
+  and second, mean V/A/D, top categories) and ``video_summary.md``. Each track has the colour it has in the
+  annotated video (:func:`emoctx.inference.colours.track_colour`).
 * :func:`summarize` splits a mixed table and calls both.
 
 Every file is written atomically. The package: :mod:`~emoctx.inference.summary.table` (reading the table),

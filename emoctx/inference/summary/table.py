@@ -44,8 +44,14 @@ def read_summary_table(path: str | os.PathLike) -> pd.DataFrame:
         FileNotFoundError: no such file.
         EmoctxError: an unreadable file or missing columns.
     """
-    from emoctx.inference.writers import read_prediction_table
+    from emoctx.inference.writers import SUFFIXES, read_prediction_table
 
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise EmoctxError(
+            f"{path}: '{suffix or 'no suffix'}' is not a prediction table type; give the table 'emoctx predict' "
+            f"wrote ({', '.join(sorted(SUFFIXES))})"
+        )
     try:
         df = read_prediction_table(path)
     except (EmoctxError, FileNotFoundError):
@@ -85,6 +91,8 @@ def normalise_predictions(df: pd.DataFrame, source: str = "<predictions>") -> pd
         )
     if "track_id" not in df.columns:
         df["track_id"] = None
+    if "time_s" not in df.columns:  # tables written before the column existed
+        df["time_s"] = None
     return df
 
 
