@@ -190,6 +190,8 @@ def test_damaged_and_missing_video_frames_are_reported_and_the_rest_decoded(tiny
     assert [f.index for f in got["damaged.avi"] if f.pixels is not None] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     [bad] = [f for f in got["damaged.avi"] if f.error]
     assert bad.index == 4 and "frame 4: cannot be decoded" in bad.error
+    # every frame, decoded or not, has its time from the header's 10 frames per second
+    assert [f.time_s for f in got["damaged.avi"]] == pytest.approx([k / 10 for k in range(10)])
     # the frames after the damaged one keep their indices: the same pictures as in the intact file
     intact = {f.index: f.pixels for f in decode_frames(tmp_path / "ok.avi")}
     assert all(np.array_equal(f.pixels, intact[f.index]) for f in got["damaged.avi"] if f.pixels is not None)

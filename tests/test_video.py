@@ -11,7 +11,7 @@ import torch
 
 from emoctx import labels
 from emoctx.cli import main
-from emoctx.inference import Predictor, read_prediction_table, video
+from emoctx.inference import BoxFileDetector, Predictor, read_prediction_table, video
 from emoctx.inference.detect import UltralyticsDetector
 from emoctx.inference.draw import draw_scale
 from emoctx.inference.video import (
@@ -116,6 +116,20 @@ def test_tracks_keep_their_id_and_smoothing_off_gives_per_frame_values(clip, tin
         assert row["categories"] == [
             c for c, s in zip(labels.CATEGORIES, labels.SLUGS, strict=True) if row[f"p_{s}"] >= 0.5
         ]
+
+
+def test_the_predictor_gives_each_video_frame_its_time(clip, tiny_model_path):
+    """time_s comes from the Python API (the frame rate read once per video), not only from 'emoctx predict'."""
+    predictor = Predictor(
+        tiny_model_path, detector=BoxFileDetector(clip["boxes"]), num_workers=0, video_stride=3
+    )
+    results = list(predictor.predict_sources([str(clip["video"]), str(clip["media"] / "still.jpg")]))
+    video = [r for r in results if r.frame >= 0]
+    assert [r.frame for r in video] == [0, 3, 6, 9] and all(r.persons for r in video)
+    assert [r.time_s for r in video] == pytest.approx([0.0, 0.3, 0.6, 0.9])
+    assert [r.to_rows()[0]["time_s"] for r in video] == pytest.approx([0.0, 0.3, 0.6, 0.9])
+    [still] = [r for r in results if r.frame < 0]
+    assert still.time_s is None and still.to_rows()[0]["time_s"] is None
 
 
 def test_stride_no_track_and_annotated_video(clip, tiny_model_path, tmp_path):

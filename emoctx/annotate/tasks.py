@@ -10,7 +10,7 @@ A task is the JSON object Label Studio imports::
      "predictions": [{"model_version": "...", "score": 0.8, "result": [...]}]}
 
 Boxes come from a person detector (:class:`~emoctx.inference.detect.UltralyticsDetector`) or a box file
-(:class:`~emoctx.inference.detect.BoxFileDetector`) for photos, from the records for a records file (the
+(:class:`~emoctx.inference.box_file.BoxFileDetector`) for photos, from the records for a records file (the
 persons keep their index, so relabelling maps back onto the same records), or from a prediction table
 (``emoctx predict``'s output). Each box has the stable id ``p<person>``: every per-box answer Label Studio
 stores carries it. Suggestions (categories above the model's thresholds, V/A/D rounded to whole points,
@@ -340,7 +340,7 @@ def photos_from_files(
         paths: image files (every one inside ``root``).
         root: the photo folder.
         detector: an :class:`~emoctx.inference.detect.UltralyticsDetector` (``detect(images)``) or a
-            :class:`~emoctx.inference.detect.BoxFileDetector` (looked up by path).
+            :class:`~emoctx.inference.box_file.BoxFileDetector` (looked up by path).
         batch_size: images per detector call.
 
     Returns:
