@@ -128,7 +128,7 @@ def score_records(
             if "index" not in batch:  # every image of the batch was unreadable
                 continue
             rows = batch["index"].numpy()
-            out = net({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
+            out = net(network_inputs(net, batch, device))
             logits = out["logits"].float()
             scores[rows] = (
                 (logits if raw else scores_from_logits(logits, info.score_activation)).cpu().numpy()
@@ -138,6 +138,16 @@ def score_records(
     if not valid.all():
         log.warning("%d of %d persons skipped: their images could not be used", int((~valid).sum()), n)
     return scores, vad, valid
+
+
+def network_inputs(net: EmotionNet, batch: dict, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The network's inputs from a data-set batch: its streams, and for a face stream who shows a face and the
+    landmarks (:mod:`emoctx.data.dataset`)."""
+    inputs = {s: batch[s].to(device, non_blocking=True) for s in net.stream_names}
+    for key in ("face_present", "face_landmarks"):
+        if key in batch:
+            inputs[key] = batch[key].to(device, non_blocking=True)
+    return inputs
 
 
 def scores_from_raw(raw: np.ndarray, activation: str) -> np.ndarray:
