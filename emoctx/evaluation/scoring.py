@@ -141,8 +141,10 @@ def score_records(
 
 
 def network_inputs(net: EmotionNet, batch: dict, device: torch.device | str) -> dict[str, torch.Tensor]:
-    """The network's inputs from a data-set batch: its streams, and for a face stream who shows a face and the
-    landmarks (:mod:`emoctx.data.dataset`)."""
+    """The network's inputs from a data-set batch (:mod:`emoctx.data.dataset`).
+
+    Its streams, and for a face stream who shows a face and the landmarks.
+    """
     inputs = {s: batch[s].to(device, non_blocking=True) for s in net.stream_names}
     for key in ("face_present", "face_landmarks"):
         if key in batch:
