@@ -13,6 +13,7 @@ only, on the place only, on the face only, or on a combination; see annotations/
 
     python scripts/ablation.py --data runs/demo/synth --out runs/ablation [--epochs N]
     python scripts/ablation.py --faces --data runs/synth_faces/data --out runs/ablation_faces [--epochs N]
+        [--variants "body + scene + face" "body + scene" "face only"]
 
 Writes ablation.json and ablation.md in --out.
 """
@@ -75,6 +76,13 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="the base config (default synth_tiny, or synth_faces)")
     ap.add_argument("--epochs", type=int, default=None, help="override the config's max_epochs")
     ap.add_argument("--train-images", type=int, default=None, help="generate this many training images")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="train only these variants, by name (e.g. 'body + scene + face' 'face only'); default all",
+    )
     args = ap.parse_args()
 
     faces = args.faces
@@ -86,8 +94,14 @@ def main() -> None:
         generate(data, seed=0, faces=faces, workers=2, **extra)
     base = yaml.safe_load(Path(config_path).read_text())
     groups = category_groups(faces)
+    variants = FACE_VARIANTS if faces else VARIANTS
+    if args.variants:
+        unknown = [v for v in args.variants if v not in variants]
+        if unknown:
+            ap.error(f"--variants: unknown {unknown}; choose from {list(variants)}")
+        variants = {name: variants[name] for name in args.variants}
     rows = {}
-    for name, streams in (FACE_VARIANTS if faces else VARIANTS).items():
+    for name, streams in variants.items():
         cfg = variant_config(base, streams)
         run = out / name.replace(" + ", "_").replace(" ", "_")
         cfg["trainer"]["default_root_dir"] = str(run)
@@ -97,7 +111,7 @@ def main() -> None:
             cfg["trainer"]["max_epochs"] = args.epochs
         config = run / "ablation_config.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(yaml.safe_dump(cfg))
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         start = time.perf_counter()
         res = train(["--config", str(config)])
         seconds = time.perf_counter() - start
