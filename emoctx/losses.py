@@ -28,12 +28,13 @@ Continuous:
   (EmoNet among them). A batch statistic: ``reduction`` does not apply, and it does not depend on ``scale``
   (CCC is the same in points and on the internal scale); a dimension with fewer than two ratings in the batch
   adds 0.
-* ``emonet``: EmoNet's regression loss (Toisoul et al., 2021): ``a RMSE + b (1 - PCC) + c (1 - CCC)`` per
+* ``emonet``: an EmoNet-style regression loss (Toisoul et al., 2021): ``a RMSE + b (1 - PCC) + c (1 - CCC)`` per
   dimension, summed. EmoNet optimises the figures it is evaluated by (RMSE, PCC and CCC; SAGR has no gradient),
   so the error term is the root mean squared error over the batch's rated persons, not the squared error.
   With ``combine="shake"`` the three coefficients are drawn uniformly in [0, 1] at every training step (their
-  shake-shake regularisation of the regression terms); in evaluation they are 1. The form follows the paper's
-  description: EmoNet's published code holds the network and its evaluation only, no training code.
+  shake-shake regularisation of the regression terms); in evaluation they are 1. The form is our reading of the
+  paper's description and has not been checked against its equations (EmoNet's published code holds the network
+  and its evaluation only, no training code): EmoNet-like, not a confirmed copy.
 
 Expressions (an auxiliary discrete task of face models, after EmoNet): :func:`expression_loss`, the
 cross-entropy of the expression logits against one class per person (``-1``: none, left out).
@@ -311,7 +312,12 @@ def emonet_continuous_loss(
     scale: str = "0-1",
     coefficients: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
 ) -> torch.Tensor:
-    """EmoNet's ``a * RMSE + b * (1 - PCC) + c * (1 - CCC)``, each summed over the dimensions.
+    """An EmoNet-style loss ``a * RMSE + b * (1 - PCC) + c * (1 - CCC)``, each summed over the dimensions.
+
+    EmoNet (Toisoul et al. 2021) trains on its evaluation figures, with shake-shake coefficients drawn in
+    [0, 1]. This form, and RMSE rather than the squared error as its first term, is our reading of the paper's
+    description; it has not been checked against the paper's equations or the authors' training code (their
+    published code holds the metrics and inference only), so treat it as EmoNet-like, not as EmoNet's exact loss.
 
     The RMSE follows ``scale`` (:func:`rmse_continuous_loss`); the three terms are batch statistics.
     ``coefficients`` are ``(a, b, c)`` (shake-shake draws them in training).
