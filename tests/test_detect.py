@@ -402,3 +402,65 @@ def test_face_settings_reach_the_detector_and_the_resume_settings(tiny_model_pat
     assert detector.task == "pose" and detector.keypoint_conf == 0.7 and detector.min_face == 30
     with pytest.raises(EmoctxError, match="keypoint confidence"):
         Predictor(tiny_model_path, detector_weights="yolo11n-pose.yaml", keypoint_conf=1.5)
+
+
+def test_faces_command_writes_the_pose_models_faces_into_the_records(tmp_path, monkeypatch, capsys):
+    """`emoctx faces`: persons matched to the pose model's by IoU get its face (box, score, coco5 keypoints);
+    a box no detection overlaps stays without a face; an unreadable image is named and the rest goes on;
+    the input is never written over without --overwrite; a detection model is refused."""
+    import shutil
+
+    import emoctx.inference.detect as detect_module
+    from emoctx.data.records import read_records, records_frame, write_records
+
+    (tmp_path / "images").mkdir()
+    shutil.copy(import_ultralytics().utils.ASSETS / "bus.jpg", tmp_path / "images" / "bus.jpg")
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    pose = rig_pose(UltralyticsDetector("yolo11n-pose.yaml", imgsz=320))
+    width, height = Image.open(tmp_path / "images" / "bus.jpg").size
+    found = pose.detect([np.asarray(Image.open(tmp_path / "images" / "bus.jpg").convert("RGB"))])[0]
+    with_face = [d for d in found if d.face is not None][:2]
+    assert len(with_face) == 2
+    base = dict(image="images/bus.jpg", width=width, height=height, split="test", categories=[],
+                valence=5.0, arousal=5.0, dominance=5.0, source="mscoco")  # fmt: skip
+    rows = [
+        dict(base, person=i, **dict(zip(["x1", "y1", "x2", "y2"], d.box))) for i, d in enumerate(with_face)
+    ]
+    rows.append(dict(base, person=2, x1=1, y1=1, x2=9, y2=9))  # far smaller than any detection: unmatched
+    rows.append(dict(base, image="images/broken.jpg", person=0, x1=10, y1=10, x2=90, y2=200))
+    source = write_records(records_frame(rows), tmp_path / "annotations" / "test.parquet")
+    # the command builds its detector from --detector-weights: here the rigged pose model stands in for one
+    monkeypatch.setattr(detect_module, "UltralyticsDetector", lambda *a, **k: pose)
+    # the input is never written over without --overwrite
+    assert main(["faces", str(source), "--detector-weights", "pose.pt", "--no-progress"]) == 2
+    assert "never written over without --overwrite" in capsys.readouterr().err
+    out = tmp_path / "faces.parquet"
+    assert (
+        main(["faces", str(source), "--detector-weights", "pose.pt", "--out", str(out), "--no-progress"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "matched, with a face:    2" in printed and "unmatched:               2" in printed
+    assert "broken.jpg" in printed
+    records = read_records(out)
+    assert len(records) == 4 and list(records["person"]) == [0, 1, 2, 0]
+    for i, d in enumerate(with_face):
+        assert np.allclose(
+            records.loc[i, ["face_x1", "face_y1", "face_x2", "face_y2"]].astype(float), d.face.box
+        )
+        assert records.loc[i, "face_score"] == pytest.approx(d.face.score, abs=1e-6)
+        assert (
+            records.loc[i, "face_landmark_convention"] == "coco5"
+            and len(records.loc[i, "face_landmarks"]) == 5
+        )
+    assert (
+        records.loc[2:, "face_x1"].isna().all() and records.loc[2:, "face_landmark_convention"].isna().all()
+    )
+    report = json.loads((tmp_path / "faces.parquet.faces.json").read_text())
+    assert report["with_face"] == 2 and report["unmatched"] == 2 and report["persons"] == 4
+    assert report["unreadable"][0]["image"].endswith("broken.jpg")
+    # a detection model gives no faces: refused, nothing written
+    plain = person_happy_yolo(conf=0.25, imgsz=160)
+    monkeypatch.setattr(detect_module, "UltralyticsDetector", lambda *a, **k: plain)
+    other = tmp_path / "plain.parquet"
+    assert main(["faces", str(source), "--detector-weights", "yolo11n.pt", "--out", str(other)]) == 2
+    assert "needs a pose model" in capsys.readouterr().err and not other.exists()
