@@ -478,7 +478,12 @@ def merge_shards(
 def _face_columns(records: pd.DataFrame, preds: pd.DataFrame, info: ModelInfo) -> dict[str, Any]:
     """The table's face columns: the records' face where the model saw it, its face V/A and expression."""
     n = len(records)
-    seen = preds["face_present"].fillna(False).to_numpy(dtype=bool)
+
+    def column(name: str, missing: Any) -> pd.Series:
+        # Shards written without the face columns (a model without a face stream, an older shard) have none.
+        return preds[name] if name in preds.columns else pd.Series(missing, index=preds.index)
+
+    seen = column("face_present", False).fillna(False).to_numpy(dtype=bool)
     out: dict[str, Any] = {}
     for c in ("face_x1", "face_y1", "face_x2", "face_y2", "face_score"):
         values = records[c].to_numpy(dtype=np.float64) if c in records.columns else np.full(n, np.nan)
@@ -490,12 +495,12 @@ def _face_columns(records: pd.DataFrame, preds: pd.DataFrame, info: ModelInfo) -
             if isinstance(points, (list, np.ndarray)) and len(points):
                 landmarks[i] = [[None if v != v else float(v) for v in p] for p in points]
     out["face_landmarks"] = landmarks
-    out["face_valence"] = preds["face_valence"].to_numpy(dtype=np.float64)
-    out["face_arousal"] = preds["face_arousal"].to_numpy(dtype=np.float64)
+    out["face_valence"] = column("face_valence", np.nan).to_numpy(dtype=np.float64)
+    out["face_arousal"] = column("face_arousal", np.nan).to_numpy(dtype=np.float64)
     names = (info.network or {}).get("expressions") or []
-    which = preds["expression_index"].fillna(-1).to_numpy(dtype=np.int64)
+    which = column("expression_index", -1).fillna(-1).to_numpy(dtype=np.int64)
     out["expression"] = [names[k] if 0 <= k < len(names) else None for k in which]
-    out["expression_score"] = preds["expression_score"].to_numpy(dtype=np.float64)
+    out["expression_score"] = column("expression_score", np.nan).to_numpy(dtype=np.float64)
     return out
 
 
