@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "convert",
     "annotate",
     "synth",
+    "faces",
     "places365",
     "import-baseline",
     "train",

@@ -27,7 +27,8 @@ Rules:
 * The face stream's fields: ``network.face`` (only with a stream named ``face``) is an object with
   ``attention`` (one of :data:`FACE_ATTENTIONS`), ``landmarks`` (one of :data:`FACE_LANDMARKS`) and ``sigma``
   (a number in (0, 1]); ``network.modality_dropout`` maps streams of the network to probabilities in [0, 1);
-  ``network.expressions`` is a list of 1 to :data:`MAX_EXPRESSIONS` distinct names of at most 64 characters.
+  ``network.expressions`` is a list of 1 to :data:`MAX_EXPRESSIONS` distinct names of at most 64 characters;
+  ``network.face_va`` (the face-derived valence/arousal head) is a boolean, true only with a face stream.
 * Input sizes are at most :data:`MAX_INPUT_SIZE` pixels, fused widths at most :data:`MAX_HIDDEN`, and a model
   has at most :data:`MAX_STREAMS` streams, each with three channel means and standard deviations (RGB).
 * ``network.streams.<name>.kwargs`` go to ``timm.create_model``: their values must be JSON scalars or flat
@@ -101,6 +102,7 @@ _NETWORK_KEYS = (
     "face",
     "modality_dropout",
     "expressions",
+    "face_va",
 )
 FACE_STREAM = "face"  # emoctx.models.face.FACE_STREAM
 FACE_ATTENTIONS: tuple[str, ...] = ("landmarks", "none")  # emoctx.models.face.ATTENTIONS
@@ -299,6 +301,11 @@ class _Checker:
                 self.string(name, f"network.expressions[{i}]", 64)
             if len(set(names)) != len(names):
                 raise self.fail("network.expressions", "names a class twice")
+        if "face_va" in net:
+            if not isinstance(net["face_va"], bool):
+                raise self.fail("network.face_va", f"must be true or false, got {_kind(net['face_va'])}")
+            if net["face_va"] and FACE_STREAM not in streams:
+                raise self.fail("network.face_va", f"is true, but the network has no '{FACE_STREAM}' stream")
         return net
 
     def face(self, value: Any, streams: Mapping[str, Any]) -> None:

@@ -28,9 +28,13 @@ Continuous:
   (EmoNet among them). A batch statistic: ``reduction`` does not apply, and it does not depend on ``scale``
   (CCC is the same in points and on the internal scale); a dimension with fewer than two ratings in the batch
   adds 0.
-* ``emonet``: EmoNet's regression loss (Toisoul et al., 2021): squared error + ``(1 - PCC)`` + ``(1 - CCC)``,
-  per dimension, summed. With ``combine="shake"`` each of the three terms gets its own coefficient drawn
-  uniformly in [0, 1] at every training step (their shake-shake regularisation of the regression terms).
+* ``emonet``: an EmoNet-style regression loss (Toisoul et al., 2021): ``a RMSE + b (1 - PCC) + c (1 - CCC)`` per
+  dimension, summed. EmoNet optimises the figures it is evaluated by (RMSE, PCC and CCC; SAGR has no gradient),
+  so the error term is the root mean squared error over the batch's rated persons, not the squared error.
+  With ``combine="shake"`` the three coefficients are drawn uniformly in [0, 1] at every training step (their
+  shake-shake regularisation of the regression terms); in evaluation they are 1. The form is our reading of the
+  paper's description and has not been checked against its equations (EmoNet's published code holds the network
+  and its evaluation only, no training code): EmoNet-like, not a confirmed copy.
 
 Expressions (an auxiliary discrete task of face models, after EmoNet): :func:`expression_loss`, the
 cross-entropy of the expression logits against one class per person (``-1``: none, left out).
@@ -279,6 +283,27 @@ def ccc_continuous_loss(
     return torch.where(defined, 1.0 - ccc, torch.zeros_like(ccc)).sum()
 
 
+def rmse_continuous_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    scale: str = "0-1",
+) -> torch.Tensor:
+    """``sum_d RMSE_d``: the root mean squared error of each dimension over the batch's rated persons.
+
+    A batch statistic like CCC: ``reduction`` is checked and not used; ``scale="1-10"`` gives it in points. A
+    dimension without a rating adds 0.
+    """
+    _check_option("reduction", reduction, REDUCTIONS)
+    pred, target, mask = _masked(pred, target, mask)
+    err = torch.where(mask, ((pred - target) * _scale_factor(scale)) ** 2, torch.zeros_like(pred))
+    n = mask.float().sum(dim=0)
+    # sqrt has an infinite slope at 0: a small floor keeps the gradient finite for a perfect batch.
+    rmse = torch.sqrt(err.sum(dim=0) / n.clamp(min=1.0) + 1e-12)
+    return torch.where(n > 0, rmse, torch.zeros_like(rmse)).sum()
+
+
 def emonet_continuous_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -287,19 +312,24 @@ def emonet_continuous_loss(
     scale: str = "0-1",
     coefficients: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
 ) -> torch.Tensor:
-    """EmoNet's ``a * MSE + b * (1 - PCC) + c * (1 - CCC)``, each summed over the dimensions.
+    """An EmoNet-style loss ``a * RMSE + b * (1 - PCC) + c * (1 - CCC)``, each summed over the dimensions.
 
-    The squared error follows ``reduction`` and ``scale`` as :func:`l2_continuous_loss`; the correlations are
-    batch statistics. ``coefficients`` are ``(a, b, c)`` (shake-shake draws them in training).
+    EmoNet (Toisoul et al. 2021) trains on its evaluation figures, with shake-shake coefficients drawn in
+    [0, 1]. This form, and RMSE rather than the squared error as its first term, is our reading of the paper's
+    description; it has not been checked against the paper's equations or the authors' training code (their
+    published code holds the metrics and inference only), so treat it as EmoNet-like, not as EmoNet's exact loss.
+
+    The RMSE follows ``scale`` (:func:`rmse_continuous_loss`); the three terms are batch statistics.
+    ``coefficients`` are ``(a, b, c)`` (shake-shake draws them in training).
     """
-    mse = l2_continuous_loss(pred, target, mask, reduction=reduction, scale=scale)
+    rmse = rmse_continuous_loss(pred, target, mask, reduction=reduction, scale=scale)
     pred, target, mask = _masked(pred, target, mask)
     ccc, pcc, defined = _ccc_pcc(pred, target, mask)
     zero = torch.zeros_like(ccc)
     k = torch.as_tensor(coefficients, dtype=torch.float32, device=pred.device)
     one_minus_pcc = torch.where(defined, 1.0 - pcc, zero).sum()
     one_minus_ccc = torch.where(defined, 1.0 - ccc, zero).sum()
-    return k[0] * mse + k[1] * one_minus_pcc + k[2] * one_minus_ccc
+    return k[0] * rmse + k[1] * one_minus_pcc + k[2] * one_minus_ccc
 
 
 NO_EXPRESSION = -1
@@ -330,6 +360,7 @@ CONTINUOUS_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "smoothl1": smoothl1_continuous_loss,
     "l1": l1_continuous_loss,
     "l2": l2_continuous_loss,
+    "rmse": rmse_continuous_loss,
     "ccc": ccc_continuous_loss,
     "emonet": emonet_continuous_loss,
 }
@@ -352,7 +383,7 @@ class EmotionLoss(nn.Module):
 
     Args:
         discrete: ``"emotic"`` (weighted squared error on linear outputs) or ``"bce"``.
-        continuous: ``"deadzone"``, ``"smoothl1"``, ``"l1"`` or ``"l2"``.
+        continuous: ``"deadzone"``, ``"smoothl1"``, ``"l1"``, ``"l2"``, ``"rmse"``, ``"ccc"`` or ``"emonet"``.
         discrete_weights: Per-category weights: ``"batch"`` (``1/ln(1.2+n)`` from each batch's targets),
             ``"dataset"`` (the same from ``category_counts``) or ``"none"``. Default: ``"batch"`` for ``emotic``,
             ``"none"`` for ``bce``.
@@ -367,6 +398,8 @@ class EmotionLoss(nn.Module):
             recipe.
         expression_weight: Fixed weight of the expression cross-entropy (:func:`expression_loss`); 0 (default)
             leaves the task out. With it, :meth:`forward` needs the expression logits and targets.
+        face_va_weight: Fixed weight of the face-derived valence/arousal loss (the continuous loss on the
+            network's ``face_va`` output, over the persons who show a face); added to the total, never shaken.
     """
 
     def __init__(
@@ -380,6 +413,7 @@ class EmotionLoss(nn.Module):
         reduction: str = "mean",
         continuous_scale: str = "0-1",
         expression_weight: float = 0.0,
+        face_va_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.discrete = _choose("discrete loss", discrete, list(DISCRETE_LOSSES))
@@ -400,6 +434,9 @@ class EmotionLoss(nn.Module):
                 f"loss: 'expression_weight' must be a non-negative number, got {expression_weight}"
             )
         self.expression_weight = float(expression_weight)
+        if not float(face_va_weight) >= 0.0:
+            raise EmoctxError(f"loss: 'face_va_weight' must be a non-negative number, got {face_va_weight}")
+        self.face_va_weight = float(face_va_weight)
         if self.discrete_weights == "dataset":
             if category_counts is None:
                 raise EmoctxError("loss: discrete_weights='dataset' needs the training-set 'category_counts'")
@@ -443,6 +480,8 @@ class EmotionLoss(nn.Module):
         vad_mask: torch.Tensor | None = None,
         expression_logits: torch.Tensor | None = None,
         expression_target: torch.Tensor | None = None,
+        face_va: torch.Tensor | None = None,
+        face_present: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the joint loss.
 
@@ -454,9 +493,12 @@ class EmotionLoss(nn.Module):
             vad_mask: ``[B, 3]``, True where a rating is present; ``None`` derives it from NaN.
             expression_logits: Expression outputs ``[B, E]`` (needed when ``expression_weight > 0``).
             expression_target: Expression class per person ``[B]`` (``-1``: none).
+            face_va: Face-derived valence and arousal ``[B, 2]`` (internal scale), for ``face_va_weight > 0``.
+            face_present: ``[B]`` booleans: whose ``face_va`` counts.
 
         Returns:
-            ``{"loss", "discrete", "continuous"}`` scalar tensors, and ``"expression"`` with that task.
+            ``{"loss", "discrete", "continuous"}`` scalar tensors, ``"expression"`` with that task and
+            ``"face_va"`` with the face-derived one.
         """
         discrete = DISCRETE_LOSSES[self.discrete](
             logits, categories, self.category_weights(categories), reduction=self.reduction
@@ -495,6 +537,24 @@ class EmotionLoss(nn.Module):
             loss = alpha * discrete + (1.0 - alpha) * continuous
         else:
             loss = self.weights[0] * discrete + self.weights[1] * continuous
+        if self.face_va_weight > 0 and face_va is not None:
+            present = (
+                torch.ones(face_va.shape[0], dtype=torch.bool, device=face_va.device)
+                if face_present is None
+                else face_present.to(face_va.device).bool()
+            )
+            va_mask = present[:, None] & ~torch.isnan(vad_target[:, : face_va.shape[1]].float())
+            if vad_mask is not None:
+                va_mask = va_mask & vad_mask[:, : face_va.shape[1]].bool()
+            out["face_va"] = CONTINUOUS_LOSSES[self.continuous](
+                face_va,
+                vad_target[:, : face_va.shape[1]],
+                va_mask,
+                reduction=self.reduction,
+                scale=self.continuous_scale,
+                **options,
+            )
+            loss = loss + self.face_va_weight * out["face_va"]
         return {"loss": loss, **out}
 
     def extra_repr(self) -> str:
@@ -502,7 +562,8 @@ class EmotionLoss(nn.Module):
         return (
             f"discrete={self.discrete}, continuous={self.continuous}, discrete_weights={self.discrete_weights}, "
             f"combine={self.combine}, weights={self.weights}, reduction={self.reduction}, "
-            f"continuous_scale={self.continuous_scale}, expression_weight={self.expression_weight}"
+            f"continuous_scale={self.continuous_scale}, expression_weight={self.expression_weight}, "
+            f"face_va_weight={self.face_va_weight}"
         )
 
 

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("floor", "predict", "detector", "training", "memory", "accuracy")
+SECTIONS = ("floor", "predict", "detector", "training", "memory", "accuracy", "faces")
 NO_BF16 = (
     "bf16 rows skipped: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 arithmetic is emulated and "
     "far slower than fp32; `emoctx predict` and `precision: auto` run fp32 here"
@@ -1003,7 +1003,121 @@ def render(res: dict[str, Any]) -> str:
                     f"| {label} | {mode} | {100 * r['mAP_fp32']:.2f} | {100 * r['mAP_bf16']:.2f} | "
                     f"{100 * (r['mAP_bf16'] - r['mAP_fp32']):+.2f} | {r['max_abs_prob_diff']:.4f} |"
                 )
+    lines += render_faces(res)
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ faces
+# The face stream's cost, kept in its own section: a third stream on a face crop per person who shows a face.
+FACE_ARCHS = {"paper": ("resnet18", 112), "tiny": ("test_resnet", 64)}
+
+
+def face_net(arch: str, with_face: bool) -> Any:
+    """The benchmark's network with (or without) a face stream: landmark attention, gated fusion both ways."""
+    import torch
+
+    from emoctx.models.backbones import StreamConfig
+    from emoctx.models.network import EmotionNet
+
+    streams = streams_of(arch)
+    if with_face:
+        backbone, size = FACE_ARCHS[arch]
+        streams["face"] = StreamConfig(backbone, input_size=size)
+    torch.manual_seed(0)
+    return EmotionNet(streams, fusion="gated", face_va=with_face).eval()
+
+
+def write_face_boxes(df: Any, path: Path) -> Path:
+    """A box file with the persons' face columns (what ``emoctx predict --boxes`` reads faces from)."""
+    from emoctx.io import atomic_write_text
+
+    columns = ["image", "x1", "y1", "x2", "y2", "face_x1", "face_y1", "face_x2", "face_y2", "face_score"]
+    atomic_write_text(path, df[columns].to_csv(index=False))
+    return path
+
+
+def measure_faces(plan: Plan, work: Path) -> dict[str, Any]:
+    """The face stream alone (ms per face, as the prediction pipeline prepares the network) and `emoctx predict`
+    end to end with and without a face stream on EMOTIC-synth with faces (640x480, faces given with the boxes).
+    """
+    import torch
+
+    from emoctx.checkpoint import describe, save_model
+    from emoctx.data.synth import generate
+    from emoctx.inference.predictor import Predictor
+
+    root = work / "synth640_faces"
+    manifest = root / "synth.json"
+    if not (manifest.is_file() and json.loads(manifest.read_text())["images"]["test"] == plan.predict_images):
+        say(f"generating EMOTIC-synth with faces 640x480: {plan.predict_images} test images")
+        generate(
+            root, 0, 0, plan.predict_images, faces=True, seed=2, workers=2, overwrite=True, progress=False
+        )
+    models = {}
+    for label, with_face in (("body + scene", False), ("body + scene + face", True)):
+        net = face_net(plan.arch, with_face)
+        models[label] = save_model(work / f"faces_{plan.arch}_{with_face}.safetensors", net, describe(net))
+    fast, _ = default_mode(native_bf16())
+    out: dict[str, Any] = {"precision": fast, "face_ms": {}, "persons_per_s": {}}
+    _, size = FACE_ARCHS[plan.arch]
+    batch, reps = plan.floor_batch, plan.floor_reps[1]
+    for precision in dict.fromkeys(("fp32", fast)):
+        net = Predictor(models["body + scene + face"], precision=precision, num_workers=0).net
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        x = torch.randn(batch, 3, size, size).to(dtype).contiguous(memory_format=torch.channels_last)
+        points = torch.rand(batch, 5, 3)
+        with torch.inference_mode():
+            seconds = time_call(lambda net=net, x=x, p=points: net.encode("face", x, p), reps)
+        out["face_ms"][precision] = 1000 * seconds / batch
+    df = records_of(root, "test")
+    images = first_images(df, plan.predict_images)
+    sub = df[df["image"].isin(images)]
+    boxes = write_face_boxes(sub, work / "face_boxes.csv")
+    sources = [str(root / p) for p in images]
+    out["persons"] = int(len(sub))
+    out["faces"] = int(sub["face_x1"].notna().sum())
+    for label, model in models.items():
+        runs = [
+            run_predict(model, sources, boxes, work / "faces.jsonl", fast, "shared")
+            for _ in range(plan.rounds)
+        ]
+        out["persons_per_s"][label] = median([persons / seconds for seconds, persons, _ in runs])
+        say(f"faces: {label}: {out['persons_per_s'][label]:.1f} persons/s")
+    return out
+
+
+def render_faces(res: dict[str, Any]) -> list[str]:
+    """The faces section's tables (empty when the section did not run)."""
+    faces = res.get("faces")
+    if not faces:
+        return []
+    arch = res["plan"]["arch"]
+    backbone, size = FACE_ARCHS[arch]
+    lines = [
+        "",
+        f"**Faces** (a face stream: {backbone} @{size} on each face crop, landmark attention; gated fusion and "
+        "the face-derived V/A head beside the same body and scene streams; random init)",
+        "",
+        "| precision | face stream ms per face (batch "
+        f"{res['plan']['floor_batch']}, as `emoctx predict` prepares the network) |",
+        "|---|--:|",
+    ]
+    lines += [f"| {p} | {ms:.2f} |" for p, ms in faces["face_ms"].items()]
+    lines += [
+        "",
+        f"`emoctx predict` end to end on {res['plan']['predict_images']} EMOTIC-synth 640x480 JPEGs with faces, "
+        f"{faces['persons']} persons of whom {faces['faces']} show a face (faces given with the boxes), "
+        f"{faces['precision']}, median of {res['plan']['rounds']} run(s):",
+        "",
+        "| model | persons/s | relative |",
+        "|---|--:|--:|",
+    ]
+    base = faces["persons_per_s"].get("body + scene")
+    for label, rate in faces["persons_per_s"].items():
+        lines.append(
+            f"| {label} | {rate:.1f} | {rate / base:.2f} |" if base else f"| {label} | {rate:.1f} | - |"
+        )
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -1082,6 +1196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             Path(args.model) if args.model else None,
         ),
     )
+    section("faces", lambda: measure_faces(plan, work))
 
     res["load_end"] = list(os.getloadavg())
     res["roofline_end"] = roofline(plan.matmul)

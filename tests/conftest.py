@@ -70,6 +70,32 @@ def tiny_model_path(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("m") / "model.safetensors", net, describe(net))
 
 
+@pytest.fixture(scope="module")
+def tiny_face_model_path(tmp_path_factory):
+    """A saved three-stream model (test_resnet body @64, scene @96, face @48 with landmark attention, gated fusion,
+    expressions and the face-derived V/A head; random weights)."""
+    import torch
+
+    from emoctx.checkpoint import describe, save_model
+    from emoctx.labels import EXPRESSIONS
+    from emoctx.models.backbones import StreamConfig
+    from emoctx.models.network import EmotionNet
+
+    torch.manual_seed(0)
+    net = EmotionNet(
+        {
+            "body": StreamConfig("test_resnet", input_size=64),
+            "scene": StreamConfig("test_resnet", input_size=96),
+            "face": StreamConfig("test_resnet", input_size=48),
+        },
+        fusion="gated",
+        hidden=32,
+        expressions=EXPRESSIONS,
+        face_va=True,
+    )
+    return save_model(tmp_path_factory.mktemp("m") / "faces.safetensors", net, describe(net))
+
+
 @pytest.fixture
 def fresh_log_handlers(monkeypatch):
     """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and

@@ -202,3 +202,26 @@ def test_child_peak_memory_is_its_own(bench):
     peak = bench.run_child("imports", {"plan": asdict(bench.QUICK), "threads": 1})
     assert ballast.sum() > 0
     assert 50 < peak["main"] < own - 1000
+
+
+@pytest.mark.parametrize(
+    "native",
+    [pytest.param(False, id="no-native-bf16"), pytest.param(True, id="native-bf16", marks=pytest.mark.slow)],
+)
+def test_faces_section_measures_the_face_stream_and_predict_with_and_without_it(
+    bench, tmp_path, capsys, monkeypatch, native
+):
+    """The faces section: ms per face of the face stream, and persons/s of `emoctx predict` with and without a
+    face stream on EMOTIC-synth with faces; in fp32 only where bf16 is not native."""
+    import emoctx.hardware as hardware
+
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: native)
+    res = bench.main(["--quick", "--out", str(tmp_path / "b"), "--sections", "faces"])
+    faces = res["faces"]
+    assert set(faces["face_ms"]) == ({"fp32", "bf16"} if native else {"fp32"})
+    assert all(_positive(ms) for ms in faces["face_ms"].values())
+    assert set(faces["persons_per_s"]) == {"body + scene", "body + scene + face"}
+    assert all(_positive(rate) for rate in faces["persons_per_s"].values())
+    assert 0 < faces["faces"] < faces["persons"]  # some persons face away
+    printed = capsys.readouterr().out
+    assert "**Faces**" in printed and "| body + scene + face |" in printed

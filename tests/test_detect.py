@@ -346,3 +346,121 @@ def test_detections_are_matched_to_given_persons_one_to_one():
     assert matched[2] is found[0]  # the exact box gets the exact detection (largest total overlap)
     assert match_detections(boxes, found, min_iou=0.99) == [None, None, found[0]]
     assert match_detections([], found) == [] and match_detections(boxes, []) == [None, None, None]
+
+
+def test_predict_with_a_pose_model_writes_face_columns_on_the_sample_photos(
+    tiny_model_path, tiny_face_model_path, tmp_path
+):
+    """The pose detector through `emoctx predict`'s path on bus.jpg and zidane.jpg: every person's face box,
+    score and keypoints in the table and on the annotated images; a face model reads the faces; a detection
+    model gives none."""
+    from emoctx.inference import read_prediction_table
+    from emoctx.inference.runner import predict_to_file
+
+    assets = import_ultralytics().utils.ASSETS
+    photos = [str(assets / "bus.jpg"), str(assets / "zidane.jpg")]
+    pose = rig_pose(UltralyticsDetector("yolo11n-pose.yaml", imgsz=320))
+    for model in (tiny_model_path, tiny_face_model_path):
+        out = tmp_path / f"{Path(model).stem}.parquet"
+        predictor = Predictor(model, pose, num_workers=0, max_side=640)
+        summary = predict_to_file(
+            predictor, photos, out, annotate_dir=tmp_path / Path(model).stem, progress=False
+        )
+        table = read_prediction_table(out)
+        assert summary.persons == len(table) and set(table["source"]) == set(photos)
+        faces = table[table["face_x1"].notna()]
+        assert len(faces) >= len(table) // 2 and set(faces["source"]) == set(photos)
+        for row in faces.itertuples():
+            # in the original photo's pixels (it was decoded at 640 px), inside the person's box
+            assert row.x1 - 1e-3 <= row.face_x1 < row.face_x2 <= row.x2 + 1e-3
+            assert row.y1 - 1e-3 <= row.face_y1 < row.face_y2 <= row.y2 + 1e-3
+            assert row.face_x2 <= row.width and row.face_y2 <= row.height
+            assert 0.9 < row.face_score <= 1.0
+            assert len(row.face_landmarks) == 5 and all(len(p) == 3 for p in row.face_landmarks)
+            nose = row.face_landmarks[0]
+            assert row.face_x1 <= nose[0] <= row.face_x2 and row.face_y1 <= nose[1] <= row.face_y2
+        if model == tiny_face_model_path:  # the face stream's own outputs, only where a face was read
+            assert faces["face_valence"].notna().all() and faces["expression"].notna().all()
+            assert table.loc[table["face_x1"].isna(), "face_valence"].isna().all()
+        else:
+            assert table["face_valence"].isna().all() and table["expression"].isna().all()
+        assert {p.name for p in (tmp_path / Path(model).stem).iterdir()} == {"bus.jpg", "zidane.jpg"}
+    # a plain detection model: persons, no faces; face models then take the no-face path for everyone
+    plain = Predictor(tiny_face_model_path, person_happy_yolo(conf=0.25, imgsz=160), num_workers=0)
+    result = plain.predict_images([photos[0]])[0]
+    assert result.persons and all(p.face is None and p.face_va is None for p in result.persons)
+    assert all(p.error is None and np.isfinite(p.vad).all() for p in result.persons)
+
+
+def test_face_settings_reach_the_detector_and_the_resume_settings(tiny_model_path):
+    predictor = Predictor(
+        tiny_model_path, detector_weights="yolo11n-pose.yaml", keypoint_conf=0.7, min_face=30, num_workers=0
+    )
+    settings = predictor.settings()
+    assert settings["keypoint_conf"] == 0.7 and settings["min_face"] == 30
+    detector = predictor.detector
+    assert detector.task == "pose" and detector.keypoint_conf == 0.7 and detector.min_face == 30
+    with pytest.raises(EmoctxError, match="keypoint confidence"):
+        Predictor(tiny_model_path, detector_weights="yolo11n-pose.yaml", keypoint_conf=1.5)
+
+
+def test_faces_command_writes_the_pose_models_faces_into_the_records(tmp_path, monkeypatch, capsys):
+    """`emoctx faces`: persons matched to the pose model's by IoU get its face (box, score, coco5 keypoints);
+    a box no detection overlaps stays without a face; an unreadable image is named and the rest goes on;
+    the input is never written over without --overwrite; a detection model is refused."""
+    import shutil
+
+    import emoctx.inference.detect as detect_module
+    from emoctx.data.records import read_records, records_frame, write_records
+
+    (tmp_path / "images").mkdir()
+    shutil.copy(import_ultralytics().utils.ASSETS / "bus.jpg", tmp_path / "images" / "bus.jpg")
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    pose = rig_pose(UltralyticsDetector("yolo11n-pose.yaml", imgsz=320))
+    width, height = Image.open(tmp_path / "images" / "bus.jpg").size
+    found = pose.detect([np.asarray(Image.open(tmp_path / "images" / "bus.jpg").convert("RGB"))])[0]
+    with_face = [d for d in found if d.face is not None][:2]
+    assert len(with_face) == 2
+    base = dict(image="images/bus.jpg", width=width, height=height, split="test", categories=[],
+                valence=5.0, arousal=5.0, dominance=5.0, source="mscoco")  # fmt: skip
+    rows = [
+        dict(base, person=i, **dict(zip(["x1", "y1", "x2", "y2"], d.box))) for i, d in enumerate(with_face)
+    ]
+    rows.append(dict(base, person=2, x1=1, y1=1, x2=9, y2=9))  # far smaller than any detection: unmatched
+    rows.append(dict(base, image="images/broken.jpg", person=0, x1=10, y1=10, x2=90, y2=200))
+    source = write_records(records_frame(rows), tmp_path / "annotations" / "test.parquet")
+    # the command builds its detector from --detector-weights: here the rigged pose model stands in for one
+    monkeypatch.setattr(detect_module, "UltralyticsDetector", lambda *a, **k: pose)
+    # the input is never written over without --overwrite
+    assert main(["faces", str(source), "--detector-weights", "pose.pt", "--no-progress"]) == 2
+    assert "never written over without --overwrite" in capsys.readouterr().err
+    out = tmp_path / "faces.parquet"
+    assert (
+        main(["faces", str(source), "--detector-weights", "pose.pt", "--out", str(out), "--no-progress"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "matched, with a face:    2" in printed and "unmatched:               2" in printed
+    assert "broken.jpg" in printed
+    records = read_records(out)
+    assert len(records) == 4 and list(records["person"]) == [0, 1, 2, 0]
+    for i, d in enumerate(with_face):
+        assert np.allclose(
+            records.loc[i, ["face_x1", "face_y1", "face_x2", "face_y2"]].astype(float), d.face.box
+        )
+        assert records.loc[i, "face_score"] == pytest.approx(d.face.score, abs=1e-6)
+        assert (
+            records.loc[i, "face_landmark_convention"] == "coco5"
+            and len(records.loc[i, "face_landmarks"]) == 5
+        )
+    assert (
+        records.loc[2:, "face_x1"].isna().all() and records.loc[2:, "face_landmark_convention"].isna().all()
+    )
+    report = json.loads((tmp_path / "faces.parquet.faces.json").read_text())
+    assert report["with_face"] == 2 and report["unmatched"] == 2 and report["persons"] == 4
+    assert report["unreadable"][0]["image"].endswith("broken.jpg")
+    # a detection model gives no faces: refused, nothing written
+    plain = person_happy_yolo(conf=0.25, imgsz=160)
+    monkeypatch.setattr(detect_module, "UltralyticsDetector", lambda *a, **k: plain)
+    other = tmp_path / "plain.parquet"
+    assert main(["faces", str(source), "--detector-weights", "yolo11n.pt", "--out", str(other)]) == 2
+    assert "needs a pose model" in capsys.readouterr().err and not other.exists()

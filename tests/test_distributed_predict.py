@@ -144,6 +144,8 @@ def test_merge_drops_padding_duplicates_and_needs_every_shard(setup, tmp_path):
     assert merged.loc[0, "p_happiness"] == pytest.approx(0.7)  # the first prediction of record 0 is kept
     assert list(merged.loc[0, "categories"]) == list(labels.CATEGORIES)
     assert len(merged.loc[1, "categories"]) == 0
+    # shards without face columns (a model without a face stream) give no faces
+    assert merged[["face_x1", "face_valence", "expression"]].isna().all().all()
     with pytest.raises(EmoctxError, match="shard of process 2 is missing"):
         merge_shards(out, 3, setup["df"], setup["root"], info, "m@0")
 

@@ -15,6 +15,7 @@ from emoctx.losses import (
     ccc_continuous_loss,
     emonet_continuous_loss,
     expression_loss,
+    rmse_continuous_loss,
 )
 from emoctx.metrics import EmotionMetrics, concordance_correlation, expression_metrics, pearson_correlation
 
@@ -50,15 +51,28 @@ def test_ccc_loss_is_one_minus_lins_ccc_per_dimension():
     assert float(ccc_continuous_loss(pred, torch.full_like(target, math.nan))) == 0.0
 
 
-def test_emonet_loss_is_mse_plus_one_minus_pcc_plus_one_minus_ccc():
+def test_emonet_loss_is_rmse_plus_one_minus_pcc_plus_one_minus_ccc():
+    """EmoNet optimises its evaluation figures: RMSE (not the squared error), 1 - PCC and 1 - CCC per dimension."""
     pred, target = _vad(seed=1)
     p, t = pred.detach().numpy(), target.numpy()
-    mse = float(np.mean(np.sum((p - t) ** 2, axis=1)))
+    rmse = float(np.sum(np.sqrt(np.mean((p - t) ** 2, axis=0))))
     pcc = sum(1 - pearson_correlation(p[:, d], t[:, d]) for d in range(3))
     ccc = sum(1 - concordance_correlation(p[:, d], t[:, d]) for d in range(3))
-    assert float(emonet_continuous_loss(pred, target)) == pytest.approx(mse + pcc + ccc, abs=1e-5)
+    assert float(emonet_continuous_loss(pred, target)) == pytest.approx(rmse + pcc + ccc, abs=1e-5)
     weighted = emonet_continuous_loss(pred, target, coefficients=(0.5, 0.0, 2.0))
-    assert float(weighted) == pytest.approx(0.5 * mse + 2.0 * ccc, abs=1e-5)
+    assert float(weighted) == pytest.approx(0.5 * rmse + 2.0 * ccc, abs=1e-5)
+    # in points of the 1-10 scale the RMSE term is 9 times larger; the correlations do not change
+    points = emonet_continuous_loss(pred, target, scale="1-10", coefficients=(1.0, 0.0, 0.0))
+    assert float(points) == pytest.approx(9 * rmse, rel=1e-5)
+    # a missing rating is left out of its dimension, and the gradient stays finite for a perfect batch
+    gaps = target.clone()
+    gaps[0, 1] = math.nan
+    kept = np.isfinite(gaps.numpy()[:, 1])
+    expected = np.sqrt(np.mean((p[kept, 1] - t[kept, 1]) ** 2))
+    assert float(rmse_continuous_loss(pred[:, 1:2], gaps[:, 1:2])) == pytest.approx(expected, abs=1e-6)
+    perfect = target.clone().requires_grad_(True)
+    rmse_continuous_loss(perfect, target).backward()
+    assert torch.isfinite(perfect.grad).all()
 
 
 def test_expression_loss_leaves_unlabelled_persons_out():

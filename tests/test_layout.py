@@ -28,6 +28,10 @@ ONE_IDEA = {
     "inference/draw.py": "an annotated image: boxes, panels placed off the heads, values, legend",
     "losses.py": "the training losses (categories, V/A/D, expressions) and how the tasks are combined",
     "models/network.py": "EmotionNet: its streams (a face a person may lack), fusion and heads",
+    "data/synth/rules.py": "EMOTIC-synth's written label rules (with and without faces) and simulated annotators",
+    "evaluation/evaluate.py": "emoctx evaluate: a model or a predictions file scored, its face figures included",
+    "inference/video.py": "video prediction: frames, tracks, per-track smoothing (the face's V/A too), output",
+    "training/module.py": "the LightningModule: steps, the tasks' losses and metrics, parameter groups, face_init",
 }
 
 

@@ -134,6 +134,16 @@ def test_doc_mirrors_the_rules():
     for dim, cues in synth.VAD_TERMS.items():
         for cue in cues:
             assert f"| {dim} | {cue} |" in doc
+    # with faces: the face rules, the expression prior and the expression's V/A terms
+    from emoctx.data.synth.rules import EXPRESSION_PRIOR, FACE_VAD_TERMS, P_FACING_AWAY
+
+    assert synth.rules_markdown(faces=True) in doc
+    assert f"probability **{P_FACING_AWAY}**" in doc
+    prior = " | ".join(f"{p:.2f}" for p in EXPRESSION_PRIOR.values())
+    assert f"| {prior} |" in doc
+    for dim, terms in FACE_VAD_TERMS.items():
+        cells = " | ".join(f"{t:+.1f}" if t else "0" for t in terms.values())
+        assert f"| {dim} | {cells} |" in doc
 
 
 # --- rendering -------------------------------------------------------------------------------------------------

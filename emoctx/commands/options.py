@@ -23,6 +23,27 @@ def add_detector_options(group: argparse._ActionsContainer) -> None:
     )
 
 
+def add_face_options(group: argparse._ActionsContainer) -> None:
+    """``--keypoint-conf`` and ``--min-face``: how a pose model's keypoints give a face (:mod:`emoctx.faces`)."""
+    from emoctx.faces import DEFAULT_KEYPOINT_CONF, DEFAULT_MIN_FACE
+
+    group.add_argument(
+        "--keypoint-conf",
+        type=float,
+        default=DEFAULT_KEYPOINT_CONF,
+        metavar="C",
+        help="with a pose model: the confidence from which a facial keypoint counts as seen "
+        f"(default {DEFAULT_KEYPOINT_CONF})",
+    )
+    group.add_argument(
+        "--min-face",
+        type=float,
+        default=DEFAULT_MIN_FACE,
+        metavar="PX",
+        help=f"with a pose model: faces smaller than this many pixels are no faces (default {DEFAULT_MIN_FACE:g})",
+    )
+
+
 def add_records_run_options(
     group: argparse._ActionsContainer,
     batch: str = "persons per batch",

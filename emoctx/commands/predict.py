@@ -5,8 +5,12 @@ depth) and video files. Persons are found by an ultralytics YOLO model (--detect
 weights file) or taken from a box file (--boxes: CSV, JSONL or Parquet with source/image, x1, y1, x2, y2 and,
 for videos, frame). The output has one row per person: source, frame (-1 for photos), person, track_id, box
 (x1 y1 x2 y2, original pixels), det_score, p_<category> for every category, categories (those above the
-model's thresholds), valence/arousal/dominance (1-10), model, error, width, height. A file that cannot be read
-gives one row with 'error' set; the others go on.
+model's thresholds), valence/arousal/dominance (1-10), model, error, width, height, and the face columns:
+face_x1..face_y2, face_score, face_landmarks (nose, eyes, ears), face_valence/face_arousal (from the face
+alone) and expression. Faces come from a pose model (e.g. yolo11n-pose.pt: a face box from the nose, eyes and
+ears keypoints; --keypoint-conf, --min-face) or from the box file's face columns; a detection model gives none.
+A model with a face stream reads them; persons without a face take its no-face path. A file that cannot be
+read gives one row with 'error' set; the others go on.
 
 The table is written when the run ends; meanwhile finished sources go to OUT.partial, and an interrupted run
 re-run with --resume (same OUT, same options) skips them and ends with the same table, byte for byte. OUT is
@@ -27,7 +31,7 @@ import argparse
 import os
 
 from emoctx import defaults
-from emoctx.commands.options import add_detector_options
+from emoctx.commands.options import add_detector_options, add_face_options
 
 HELP = "detect people in photos, folders and videos and predict their emotions (JSONL/CSV/Parquet)"
 
@@ -95,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ignore detected persons smaller than this many pixels in width or height "
         f"(default {defaults.MIN_BOX:g})",
     )
+    add_face_options(det)
     vid = parser.add_argument_group("videos")
     vid.add_argument(
         "--video-stride",
@@ -211,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         track=not args.no_track,
         smoothing=args.smooth,
         video_stride=args.video_stride,
+        keypoint_conf=args.keypoint_conf,
+        min_face=args.min_face,
     )
     if detector is None:
         _ = predictor.detector  # resolve the weights now: a missing file is reported before any work

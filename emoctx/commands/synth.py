@@ -6,9 +6,14 @@ per split. Some categories depend only on the person, some only on the place, so
 or a scene-only model fails on part of them, a model that sees both succeeds. The label rules are in
 annotations/synth.md.
 
+With --faces the figures show faces with expressions (eyes, brows, mouth; or they face away), drawn at
+640x480 by default so that a face crop can read them; the records get face boxes, landmarks and the
+expression, and five categories follow the face. Without it the data is what it always was.
+
 Examples:
   emoctx synth --out data/synth
   emoctx synth --out data/synth640 --size 640x480 --train 4000 --workers 2
+  emoctx synth --faces --out data/synth_faces
 """
 
 from __future__ import annotations
@@ -39,12 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar="N",
             help=f"number of {split} images (default {DEFAULT_COUNTS[split]})",
         )
+    from emoctx.data.synth import DEFAULT_FACES_SIZE
+
     parser.add_argument(
         "--size",
         type=_size,
-        default=DEFAULT_SIZE,
+        default=None,
         metavar="WxH",
-        help=f"image size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}; 640x480 for benchmarks)",
+        help=f"image size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}, with --faces "
+        f"{DEFAULT_FACES_SIZE[0]}x{DEFAULT_FACES_SIZE[1]}; 640x480 for benchmarks)",
+    )
+    parser.add_argument(
+        "--faces",
+        action="store_true",
+        help="draw faces with expressions and write face boxes, landmarks and expressions (annotations/synth.md)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed; one seed gives identical files (default 0)"
@@ -70,16 +83,26 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        faces=args.faces,
     )
-    w, h = args.size
+    w, h = args.size or (synth.DEFAULT_FACES_SIZE if args.faces else synth.DEFAULT_SIZE)
     print(f"EMOTIC-synth ({w}x{h}, seed {args.seed}) written to {args.out}")
     for split, df in frames.items():
         n_images = df["image"].nunique()
         print(f"  {split:5s}: {n_images:5d} images, {len(df):5d} persons -> annotations/{split}.parquet")
-    counts = synth.category_counts(frames)
+    counts = synth.category_counts(frames, faces=args.faces)
     print(
-        "\nPositives per category (group: body = person cues only, scene = place only, both = person and place)"
+        "\nPositives per category (group: body = person cues only, scene = place only, both = person and place"
+        + (
+            ", face = the expression; face+scene, face+body: the expression and the place or the pose)"
+            if args.faces
+            else ")"
+        )
     )
+    if args.faces:
+        for split, df in frames.items():
+            shown = int(df["expression"].notna().sum())
+            print(f"  {split:5s}: {shown} of {len(df)} persons show a face")
     table = counts.copy()
     for split in frames:
         n = max(len(frames[split]), 1)

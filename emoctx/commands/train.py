@@ -64,5 +64,16 @@ def run(args: argparse.Namespace) -> int:
         persons = results.get("test/num_persons")
         on = f" on {int(persons)} persons" if persons is not None else ""
         print(f"test mAP{on}: {100 * results['test/mAP']:.2f}%   V/A/D MAE (1-10 scale): {maes}")
+    if "test/vad_ccc/valence" in results and (
+        "test/expression_accuracy" in results or "test/mAP" not in results
+    ):
+        va = "  ".join(
+            f"{d} CCC {results.get(f'test/vad_ccc/{d}', float('nan')):.3f} "
+            f"RMSE {results.get(f'test/vad_rmse/{d}', float('nan')):.2f}"
+            for d in ("valence", "arousal")
+        )
+        expr = results.get("test/expression_accuracy")
+        extra = "" if expr is None else f"   expression accuracy {100 * expr:.1f}%"
+        print(f"test {va}{extra}")
     print(f"model: {results['model_path']}")
     return 0

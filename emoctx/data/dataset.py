@@ -8,7 +8,13 @@ Each item is a dict:
 * ``categories``: float tensor ``[NUM_CATEGORIES]``, multi-hot in canonical order;
 * ``vad``: float tensor ``[3]``, valence/arousal/dominance on the model's internal 0-1 scale, 0 where missing;
 * ``vad_mask``: bool tensor ``[3]``, False where the value is missing;
-* ``index``: int, the row of the item in the records frame.
+* ``index``: int, the row of the item in the records frame;
+* with a face stream (:mod:`emoctx.data.preprocess`, region ``face``): the face crop under the stream's name
+  (zeros when the person shows no face), ``face_present`` (bool), ``face_landmarks`` (``[5, 3]``, ``coco5`` in
+  the crop's frame; NaN and confidence 0 where unseen), from the records' optional face columns (a record
+  without a face box, or records without face columns, give no face);
+* ``expression``: int64, the index of the record's ``expression`` in :data:`emoctx.labels.EXPRESSIONS`, ``-1``
+  where there is none.
 
 An image that cannot be decoded does not stop an epoch: :meth:`EmotionDataset.__getitem__` logs a warning
 naming the file and the reason and returns ``None``; :func:`collate` drops the ``None`` items and reports how
@@ -32,9 +38,10 @@ from torch.utils.data import default_collate as _default_collate
 
 from emoctx.data.images import DecodedImage, ImageError, read_image
 from emoctx.data.preprocess import PreprocessCfg
-from emoctx.data.records import BOX_COLUMNS, category_matrix, vad_matrix
+from emoctx.data.records import BOX_COLUMNS, FACE_BOX_COLUMNS, category_matrix, vad_matrix
 from emoctx.data.transforms import StreamTransform, build_transform
-from emoctx.labels import vad_to_model
+from emoctx.faces import to_network_landmarks
+from emoctx.labels import EXPRESSION_INDEX, vad_to_model
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +83,36 @@ class EmotionDataset(Dataset):
         vad = vad_matrix(self.records)
         self._vad_mask = torch.from_numpy(~np.isnan(vad))
         self._vad = torch.from_numpy(np.nan_to_num(vad_to_model(vad), nan=0.0).astype(np.float32))
+        self._expressions = torch.tensor(
+            [
+                EXPRESSION_INDEX.get(e, -1) if isinstance(e, str) else -1
+                for e in self.records.get("expression", pd.Series([None] * len(self.records)))
+            ],
+            dtype=torch.int64,
+        )
+        self._faces = self._face_arrays() if transform.face_streams else None
         self.skipped = 0  # items this process could not load (each worker process counts its own)
         self._warned: set[str] = set()
+
+    def _face_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Face boxes ``[N, 4]`` (NaN: no face) and ``coco5`` landmarks ``[N, 5, 3]`` in the records' pixels."""
+        n = len(self.records)
+        if not set(FACE_BOX_COLUMNS) <= set(self.records.columns):
+            logger.warning(
+                "the model has a face stream but the records have no face columns (face_x1 .. face_y2): every "
+                "person goes without a face; 'emoctx faces' adds them from a pose model"
+            )
+            boxes = np.full((n, 4), np.nan)
+        else:
+            boxes = self.records[list(FACE_BOX_COLUMNS)].to_numpy(dtype=np.float64)
+        points = np.full((n, 5, 3), np.nan)
+        points[:, :, 2] = 0.0
+        if "face_landmarks" in self.records.columns:
+            conventions = self.records.get("face_landmark_convention", pd.Series([None] * n))
+            for i, (lm, conv) in enumerate(zip(self.records["face_landmarks"], conventions)):
+                if isinstance(lm, (list, np.ndarray)) and len(lm) and isinstance(conv, str):
+                    points[i] = to_network_landmarks([list(p) for p in lm], conv)
+        return boxes, points
 
     def __len__(self) -> int:
         return len(self._images)
@@ -93,8 +128,21 @@ class EmotionDataset(Dataset):
         try:
             decoded = read_image(path, max_side=self.max_side)
             decoded = self._match_records_frame(decoded, index, path)
-            box = self._boxes[index] * np.tile(np.divide(decoded.size, self._sizes[index]), 2)
-            streams = self.transform(decoded.pixels, box)
+            scale = np.divide(decoded.size, self._sizes[index])
+            box = self._boxes[index] * np.tile(scale, 2)
+            if self._faces is None:
+                streams = self.transform(decoded.pixels, box)
+            else:
+                face = self._faces[0][index]
+                points = self._faces[1][index].copy()
+                points[:, :2] *= scale
+                present = bool(np.isfinite(face).all())
+                streams = self.transform(
+                    decoded.pixels,
+                    box,
+                    face * np.tile(scale, 2) if present else None,
+                    points if present else None,
+                )
         except (ImageError, ValueError, cv2.error) as e:
             self.skipped += 1
             reason = e.reason if isinstance(e, ImageError) else f"{type(e).__name__}: {e}"
@@ -105,6 +153,7 @@ class EmotionDataset(Dataset):
             "categories": self._categories[index].clone(),
             "vad": self._vad[index].clone(),
             "vad_mask": self._vad_mask[index].clone(),
+            "expression": self._expressions[index].clone(),
             "index": index,
         }
 

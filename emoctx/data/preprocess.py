@@ -3,7 +3,8 @@
 One :class:`PreprocessCfg` describes a model's inputs completely (the idea of open_clip's ``PreprocessCfg``):
 
 * per stream (:class:`StreamPreprocess`): the **region** of the image it sees (its crop rule: ``"person"``, the
-  person's box rounded outwards to whole pixels; ``"image"``, the whole image), the **input size**
+  person's box rounded outwards to whole pixels; ``"image"``, the whole image; ``"face"``, a loose square around
+  the person's face box, see below), the **input size**
   ``(height, width)``, the **resize rule** (``"area"``: INTER_AREA when shrinking, bilinear when enlarging;
   ``"bilinear"``: always bilinear, ``cv2.resize``'s default), the normalisation **mean** and **std** (0-1 pixel
   scale), and an optional **mask**: a region filled with the mean colour (zeros after normalisation) in the
@@ -16,9 +17,14 @@ augmentation preset for training and without for evaluation, calibration, predic
 
 A stream is named freely; its region says what it is cut from. Streams known by name get their region by
 default (:data:`DEFAULT_REGIONS`: ``body`` -> ``person``, ``scene``/``context`` -> ``image``, ``face`` ->
-``face``). The ``"face"`` region (the face box of :mod:`emoctx.faces`, a square a person may lack) is described
-here, so that model files with a face stream say how it is made, but the transform does not cut it yet
-(:data:`UNFED_REGIONS`): training, evaluation and prediction refuse such a model with a message saying so.
+``face``).
+
+**The face region** (:func:`face_square`): the square of side ``max(width, height)`` of the person's face box
+(:mod:`emoctx.faces`, from a pose model or the records), centred on it, rounded outwards to whole pixels; where
+it reaches past the image the missing pixels are filled with the stream's mean colour (zeros after
+normalisation), so the face is never squashed or shifted. A person may have no face (a back view, a tiny person):
+the stream then gets no input and the network its learned no-face embedding. The face's landmarks go with the
+crop, as fractions of that square (:func:`emoctx.faces.landmarks_in_box`, in the ``coco5`` convention).
 
 This module imports nothing heavy: the model file and the command line read it without albumentations or timm.
 """
@@ -39,9 +45,10 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 REGIONS: tuple[str, ...] = ("person", "image", "face")
 """What a stream may be cut from: the person's box, the whole image, or the person's face box."""
-UNFED_REGIONS: tuple[str, ...] = ("face",)
-"""Regions a model file may name but the transform does not make yet (a face stream needs, beside its crops,
-who shows a face and the landmarks: :class:`emoctx.models.EmotionNet`)."""
+UNFED_REGIONS: tuple[str, ...] = ()
+"""Regions a model file may name but the transform does not make (none: every region is made)."""
+FACE_REGION = "face"
+"""The region of a face stream: a loose square around the person's face box (a person may have none)."""
 BOX_REGIONS: tuple[str, ...] = ("person",)
 """Regions given as a box per person (a stream's mask names one of these)."""
 RESIZES: tuple[str, ...] = ("area", "bilinear")
@@ -51,6 +58,16 @@ DEFAULT_REGIONS: dict[str, str] = {"body": "person", "scene": "image", "context"
 """The region of a stream known by its name (a stream of another name states its region)."""
 
 Size = int | tuple[int, int]
+
+
+def face_square(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """The square of side ``max(width, height)`` centred on a face box ``x1 y1 x2 y2`` (it may leave the image)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    return cx - side / 2.0, cy - side / 2.0, cx + side / 2.0, cy + side / 2.0
+
+
 """An image size: one int for a square, or ``(height, width)``."""
 
 

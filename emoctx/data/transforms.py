@@ -10,14 +10,24 @@ prediction), and returns a :class:`StreamTransform` that makes every stream of t
    scene alike;
 2. **colour** changes are applied to the augmented image;
 3. each stream's **region** is cut out (:func:`region_rect`: ``image``, the whole image; ``person``, the
-   transformed box rounded outwards to whole pixels), **resized** to the stream's input size by its rule
-   (:func:`resize_view`), normalised with its mean/std;
+   transformed box rounded outwards to whole pixels; ``face``, the square around the transformed face box,
+   padded with the stream's mean colour where it leaves the image), **resized** to the stream's input size by
+   its rule (:func:`resize_view`), normalised with its mean/std;
 4. a stream with a **mask** (``"person"`` on the scene: subject masking) gets that region filled with its mean
    colour, zeros after normalisation, so it sees only the context.
 
 If the geometry pushes the person (mostly) out of the picture, albumentations drops the box; the transform then
 falls back to the un-augmented geometry for that sample instead of failing (:attr:`StreamTransform.fallbacks`
-counts these).
+counts these). The same holds for a face box that the geometry pushes half out.
+
+**Faces.** A person's face box and facial landmarks (``coco5``: nose, left eye, right eye, left ear, right ear,
+in pixels) go through the geometry with the person's box (the face box as a second box, the landmarks as
+keypoints). A horizontal flip mirrors them, and the person's left eye is then on the other side: the
+transform swaps the left and right landmarks (1 <-> 2, 3 <-> 4). albumentations 2.0 moves keypoints but does
+not rename them, so the flip is detected here: two probe points left and right of the person's centre go
+through the geometry too, and a flip is when they come out in the other order (true for any rotation under 90
+degrees). A face stream's item holds the crop (zeros without a face), ``face_present`` and ``face_landmarks``
+(``[5, 3]``: x, y as fractions of the crop, confidence; NaN and 0 where unseen).
 
 The prediction pipeline (:mod:`emoctx.inference.predictor`) batches persons across images and shares a scene
 among them, so it does not call the transform per person; it uses the same steps (:meth:`StreamTransform.view`,
@@ -27,6 +37,7 @@ among them, so it does not call the transform per person; it uses the same steps
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -44,6 +55,7 @@ from albumentations.pytorch import ToTensorV2  # noqa: E402
 from emoctx.data.augment import PRESETS, PresetError, check_preset, fill_colour, preset_parts  # noqa: E402
 from emoctx.data.boxes import PixelBox, clip_box, pixel_box  # noqa: E402
 from emoctx.data.preprocess import (  # noqa: E402
+    FACE_REGION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     RESIZES,
@@ -51,7 +63,9 @@ from emoctx.data.preprocess import (  # noqa: E402
     PreprocessError,
     Size,
     as_hw,
+    face_square,
 )
+from emoctx.faces import landmarks_in_box  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +80,7 @@ __all__ = [
     "as_hw",
     "build_transform",
     "check_preset",
+    "crop_padded",
     "region_rect",
     "resize_view",
 ]
@@ -100,7 +115,31 @@ def region_rect(region: str, boxes: Mapping[str, Sequence[float]], w: int, h: in
     if region == "image":
         return 0, 0, w, h
     box = boxes.get(region)
-    return None if box is None else pixel_box(box, w, h)
+    if box is None:
+        return None
+    if region == FACE_REGION:  # the square around the face, rounded outwards; it may leave the image
+        x1, y1, x2, y2 = face_square(box)
+        return (
+            math.floor(x1),
+            math.floor(y1),
+            max(math.ceil(x2), math.floor(x1) + 1),
+            max(math.ceil(y2), math.floor(y1) + 1),
+        )
+    return pixel_box(box, w, h)
+
+
+def crop_padded(image: np.ndarray, rect: PixelBox, fill: Sequence[int]) -> np.ndarray:
+    """``image[y1:y2, x1:x2]`` where the rectangle may reach past the image: the missing pixels are ``fill``."""
+    x1, y1, x2, y2 = rect
+    h, w = image.shape[:2]
+    if x1 >= 0 and y1 >= 0 and x2 <= w and y2 <= h:
+        return image[y1:y2, x1:x2]
+    out = np.empty((y2 - y1, x2 - x1, image.shape[2]), dtype=image.dtype)
+    out[:] = np.asarray(fill, dtype=image.dtype)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if sx2 > sx1 and sy2 > sy1:
+        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+    return out
 
 
 def _in_view(box: Sequence[float], rect: PixelBox, hw: tuple[int, int]) -> PixelBox:
@@ -146,11 +185,7 @@ class StreamTransform:
         if not cfg.streams:
             raise PreprocessError("the preprocessing names no stream")
         if cfg.unfed_streams:
-            raise PreprocessError(
-                f"streams {cfg.unfed_streams} are not supported yet: their inputs (a face crop, who shows a face "
-                "and the landmarks) are not made by training, evaluation or prediction, only by the network's "
-                "own interface (see the README's section on faces)"
-            )
+            raise PreprocessError(f"streams {cfg.unfed_streams}: their region is not made by this version")
         self.cfg = cfg
         self.preset = check_preset(augment)
         self.fallbacks = 0
@@ -167,7 +202,15 @@ class StreamTransform:
             clip=True,
             filter_invalid_bboxes=True,
         )
-        self._geometric = A.Compose(geo, bbox_params=bbox_params, seed=seed) if geo else None
+        # Landmarks and the flip probes (see the module docstring) stay wherever the geometry puts them.
+        keypoint_params = A.KeypointParams(format="xy", remove_invisible=False)
+        self._geometric = (
+            A.Compose(geo, bbox_params=bbox_params, keypoint_params=keypoint_params, seed=seed)
+            if geo
+            else None
+        )
+        self._faces = tuple(n for n, s in cfg.streams.items() if s.region == FACE_REGION)
+        self._fill = {n: fill_colour(s.mean) for n, s in cfg.streams.items()}
         self._photometric = A.Compose(photo, seed=None if seed is None else seed + 1) if photo else None
         self._normalise = {
             name: A.Compose([A.Normalize(mean=s.mean, std=s.std), ToTensorV2()])
@@ -203,8 +246,27 @@ class StreamTransform:
         rect = region_rect(spec.region, boxes, w, h)
         if rect is None:
             raise ValueError(f"stream '{name}': no {spec.region} box for this person")
-        x1, y1, x2, y2 = rect
-        return resize_view(image[y1:y2, x1:x2], spec.input_size, spec.resize)
+        return resize_view(crop_padded(image, rect, self._fill[name]), spec.input_size, spec.resize)
+
+    @property
+    def face_streams(self) -> tuple[str, ...]:
+        """The streams cut from the face region."""
+        return self._faces
+
+    def face_landmarks(
+        self, name: str, size: tuple[int, int], boxes: Mapping[str, Sequence[float]], landmarks: Any
+    ) -> np.ndarray:
+        """Landmarks ``[K, 3]`` (pixels of the image) in the frame of face stream ``name``'s crop (0-1).
+
+        Args:
+            name: a face stream.
+            size: ``(width, height)`` of the image.
+            boxes: the person's boxes (with ``"face"``).
+            landmarks: ``[K, 3]`` x, y, confidence in pixels (NaN x, y where unseen).
+        """
+        rect = region_rect(self.cfg.streams[name].region, boxes, *size)
+        assert rect is not None
+        return landmarks_in_box(landmarks, rect)
 
     def mask_rect(
         self, name: str, size: tuple[int, int], boxes: Mapping[str, Sequence[float]]
@@ -227,36 +289,67 @@ class StreamTransform:
         return self._normalise[name](image=view)["image"]
 
     # -- one person --------------------------------------------------------------------------------------
-    def __call__(self, image: np.ndarray, box: Sequence[float]) -> dict[str, torch.Tensor]:
-        """Transform one image and one person box.
+    def __call__(
+        self,
+        image: np.ndarray,
+        box: Sequence[float],
+        face: Sequence[float] | None = None,
+        landmarks: Any = None,
+    ) -> dict[str, torch.Tensor]:
+        """Transform one image and one person box (and the person's face, for a face stream).
 
         Args:
             image: ``(H, W, 3)`` ``uint8`` RGB image.
             box: the person's ``x1 y1 x2 y2`` box in pixels of ``image`` (clipped to the image).
+            face: the person's face box in pixels of ``image``, or None (no face).
+            landmarks: ``[5, 3]`` ``coco5`` landmarks (x, y, confidence) in pixels, or None.
 
         Returns:
             One float tensor ``[3, *input_size]`` per stream, by name, and ``box``: float tensor ``[4]``, the
             person's box in the augmented image as fractions of its width and height (``x1 y1 x2 y2`` in 0-1).
+            With a face stream, also ``face_present`` (bool tensor) and ``face_landmarks`` (``[5, 3]``, in the
+            crop's frame); the crop is zeros without a face.
 
         Raises:
             ValueError: the box does not overlap the image.
         """
         h, w = image.shape[:2]
         bx = clip_box(box, w, h)
+        fx = None
+        if self._faces and face is not None and np.isfinite(np.asarray(face, dtype=np.float64)).all():
+            try:
+                fx = clip_box(face, w, h)
+            except ValueError:
+                fx = None
+        points = None
+        if self._faces and fx is not None:
+            points = np.full((5, 3), np.nan, dtype=np.float64)
+            points[:, 2] = 0.0
+            if landmarks is not None and len(landmarks):
+                given = np.asarray(landmarks, dtype=np.float64).reshape(-1, 3)[:5]
+                points[: len(given)] = given
         if self._geometric is not None:
-            out = self._geometric(image=image, bboxes=np.asarray([bx], dtype=np.float32), labels=[0])
-            if len(out["bboxes"]) == 1:
-                image, bx = out["image"], tuple(float(v) for v in out["bboxes"][0])
-                bx = clip_box(bx, image.shape[1], image.shape[0])
-            else:
-                self.fallbacks += 1
+            image, bx, fx, points = self._augment(image, bx, fx, points)
         if self._photometric is not None:
             image = self._photometric(image=image)["image"]
 
         h, w = image.shape[:2]
-        boxes = {"person": bx}
+        boxes: dict[str, Any] = {"person": bx}
+        if fx is not None:
+            boxes["face"] = fx
         items: dict[str, torch.Tensor] = {}
-        for name in self.cfg.streams:
+        for name, spec in self.cfg.streams.items():
+            if spec.region == FACE_REGION:
+                if fx is None:
+                    items[name] = torch.zeros((3, *spec.input_size), dtype=torch.float32)
+                    lm = np.full((5, 3), np.nan, dtype=np.float32)
+                    lm[:, 2] = 0.0
+                else:
+                    items[name] = self.normalise(name, self.view(name, image, boxes))
+                    lm = self.face_landmarks(name, (w, h), boxes, points)
+                items["face_present"] = torch.tensor(fx is not None)
+                items["face_landmarks"] = torch.from_numpy(np.asarray(lm, dtype=np.float32))
+                continue
             x = self.normalise(name, self.view(name, image, boxes))
             mask = self.mask_rect(name, (w, h), boxes)
             if mask is not None:
@@ -265,6 +358,48 @@ class StreamTransform:
             items[name] = x
         items["box"] = torch.tensor([bx[0] / w, bx[1] / h, bx[2] / w, bx[3] / h], dtype=torch.float32)
         return items
+
+    def _augment(
+        self, image: np.ndarray, bx: tuple, fx: tuple | None, points: np.ndarray | None
+    ) -> tuple[np.ndarray, tuple, tuple | None, np.ndarray | None]:
+        """The geometry on the image, the person's box, the face box and the landmarks (see the module docstring).
+
+        Falls back to the un-augmented geometry when a box is pushed out of the picture.
+        """
+        assert self._geometric is not None
+        boxes = [bx] if fx is None else [bx, fx]
+        cx, cy = (bx[0] + bx[2]) / 2.0, (bx[1] + bx[3]) / 2.0
+        half = max((bx[2] - bx[0]) / 4.0, 1.0)
+        probes = [(cx - half, cy), (cx + half, cy)]
+        seen = None
+        keypoints = list(probes)
+        if points is not None:
+            seen = np.isfinite(points[:, :2]).all(axis=1)
+            keypoints += [(float(x), float(y)) if ok else (cx, cy) for (x, y, _), ok in zip(points, seen)]
+        out = self._geometric(
+            image=image,
+            bboxes=np.asarray(boxes, dtype=np.float32),
+            labels=list(range(len(boxes))),
+            keypoints=np.asarray(keypoints, dtype=np.float32),
+        )
+        if len(out["bboxes"]) != len(boxes):
+            self.fallbacks += 1
+            return image, bx, fx, points
+        image = out["image"]
+        h, w = image.shape[:2]
+        moved = [tuple(float(v) for v in b) for b in out["bboxes"]]
+        bx = clip_box(moved[0], w, h)
+        if fx is not None:
+            fx = clip_box(moved[1], w, h)
+        if points is not None:
+            kp = np.asarray(out["keypoints"], dtype=np.float64)[:, :2]
+            flipped = kp[0, 0] > kp[1, 0]
+            new = points.copy()
+            new[:, :2] = np.where(seen[:, None], kp[2:], np.nan)
+            if flipped:  # the person's left eye and ear are now where the right ones were
+                new = new[[0, 2, 1, 4, 3]]
+            points = new
+        return image, bx, fx, points
 
     def __repr__(self) -> str:
         streams = ", ".join(

@@ -38,7 +38,7 @@ from emoctx.errors import EmoctxError
 from emoctx.evaluation.document import DEFAULT_MIN_ANNOTATORS, evaluation_document
 from emoctx.evaluation.plots import plot_ap_bars, plot_pr_curves, plot_vad_scatter
 from emoctx.evaluation.report import markdown_report
-from emoctx.io import atomic_path, atomic_write_text, file_sha256
+from emoctx.io import atomic_path, atomic_write_text, file_sha256, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ def evaluate_model(
     model_path, records_path = Path(model_path), Path(records_path)
     records = read_records(records_path)
     net, info = load_model(model_path)
+    face_outputs: dict[str, np.ndarray] = {}
     raw, vad, valid = score_records(
         net,
         info,
@@ -189,6 +190,7 @@ def evaluate_model(
         device=device,
         progress=progress,
         raw=True,
+        outputs=face_outputs,
     )
     scores = scores_from_raw(raw, info.score_activation)
     if not valid.any():
@@ -234,12 +236,62 @@ def evaluate_model(
         min_annotators=min_annotators,
         ranking=raw[valid],
     )
+    if face_outputs or net.stream_names == ("face",):
+        doc["faces"] = jsonable(
+            face_document(kept, vad[valid], {k: v[valid] for k, v in face_outputs.items()}, net.expressions)
+        )
     files = write_outputs(out_dir, doc, kept, scores[valid], vad[valid], th, plots=plots, ranking=raw[valid])
     files["predictions"] = Path(out_dir) / PREDICTIONS_FILE
     with atomic_path(files["predictions"]) as tmp:
         predictions_frame(records, scores, vad, valid, raw=raw).to_parquet(tmp, index=False)
     log.info("evaluation written to %s", out_dir)
     return Evaluation(doc, files)
+
+
+def face_document(
+    records: pd.DataFrame,
+    vad: np.ndarray,
+    outputs: Mapping[str, np.ndarray],
+    expressions: tuple[str, ...] | list[str],
+) -> dict[str, Any]:
+    """EmoNet's figures of a model with a face stream (``metrics.json``'s ``faces``).
+
+    * ``valence_arousal``: CCC, PCC, RMSE and SAGR (and MAE) of the model's valence and arousal, with the number
+      of persons, over every person and over those who show a face;
+    * ``face_valence_arousal``: the same for the face-derived valence/arousal (the face head, or a face-only
+      model's own), over the persons who show a face;
+    * ``expressions``: accuracy and macro-F1 of the expression head against the records' ``expression``;
+    * ``face_present``: how many persons showed a face.
+    """
+    from emoctx.data.records import vad_matrix
+    from emoctx.labels import EXPRESSION_INDEX
+    from emoctx.metrics import vad_metrics
+    from emoctx.metrics.expressions import expression_metrics
+
+    true = vad_matrix(records).astype(np.float64)[:, :2]
+    names = ("valence", "arousal")
+    out: dict[str, Any] = {"num_persons": int(len(records))}
+    present = outputs.get("face_present")
+    out["valence_arousal"] = {"all": vad_metrics(vad[:, :2], true, names=names)}
+    if present is not None:
+        out["face_present"] = int(present.sum())
+        if present.any():
+            out["valence_arousal"]["with_face"] = vad_metrics(vad[present, :2], true[present], names=names)
+        face_va = outputs.get("face_va")
+        if face_va is not None and present.any() and np.isfinite(face_va[present]).all():
+            out["face_valence_arousal"] = vad_metrics(face_va[present], true[present], names=names)
+    probs = outputs.get("expression")
+    if probs is not None and "expression" in records.columns:
+        target = np.array(
+            [EXPRESSION_INDEX.get(e, -1) if isinstance(e, str) else -1 for e in records["expression"]]
+        )
+        if list(expressions) == list(EXPRESSION_INDEX):
+            out["expressions"] = expression_metrics(probs, target, expressions)
+        else:
+            out["expressions"] = {
+                "skipped": "the model's expression classes are not the records' (EXPRESSIONS)"
+            }
+    return out
 
 
 def load_thresholds(path: str | os.PathLike) -> tuple[np.ndarray, str]:

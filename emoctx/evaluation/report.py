@@ -256,8 +256,57 @@ def markdown_report(doc: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     lines += _category_section(doc, plots)
     lines += _vad_section(doc, plots)
     lines += _agreement_section(doc)
+    lines += _faces_section(doc)
     lines += _breakdown_section(doc)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _faces_section(doc: Mapping[str, Any]) -> list[str]:
+    """EmoNet's figures for a model with a face stream: V/A CCC, PCC, RMSE, SAGR; expressions; annotators."""
+    faces = doc.get("faces")
+    if not faces:
+        return []
+    lines = [
+        "## Faces: EmoNet's figures",
+        "",
+        f"{faces.get('face_present', '—')} of {faces.get('num_persons')} persons showed a face. Valence and "
+        "arousal on 1-10 (RMSE in points; SAGR: same side of 5.5); the annotators' figures are each annotator "
+        "against the others (leave-one-out, as in the agreement section), the model's against the same "
+        "references.",
+        "",
+    ]
+    agreement = (doc.get("agreement") or {}).get("vad") or {}
+    rows = []
+    sets = [("model, every person", (faces.get("valence_arousal") or {}).get("all"))]
+    sets.append(("model, persons with a face", (faces.get("valence_arousal") or {}).get("with_face")))
+    sets.append(("face alone (face-derived V/A)", faces.get("face_valence_arousal")))
+    sets.append(("annotators vs the others", agreement.get("annotators")))
+    sets.append(("model vs the same references", agreement.get("model")))
+    for label, figures in sets:
+        if not figures:
+            continue
+        for dim in ("valence", "arousal"):
+            rows.append(
+                [label, dim]
+                + [number_text(figures.get(f"vad_{m}/{dim}")) for m in ("ccc", "pcc", "rmse")]
+                + [_pct(figures.get(f"vad_sagr/{dim}"), 1)]
+            )
+    lines += _table(["Who", "Dimension", "CCC", "PCC", "RMSE", "SAGR (%)"], rows)
+    expr = faces.get("expressions")
+    if expr and "skipped" not in expr:
+        lines += _table(
+            ["Expressions: persons", "Accuracy (%)", "Macro-F1 (%)"],
+            [
+                [
+                    str(expr.get("expression_n")),
+                    _pct(expr.get("expression_accuracy"), 1),
+                    _pct(expr.get("expression_f1_macro"), 1),
+                ]
+            ],
+        )
+    elif expr:
+        lines += [f"Expressions: not scored ({expr['skipped']}).", ""]
+    return lines
 
 
 def summary_lines(doc: Mapping[str, Any]) -> list[str]:
@@ -284,6 +333,23 @@ def summary_lines(doc: Mapping[str, Any]) -> list[str]:
             if vad.get("model"):
                 text += f" vs model {number_text(vad['model'].get('vad_mae'), 2)}"
         lines.append(text)
+    faces = doc.get("faces") or {}
+    va = (faces.get("valence_arousal") or {}).get("all")
+    if va:
+        lines.append(
+            "valence/arousal (EmoNet's figures): "
+            + "  ".join(
+                f"{d} CCC {number_text(va.get(f'vad_ccc/{d}'))} PCC {number_text(va.get(f'vad_pcc/{d}'))} "
+                f"RMSE {number_text(va.get(f'vad_rmse/{d}'))} SAGR {_pct(va.get(f'vad_sagr/{d}'), 1)}%"
+                for d in ("valence", "arousal")
+            )
+        )
+    expr = faces.get("expressions") or {}
+    if expr.get("expression_accuracy") is not None:
+        lines.append(
+            f"expressions: accuracy {_pct(expr['expression_accuracy'], 1)}%  macro-F1 "
+            f"{_pct(expr['expression_f1_macro'], 1)}% ({expr['expression_n']} persons)"
+        )
     return lines
 
 

@@ -67,6 +67,7 @@ def score_records(
     max_side: int | str | None = FROM_MODEL,
     progress: bool = True,
     raw: bool = False,
+    outputs: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a model on every person of ``records`` with its ground-truth box.
 
@@ -89,6 +90,10 @@ def score_records(
         progress: show a tqdm progress bar.
         raw: return the model's raw category outputs (before its sigmoid or clamp; what average precision
             ranks, see :func:`scores_from_raw`) instead of the 0-1 scores.
+        outputs: a dict to fill with the face outputs, in records order (NaN where not computed):
+            ``face_present`` (N,) bool for a face stream, ``expression`` (N, E) probabilities for a model with
+            expressions, ``face_va`` (N, 2) on 1-10 for a model with the face-derived head (a face-only model:
+            its own V/A).
 
     Returns:
         ``(scores, vad, valid)``: ``scores`` (N, C) float64 in 0-1 (the model's score activation; with
@@ -122,22 +127,56 @@ def score_records(
     )
     device = torch.device(device or default_device())
     net = net.to(device).eval()
+    has_face = "face" in net.stream_names
+    extra: dict[str, np.ndarray] = {}
+    if outputs is not None and has_face:
+        extra["face_present"] = np.zeros(n, dtype=bool)
+        extra["face_va"] = np.full((n, 2), np.nan)
+    if outputs is not None and net.expressions:
+        extra["expression"] = np.full((n, len(net.expressions)), np.nan)
     log.info("predicting %d persons on %s (streams %s)", n, device, list(net.stream_names))
     with torch.inference_mode():
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
             if "index" not in batch:  # every image of the batch was unreadable
                 continue
             rows = batch["index"].numpy()
-            out = net({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
+            out = net(network_inputs(net, batch, device))
             logits = out["logits"].float()
             scores[rows] = (
                 (logits if raw else scores_from_logits(logits, info.score_activation)).cpu().numpy()
             )
             vad[rows] = vad_ratings(out["vad"].float()).cpu().numpy()
             valid[rows] = True
+            if "expression" in extra:
+                extra["expression"][rows] = torch.softmax(out["expression"].float(), dim=1).cpu().numpy()
+            if "face_present" in extra:
+                present = out["face_present"].cpu().numpy()
+                extra["face_present"][rows] = present
+                va = (
+                    out["face_va"]
+                    if "face_va" in out
+                    else (out["vad"][:, :2] if net.stream_names == ("face",) else None)
+                )
+                if va is not None:
+                    values = vad_ratings(va.float()).cpu().numpy()
+                    extra["face_va"][rows] = np.where(present[:, None], values, np.nan)
     if not valid.all():
         log.warning("%d of %d persons skipped: their images could not be used", int((~valid).sum()), n)
+    if outputs is not None:
+        outputs.update(extra)
     return scores, vad, valid
+
+
+def network_inputs(net: EmotionNet, batch: dict, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The network's inputs from a data-set batch (:mod:`emoctx.data.dataset`).
+
+    Its streams, and for a face stream who shows a face and the landmarks.
+    """
+    inputs = {s: batch[s].to(device, non_blocking=True) for s in net.stream_names}
+    for key in ("face_present", "face_landmarks"):
+        if key in batch:
+            inputs[key] = batch[key].to(device, non_blocking=True)
+    return inputs
 
 
 def scores_from_raw(raw: np.ndarray, activation: str) -> np.ndarray:

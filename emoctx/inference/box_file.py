@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from emoctx.errors import EmoctxError
+from emoctx.faces import LANDMARK_CONVENTIONS, NETWORK_LANDMARKS, Face
 from emoctx.inference.detect import Detection, FrameKey
 from emoctx.io import file_sha256, read_jsonl
 
@@ -44,7 +45,11 @@ class BoxFileDetector:
       EMOTIC-format records file works as is: its ``source`` names the database, its ``image`` the file);
     * ``x1 y1 x2 y2`` in pixels of the original image (or a ``box`` list of four numbers in JSONL);
     * optional ``frame`` (video frame index; missing or ``-1`` for still images), ``score``/``det_score``, and
-      ``track_id`` (kept as the person's track in videos).
+      ``track_id`` (kept as the person's track in videos);
+    * optional face columns, as records have them (``face_x1 face_y1 face_x2 face_y2``, ``face_score``,
+      ``face_landmarks`` with ``face_landmark_convention``, default ``coco5``): the person's face, which a model
+      with a face stream reads (a records file written by ``emoctx faces``, or by ``emoctx synth --faces``,
+      gives the faces with the boxes). Empty face columns: no face.
 
     An entry matches a source when its path equals the source path, or is the trailing part of it (whole
     folder names): an entry ``images/a.jpg`` matches the source ``data/images/a.jpg``; the longest match wins.
@@ -136,7 +141,41 @@ class BoxFileDetector:
             )
         score = next((row[c] for c in _SCORE_COLUMNS if row.get(c) is not None), 1.0)
         track = row.get("track_id")
-        return Detection(tuple(coords), float(score), None if track in (None, "") else int(track))  # type: ignore[arg-type]
+        return Detection(
+            tuple(coords),  # type: ignore[arg-type]
+            float(score),
+            None if track in (None, "") else int(track),
+            face=self._face(row, n),
+        )
+
+    def _face(self, row: dict[str, Any], n: int) -> Face | None:
+        """The face of a row with face columns (None without, or with empty ones)."""
+        values = [row.get(c) for c in ("face_x1", "face_y1", "face_x2", "face_y2")]
+        try:
+            box = [float(v) for v in values]  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        if not all(math.isfinite(v) for v in box):
+            return None
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise EmoctxError(f"{self.path}, row {n}: empty or inverted face box {box}")
+        score = row.get("face_score")
+        score = 1.0 if score is None or (isinstance(score, float) and math.isnan(score)) else float(score)
+        convention = row.get("face_landmark_convention") or NETWORK_LANDMARKS
+        points = row.get("face_landmarks")
+        if isinstance(points, str):  # CSV: JSON text
+            import json
+
+            points = json.loads(points)
+        points = [] if points is None else [[np.nan if v is None else float(v) for v in p] for p in points]
+        if points and (
+            convention not in LANDMARK_CONVENTIONS or len(points) != LANDMARK_CONVENTIONS[convention]
+        ):
+            raise EmoctxError(
+                f"{self.path}, row {n}: face_landmarks hold {len(points)} points, not those of the "
+                f"{convention!r} convention ({', '.join(f'{k}: {v}' for k, v in LANDMARK_CONVENTIONS.items())})"
+            )
+        return Face(tuple(box), score, tuple(tuple(p) for p in points), convention)  # type: ignore[arg-type]
 
     def boxes_for(self, source: str, frame: int = -1) -> list[Detection] | None:
         """The boxes of ``source`` at ``frame`` (``-1``: still image), or ``None`` when the file has no entry."""

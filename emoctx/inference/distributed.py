@@ -13,7 +13,9 @@ Output (Parquet): the columns of the prediction table (:data:`emoctx.inference.r
 ``record``, the row of the person in the records file. ``source`` is the records' image path (relative to the
 root), ``frame`` is ``-1``, ``person`` the records' person index, the box and image size come from the records,
 ``det_score`` is 1.0 (given boxes). A person whose image could not be read, or whose box does not fit its image,
-gets a row with ``error`` set and null predictions.
+gets a row with ``error`` set and null predictions. A model with a face stream reads the records' face columns
+(a person without a face box takes its no-face path); the face columns of the table are the records' face
+where the model saw it, with the model's face-derived valence/arousal and expression.
 
 Preprocessing (each stream's region, input size, resize rule, normalisation and mask, and the decoding size
 limit) comes from the model file, as in ``emoctx predict`` and ``emoctx evaluate``.
@@ -57,6 +59,13 @@ _SHARD_SCHEMA = pa.schema(
     [("record", pa.int64())]
     + [(c, pa.float32()) for c in PROB_COLUMNS]
     + [(d, pa.float32()) for d in labels.VAD_NAMES]
+    + [
+        ("face_present", pa.bool_()),
+        ("face_valence", pa.float32()),
+        ("face_arousal", pa.float32()),
+        ("expression_index", pa.int32()),
+        ("expression_score", pa.float32()),
+    ]
 )
 
 
@@ -73,15 +82,39 @@ class PredictionModule(pl.LightningModule):
         self.scoring = ScoringNet(net, score_activation)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """``{"index", "scores", "vad"}`` for the readable people of the batch (none when none is readable)."""
+        """``{"index", "scores", "vad"}`` for the readable people of the batch (none when none is readable).
+
+        With a face stream also ``face_present``, ``face_va`` (1-10; NaN where none) and, with expressions,
+        ``expression`` (probabilities).
+        """
         if "index" not in batch:  # every image of the batch was unreadable (each one logged by the dataset)
             return {
                 "index": torch.zeros(0, dtype=torch.int64),
                 "scores": torch.zeros(0, labels.NUM_CATEGORIES),
                 "vad": torch.zeros(0, labels.NUM_VAD),
             }
-        scores, vad = self.scoring(*(batch[name] for name in self.scoring.stream_names))
-        return {"index": batch["index"], "scores": scores.float(), "vad": vad.float()}
+        net = self.scoring.net
+        if "face" not in net.stream_names:
+            scores, vad = self.scoring(*(batch[name] for name in self.scoring.stream_names))
+            return {"index": batch["index"], "scores": scores.float(), "vad": vad.float()}
+        from emoctx.evaluation.scoring import network_inputs
+        from emoctx.models.outputs import scores_from_logits, vad_ratings
+
+        out = net(network_inputs(net, batch, self.device))
+        pred = {
+            "index": batch["index"],
+            "scores": scores_from_logits(out["logits"].float(), self.scoring.score_activation),
+            "vad": vad_ratings(out["vad"].float()),
+            "face_present": out["face_present"],
+        }
+        va = out.get("face_va")
+        if va is None and net.stream_names == ("face",):
+            va = out["vad"][:, :2]
+        if va is not None:
+            pred["face_va"] = vad_ratings(va.float())
+        if "expression" in out:
+            pred["expression"] = torch.softmax(out["expression"].float(), dim=1)
+        return pred
 
 
 class ShardWriter(BasePredictionWriter):
@@ -132,6 +165,26 @@ class ShardWriter(BasePredictionWriter):
         arrays = [pa.array(index)]
         arrays += [pa.array(scores[:, i]) for i in range(scores.shape[1])]
         arrays += [pa.array(vad[:, i]) for i in range(vad.shape[1])]
+        n = len(index)
+        present = prediction.get("face_present")
+        present = np.zeros(n, dtype=bool) if present is None else present.detach().cpu().numpy().astype(bool)
+        va = prediction.get("face_va")
+        va = np.full((n, 2), np.nan) if va is None else va.detach().float().cpu().numpy()
+        va = np.where(present[:, None], va, np.nan).astype(np.float32)
+        probs = prediction.get("expression")
+        if probs is None:
+            which, best = np.full(n, -1, dtype=np.int32), np.full(n, np.nan, dtype=np.float32)
+        else:
+            p = probs.detach().float().cpu().numpy()
+            which = np.where(present, p.argmax(axis=1), -1).astype(np.int32)
+            best = np.where(present, p.max(axis=1), np.nan).astype(np.float32)
+        arrays += [
+            pa.array(present),
+            pa.array(va[:, 0], from_pandas=True),
+            pa.array(va[:, 1], from_pandas=True),
+            pa.array(which),
+            pa.array(best, from_pandas=True),
+        ]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=_SHARD_SCHEMA))
         self.rows += len(index)
 
@@ -413,12 +466,42 @@ def merge_shards(
     cols["error"] = errors
     cols["width"] = records["width"].to_numpy(dtype=np.int64)
     cols["height"] = records["height"].to_numpy(dtype=np.int64)
+    cols.update(_face_columns(records, preds, info))
     schema = output_schema()
     arrays = [
         pa.array(cols[f.name], type=f.type, from_pandas=True)
         for f in schema  # from_pandas: NaN -> null
     ]
     return pa.Table.from_arrays(arrays, schema=schema), duplicates
+
+
+def _face_columns(records: pd.DataFrame, preds: pd.DataFrame, info: ModelInfo) -> dict[str, Any]:
+    """The table's face columns: the records' face where the model saw it, its face V/A and expression."""
+    n = len(records)
+
+    def column(name: str, missing: Any) -> pd.Series:
+        # Shards written without the face columns (a model without a face stream, an older shard) have none.
+        return preds[name] if name in preds.columns else pd.Series(missing, index=preds.index)
+
+    seen = column("face_present", False).fillna(False).to_numpy(dtype=bool)
+    out: dict[str, Any] = {}
+    for c in ("face_x1", "face_y1", "face_x2", "face_y2", "face_score"):
+        values = records[c].to_numpy(dtype=np.float64) if c in records.columns else np.full(n, np.nan)
+        out[c] = np.where(seen, values, np.nan)
+    landmarks: list[Any] = [None] * n
+    if "face_landmarks" in records.columns:
+        for i in np.flatnonzero(seen):
+            points = records["face_landmarks"].iat[i]
+            if isinstance(points, (list, np.ndarray)) and len(points):
+                landmarks[i] = [[None if v != v else float(v) for v in p] for p in points]
+    out["face_landmarks"] = landmarks
+    out["face_valence"] = column("face_valence", np.nan).to_numpy(dtype=np.float64)
+    out["face_arousal"] = column("face_arousal", np.nan).to_numpy(dtype=np.float64)
+    names = (info.network or {}).get("expressions") or []
+    which = column("expression_index", -1).fillna(-1).to_numpy(dtype=np.int64)
+    out["expression"] = [names[k] if 0 <= k < len(names) else None for k in which]
+    out["expression_score"] = column("expression_score", np.nan).to_numpy(dtype=np.float64)
+    return out
 
 
 def output_schema() -> pa.Schema:

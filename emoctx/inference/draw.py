@@ -6,8 +6,12 @@ probabilities (``*`` marks those at or above the model's threshold, i.e. in the 
 others are grey), and one bar per V/A/D dimension on the 1-10 scale with its value. A legend explains ``*`` and
 the bars, and gives the drawn and the original size when they differ.
 
+Where a person's face is known (a pose model's, or given with the boxes), its box is drawn inside the person's
+box with a thinner line, and the panel's title names the predicted expression of a model that has one.
+
 Panels are placed so as to hide no face. Each person's head region (:func:`head_region`: the top of the box,
-two thirds of its width high, within a fifth to a half of its height) is kept clear: for each panel, positions
+two thirds of its width high, within a fifth to a half of its height; with the face box where one is known) is
+kept clear: for each panel, positions
 around its person are tried (above the box, inside it below the head, beside it, at its bottom, below it, then
 the same sides in steps) and the one that covers the least of any head region and of the panels already placed
 wins, then the one covering least of other persons' bodies, then the nearest (:func:`place_panels`); every
@@ -123,6 +127,7 @@ class Layout:
         size: the drawn image's ``(width, height)``.
         boxes: each person's box.
         heads: each person's head region (kept clear of panels where there is room).
+        faces: each person's face box, or ``None``.
         panels: one per person, in the result's order.
         legend: the legend (``None`` when there is no person).
         font_size: the text size of the panels.
@@ -136,6 +141,7 @@ class Layout:
     legend: Legend | None
     font_size: int
     line: int
+    faces: list[Rect | None] | None = None
 
 
 def head_region(box: Rect) -> Rect:
@@ -194,6 +200,8 @@ def _panel_content(result: ImageResult, index: int, top_k: int) -> tuple[str, li
     title = f"#{p.person}" if p.track_id is None else f"id {p.track_id}"
     if p.error is not None:
         return f"{title} error", [], [], ERROR_COLOUR
+    if p.expression is not None:
+        title = f"{title} {p.expression}"
     chosen = set(p.categories)
     cats = [(name in chosen, f"{name} {prob:.2f}") for name, prob in p.top(top_k)]
     bars = []
@@ -259,7 +267,10 @@ def _candidates(box: Rect, head: Rect, pw: float, ph: float, size: tuple[int, in
 
 
 def place_panels(
-    boxes: list[Rect], sizes: list[tuple[float, float]], image_size: tuple[int, int]
+    boxes: list[Rect],
+    sizes: list[tuple[float, float]],
+    image_size: tuple[int, int],
+    faces: list[Rect | None] | None = None,
 ) -> list[Rect]:
     """Where each person's panel goes (see the module docstring): no head covered where there is room.
 
@@ -267,11 +278,15 @@ def place_panels(
         boxes: the persons' boxes in pixels of the drawn image.
         sizes: each panel's ``(width, height)``.
         image_size: the drawn image's ``(width, height)``.
+        faces: the persons' face boxes where known (the head regions are widened to them).
 
     Returns:
         One rectangle per panel, inside the image (a panel larger than the image starts at its top left).
     """
-    heads = np.array([head_region(b) for b in boxes], dtype=np.float64).reshape(-1, 4)
+    faces = faces if faces is not None else [None] * len(boxes)
+    heads = np.array([_head(b, f) for b, f in zip(boxes, faces, strict=True)], dtype=np.float64).reshape(
+        -1, 4
+    )
     bodies = np.array(boxes, dtype=np.float64).reshape(-1, 4)
     placed: list[Rect] = []
     # Persons with the least room first: their few good places are not taken by others' panels.
@@ -331,6 +346,8 @@ def legend_lines(result: ImageResult, size: tuple[int, int]) -> list[str]:
         f"{MARK} at or above the model's threshold",
         f"{' '.join(_VAD_LETTERS)}: valence, arousal, dominance ({labels.VAD_MIN:g}-{labels.VAD_MAX:g})",
     ]
+    if any(p.face is not None for p in result.persons):
+        lines.append("inner box: the face")
     if result.width and result.height and tuple(size) != (result.width, result.height):
         lines.append(f"drawn at {size[0]}x{size[1]}, original {result.width}x{result.height}")
     return lines
@@ -350,9 +367,15 @@ def layout(result: ImageResult, size: tuple[int, int], top_k: int = 3) -> Layout
     sx = w / result.width if result.width else 1.0
     sy = h / result.height if result.height else 1.0
     boxes: list[Rect] = [(p.box[0] * sx, p.box[1] * sy, p.box[2] * sx, p.box[3] * sy) for p in result.persons]
+    faces: list[Rect | None] = [
+        None
+        if p.face is None
+        else (p.face.box[0] * sx, p.face.box[1] * sy, p.face.box[2] * sx, p.face.box[3] * sy)
+        for p in result.persons
+    ]
     contents = [_panel_content(result, i, top_k) for i in range(len(result.persons))]
     sizes = [_panel_size(m, t, c, b) for t, c, b, _ in contents]
-    rects = place_panels(boxes, sizes, (w, h))
+    rects = place_panels(boxes, sizes, (w, h), faces)
     panels = [
         Panel(i, rect, title, cats, bars, colour)
         for i, (rect, (title, cats, bars, colour)) in enumerate(zip(rects, contents, strict=True))
@@ -363,10 +386,19 @@ def layout(result: ImageResult, size: tuple[int, int], top_k: int = 3) -> Layout
         small = _font(m.small_size)
         lw = max(small.getlength(t) for t in lines) + _mark_width(m.small_size) + 2 * m.pad
         lh = len(lines) * m.small_h + (len(lines) - 1) * m.gap + 2 * m.pad
-        heads = [head_region(b) for b in boxes]
+        heads = [_head(b, f) for b, f in zip(boxes, faces, strict=True)]
         rect = _place_legend((lw, lh), (w, h), heads + rects, boxes, margin=m.pad)
         legend = Legend(rect, lines)
-    return Layout((w, h), boxes, [head_region(b) for b in boxes], panels, legend, m.font_size, m.line)
+    heads = [_head(b, f) for b, f in zip(boxes, faces, strict=True)]
+    return Layout((w, h), boxes, heads, panels, legend, m.font_size, m.line, faces)
+
+
+def _head(box: Rect, face: Rect | None) -> Rect:
+    """The region kept clear for a person: the head region, widened to the face box where one is known."""
+    head = head_region(box)
+    if face is None:
+        return head
+    return (min(head[0], face[0]), min(head[1], face[1]), max(head[2], face[2]), max(head[3], face[3]))
 
 
 def _mark_width(size: int) -> float:
@@ -405,6 +437,9 @@ def annotate(image: np.ndarray | Image.Image, result: ImageResult, top_k: int = 
     draw = ImageDraw.Draw(img, "RGBA")
     for panel, box in zip(lay.panels, lay.boxes, strict=True):
         draw.rectangle(box, outline=panel.colour, width=m.line)
+    for panel, face in zip(lay.panels, lay.faces or [], strict=False):
+        if face is not None:
+            draw.rectangle(face, outline=panel.colour, width=max(1, m.line // 2))
     mark_w = _mark_width(m.font_size)
     for panel in lay.panels:
         x1, y1, x2, y2 = panel.rect

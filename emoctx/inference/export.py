@@ -209,8 +209,10 @@ def export_onnx(
     net, info = load_model(model)
     if FACE_STREAM in net.stream_names:
         raise EmoctxError(
-            f"{model}: a model with a face stream is not exported to ONNX yet (it takes, beside the face crops, "
-            "which persons show a face and their landmarks)"
+            f"{model}: a model with a face stream is not exported to ONNX yet: beside the face crops it takes "
+            "which persons show a face and their landmarks, and its face path runs the backbone on the persons "
+            "with a face only, a data-dependent selection the exporter cannot trace; use the model file with "
+            "emoctx predict, or export a model without a face stream"
         )
     out = Path(out)
     wrapper = ScoringNet(net, info.score_activation).eval()

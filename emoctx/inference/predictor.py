@@ -37,6 +37,15 @@ transform built from it without augmentation (:func:`emoctx.data.transforms.buil
 region (the person's box rounded outwards, or the whole image) resized by its rule and normalised with its
 mean/std, its mask filled with zeros. The tests check that the pipeline's inputs equal the transform's.
 
+**Faces.** A model with a face stream reads each person's face: from a pose model, the face its keypoints show
+(:func:`emoctx.faces.face_from_keypoints`, with ``keypoint_conf`` and ``min_face``); from given boxes, the face
+boxes given with them (a box file's or records' face columns, or :class:`~emoctx.inference.detect.Detection`
+objects with a ``face``). The face crop is the square of the preprocessing's face region around the face box,
+with the face's landmarks in its frame; only the faces present go through the face backbone, and a person
+without a face takes the network's no-face path (its learned no-face embedding, the fusion gating over the
+streams present). Detection models give no faces. A model without a face stream ignores faces but the table
+still shows those the detector found.
+
 Videos are read frame by frame (every ``video_stride``-th frame) in a background thread; persons are tracked
 (``track=True``) and each track's values smoothed (``smoothing``; see :mod:`emoctx.inference.video`).
 
@@ -69,6 +78,7 @@ from emoctx.data.boxes import clip_box
 from emoctx.data.images import DecodedImage, ImageError
 from emoctx.data.transforms import build_transform
 from emoctx.errors import EmoctxError
+from emoctx.faces import DEFAULT_KEYPOINT_CONF, DEFAULT_MIN_FACE, Face, to_network_landmarks
 from emoctx.hardware import default_workers, resolve_device, resolve_precision
 from emoctx.inference.decode import (
     DecodeDataset,
@@ -111,11 +121,15 @@ class _Frame:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # original pixels
     scores: list[float] = field(default_factory=list)
     track_ids: list[int | None] = field(default_factory=list)
+    faces: list[Face | None] = field(default_factory=list)  # per person, in original pixels
     crops: dict[str, list[np.ndarray | None]] = field(default_factory=dict)  # per person, box streams' views
+    face_points: dict[str, list[np.ndarray | None]] = field(default_factory=dict)  # per person, in the crop
     masks: dict[str, list[tuple[int, int, int, int] | None]] = field(default_factory=dict)  # per person
     person_errors: list[str | None] = field(default_factory=list)
     probs: np.ndarray | None = None
     vad: np.ndarray | None = None
+    face_va: np.ndarray | None = None  # per person, NaN where none
+    expressions: np.ndarray | None = None  # per person, expression probabilities (NaN where none)
     remaining: int = 0
     shared: dict[str, torch.Tensor] = field(default_factory=dict)  # features of unmasked whole-image streams
     group: int = 0
@@ -149,6 +163,8 @@ class Predictor:
         smoothing: EMA weight of the current frame for tracked persons' values, in (0, 1]; 1 turns smoothing off.
         video_stride: process every n-th video frame.
         keep_images: keep the decoded pixels in each :class:`ImageResult` (``.image``), for drawing.
+        keypoint_conf: with a pose model, the confidence from which a facial keypoint counts as seen.
+        min_face: with a pose model, the smallest face box side in pixels (of the image the detector sees).
     """
 
     def __init__(
@@ -171,6 +187,8 @@ class Predictor:
         smoothing: float = defaults.SMOOTHING,
         video_stride: int = defaults.VIDEO_STRIDE,
         keep_images: bool = False,
+        keypoint_conf: float = DEFAULT_KEYPOINT_CONF,
+        min_face: float = DEFAULT_MIN_FACE,
     ):
         if batch_size < 1:
             raise EmoctxError(f"batch size must be at least 1, got {batch_size}")
@@ -186,6 +204,10 @@ class Predictor:
             raise EmoctxError(f"detection confidence must be within 0-1, got {conf}")
         if min_box < 0:
             raise EmoctxError(f"minimum box size must be 0 or more pixels, got {min_box}")
+        if not 0.0 <= keypoint_conf <= 1.0:
+            raise EmoctxError(f"keypoint confidence must be within 0-1, got {keypoint_conf}")
+        if min_face < 0:
+            raise EmoctxError(f"minimum face size must be 0 or more pixels, got {min_face}")
         if max_side != "model" and max_side is not None and (not isinstance(max_side, int) or max_side < 1):
             raise EmoctxError(f"max side must be a positive number of pixels (or None), got {max_side}")
         if scene_mode not in SCENE_MODES:
@@ -194,12 +216,6 @@ class Predictor:
         self.device = resolve_device(device)
         net, self.info = load_model(self.model_path, map_location=self.device)
         assert self.info.preprocessing is not None
-        unfed = self.info.preprocessing.unfed_streams
-        if unfed:
-            raise EmoctxError(
-                f"{self.model_path}: streams {unfed} are not supported for prediction yet (a face stream also "
-                "needs who shows a face and the landmarks, which prediction does not give it)"
-            )
         self.amp_dtype = resolve_precision(precision, self.device)
         self.net = optimize_for_inference(net, self.device, self.amp_dtype)
         self.model_id = model_identity(self.model_path)
@@ -224,6 +240,8 @@ class Predictor:
         self.smoothing = float(smoothing)
         self.video_stride = int(video_stride)
         self.keep_images = bool(keep_images)
+        self.keypoint_conf = float(keypoint_conf)
+        self.min_face = float(min_face)
         self._detector = detector
         self.thresholds = np.nan_to_num(self.info.threshold_vector().numpy().astype(np.float64), nan=0.5)
 
@@ -237,7 +255,11 @@ class Predictor:
         self.preprocess = prep
         self.transform = build_transform(prep)
         self._image_streams = tuple(n for n in self.streams if prep.streams[n].region == "image")
-        self._box_streams = tuple(n for n in self.streams if prep.streams[n].region != "image")
+        self._face_streams = tuple(n for n in self.streams if prep.streams[n].region == "face")
+        self._box_streams = tuple(n for n in self.streams if prep.streams[n].region == "person")
+        # Face-derived V/A: the face head of a multi-stream model, or a face-only model's own V/A.
+        self._face_va = "head" if net.has_face_va else "own" if self.streams == self._face_streams else None
+        self.expressions = tuple(net.expressions) if self._face_streams else ()
         self._masked_streams = tuple(n for n in self._image_streams if prep.streams[n].mask is not None)
         self._mean: dict[str, torch.Tensor] = {}
         self._scale: dict[str, torch.Tensor] = {}
@@ -272,6 +294,8 @@ class Predictor:
                 imgsz=self.imgsz,
                 device=str(self.device.index or 0) if self.device.type == "cuda" else self.device.type,
                 batch_size=self.detector_batch,
+                keypoint_conf=self.keypoint_conf,
+                min_face=self.min_face,
             )
         return self._detector
 
@@ -299,6 +323,8 @@ class Predictor:
             "detector": described,
             "conf": self.conf,
             "min_box": self.min_box,
+            "keypoint_conf": self.keypoint_conf,
+            "min_face": self.min_face,
             "max_side": self.max_side,
             "imgsz": self.imgsz,
             "track": self.track,
@@ -507,7 +533,7 @@ class Predictor:
     def _set_boxes(
         self, fr: _Frame, dets: list[Detection], original: bool, track_ids: list[int | None] | None = None
     ) -> None:
-        """Store boxes in original pixels; detector boxes (decoded pixels) are converted and size-filtered."""
+        """Store boxes (and faces) in original pixels; detector boxes (decoded pixels) are converted and size-filtered."""
         assert fr.decoded is not None
         boxes = np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4)
         if not original:
@@ -515,6 +541,10 @@ class Predictor:
             keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= self.min_box
             boxes = boxes[keep]
             dets = [d for d, k in zip(dets, keep, strict=True) if k]
+            sx, sy = fr.decoded.scale
+            fr.faces = [None if d.face is None else d.face.scaled(1.0 / sx, 1.0 / sy) for d in dets]
+        else:
+            fr.faces = [d.face for d in dets]
         fr.boxes = boxes
         fr.scores = [float(d.score) for d in dets]
         fr.track_ids = list(track_ids) if track_ids is not None else [d.track_id for d in dets]
@@ -535,7 +565,7 @@ class Predictor:
             if len(found) != len(pending):
                 raise EmoctxError(f"the detector returned {len(found)} results for {len(pending)} images")
             for fr, dets in zip(pending, found, strict=True):
-                self._set_boxes(fr, [Detection(d.box, d.score) for d in dets], original=False)
+                self._set_boxes(fr, list(dets), original=False)
         for fr in frames:
             if fr.error is None and fr.given is not None:
                 self._set_boxes(fr, fr.given, original=True, track_ids=[None] * len(fr.given))
@@ -578,9 +608,12 @@ class Predictor:
     def _prepare(self, fr: _Frame) -> None:
         """Make each person's views of the box streams, and find its mask in the masked streams' views."""
         n = len(fr.boxes)
-        fr.crops = {name: [None] * n for name in self._box_streams}
+        fr.crops = {name: [None] * n for name in (*self._box_streams, *self._face_streams)}
+        fr.face_points = {name: [None] * n for name in self._face_streams}
         fr.masks = {name: [None] * n for name in self._masked_streams}
         fr.person_errors = [None] * n
+        if len(fr.faces) != n:
+            fr.faces = [None] * n
         if fr.error is not None or n == 0:
             fr.remaining = 0
             return
@@ -600,9 +633,22 @@ class Predictor:
                 fr.crops[name][k] = self.transform.view(name, pixels, boxes)
             for name in self._masked_streams:
                 fr.masks[name][k] = self.transform.mask_rect(name, (w, h), boxes)
+            face = fr.faces[k]
+            if self._face_streams and face is not None:
+                try:
+                    boxes["face"] = clip_box(fr.decoded.from_original(np.asarray(face.box)), w, h)
+                except ValueError:  # a face box outside the image: no face
+                    continue
+                points = to_network_landmarks(list(face.landmarks), face.convention).astype(np.float64)
+                points[:, :2] *= np.asarray(fr.decoded.scale)
+                for name in self._face_streams:
+                    fr.crops[name][k] = self.transform.view(name, pixels, boxes)
+                    fr.face_points[name][k] = self.transform.face_landmarks(name, (w, h), boxes, points)
         fr.remaining = sum(e is None for e in fr.person_errors)
         fr.probs = np.full((n, labels.NUM_CATEGORIES), np.nan)
         fr.vad = np.full((n, labels.NUM_VAD), np.nan)
+        fr.face_va = np.full((n, 2), np.nan)
+        fr.expressions = np.full((n, max(len(self.expressions), 1)), np.nan)
 
     def _normalise(self, name: str, batch: np.ndarray) -> torch.Tensor:
         """``[B, H, W, 3]`` uint8 -> normalised ``[B, 3, H, W]`` in channels-last memory layout (backbone dtype)."""
@@ -643,9 +689,12 @@ class Predictor:
         its features shared by the image's persons; a masked one per person, its view with that person masked.
         """
         features: dict[str, torch.Tensor] = {}
+        present: dict[str, torch.Tensor] = {}
         with self._autocast():
             for name in self.streams:
-                if name in self._box_streams:
+                if name in self._face_streams:
+                    features[name], present[name] = self._encode_faces(name, persons)
+                elif name in self._box_streams:
                     batch = np.stack([fr.crops[name][k] for fr, k in persons])  # type: ignore[misc]
                     features[name] = self.net.encode(name, self._normalise(name, batch)).float()
                 elif name in self._masked_streams:
@@ -662,13 +711,51 @@ class Predictor:
                         for j, fr in enumerate(new):
                             fr.shared[name] = encoded[j]
                     features[name] = torch.stack([fr.shared[name] for fr, _ in persons])
-            out = self.net.head(features)
+            out = self.net.head(features, present or None)
         probs = scores_from_logits(out["logits"].float(), self.info.score_activation).cpu().numpy()
         vad = vad_ratings(out["vad"].float()).cpu().numpy()
+        if present:  # whose face the face stream read
+            seen = next(iter(present.values())).cpu().numpy()
+        else:
+            seen = np.array([fr.faces[k] is not None for fr, k in persons])
+        face_va = None
+        if self._face_va == "head":
+            face_va = vad_ratings(out["face_va"].float()).cpu().numpy()
+        elif self._face_va == "own":
+            face_va = vad[:, :2]
+        expressions = None
+        if "expression" in out and self._face_streams:
+            expressions = torch.softmax(out["expression"].float(), dim=1).cpu().numpy()
         for j, (fr, k) in enumerate(persons):
             fr.probs[k] = probs[j]  # type: ignore[index]
             fr.vad[k] = vad[j]  # type: ignore[index]
+            if seen[j] and face_va is not None:
+                fr.face_va[k] = face_va[j]  # type: ignore[index]
+            if seen[j] and expressions is not None:
+                fr.expressions[k] = expressions[j]  # type: ignore[index]
             fr.remaining -= 1
+
+    def _encode_faces(
+        self, name: str, persons: list[tuple[_Frame, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, F]`` of face stream ``name`` (zeros where no face) and who shows a face ``[B]``.
+
+        Only the faces present go through the backbone; the others get the network's no-face path in
+        :meth:`EmotionNet.head`.
+        """
+        crops = [fr.crops[name][k] for fr, k in persons]
+        present = torch.tensor([c is not None for c in crops], dtype=torch.bool, device=self.device)
+        width = int(self.net.missing[name].shape[0])
+        features = torch.zeros((len(persons), width), dtype=torch.float32, device=self.device)
+        index = [j for j, c in enumerate(crops) if c is not None]
+        if index:
+            x = self._normalise(name, np.stack([crops[j] for j in index]))
+            points = torch.from_numpy(
+                np.stack([persons[j][0].face_points[name][persons[j][1]] for j in index]).astype(np.float32)
+            ).to(self.device)
+            encoded = self.net.encode(name, x, points).float()
+            features[torch.tensor(index, device=self.device)] = encoded
+        return features, present
 
     # ------------------------------------------------------------------------------------------ results
     def _result(self, fr: _Frame) -> ImageResult:
@@ -696,12 +783,20 @@ class Predictor:
                 track_id=None if track_id is None else int(track_id),
                 error=fr.person_errors[k],
             )
+            person.face = fr.faces[k] if k < len(fr.faces) else None
             if person.error is None:
                 probs, vad = fr.probs[k], fr.vad[k]  # type: ignore[index]
+                face_va = fr.face_va[k] if fr.face_va is not None else None  # type: ignore[index]
                 if track_id is not None:
-                    probs, vad = self._smoother.update(int(track_id), probs, vad)
+                    probs, vad, face_va = self._smoother.update(int(track_id), probs, vad, face_va)
                 person.probabilities = np.asarray(probs, dtype=np.float64)
                 person.vad = np.asarray(vad, dtype=np.float64)
+                if face_va is not None and np.isfinite(face_va).all():
+                    person.face_va = np.asarray(face_va, dtype=np.float64)
+                scores = fr.expressions[k] if fr.expressions is not None else None  # type: ignore[index]
+                if self.expressions and scores is not None and np.isfinite(scores).all():
+                    best = int(np.argmax(scores))
+                    person.expression, person.expression_score = self.expressions[best], float(scores[best])
                 person.categories = [
                     labels.CATEGORIES[i] for i in np.flatnonzero(person.probabilities >= self.thresholds)
                 ]

@@ -30,6 +30,20 @@ Output table: one row per person, these columns in this order (:data:`COLUMNS`):
 ``model``           model file name and the first 12 hex digits of its SHA-256 (``model.safetensors@1a2b...``)
 ``error``           null, or why this row has no prediction (the message names the file and the reason)
 ``width height``    size of the original image in pixels
+``face_x1 .. face_y2``  the person's face box in pixels of the original image (from a pose model's keypoints,
+                    :mod:`emoctx.faces`, or given with the boxes); null without a face (a detection model, a
+                    back view, a tiny person)
+``face_score``      confidence in 0-1 that the face box is the person's face (mean of the nose's and the eyes'
+                    keypoint confidences; 1 for given faces); null without a face
+``face_landmarks``  the five facial keypoints ``[[x, y, confidence], ...]`` in original pixels, in the ``coco5``
+                    order: nose, left eye, right eye, left ear, right ear (the person's left); unseen points
+                    have null x, y and confidence 0; null without a face (in CSV: the list as JSON text)
+``face_valence``    valence (1-10) from the face alone: a model's face-derived head, or a face-only model's
+                    own valence; null without a face or when the model has no face stream
+``face_arousal``    arousal (1-10) from the face alone, likewise
+``expression``      the most probable facial expression (:data:`emoctx.labels.EXPRESSIONS`) of a model with an
+                    expression head, for a person whose face was seen; null otherwise
+``expression_score``  its probability (softmax over the expressions)
 ==================  ==========================================================================================
 
 An image in which no person was found has no row. A file that cannot be read gives one error row: ``source``
@@ -37,7 +51,11 @@ and ``error`` set, every other field null. A video frame that cannot be decoded 
 ``frame`` set too; frames missing at the end of a video (fewer than its header announces) give one error row
 whose ``frame`` is the first missing one. A person whose box cannot be used (outside the image) gives a row
 with its box and ``error`` set and null predictions. In tracked videos with smoothing on, the probabilities,
-categories and V/A/D of a row are the track's smoothed values (see :mod:`emoctx.inference.video`).
+categories, V/A/D and face-derived V/A of a row are the track's smoothed values (see
+:mod:`emoctx.inference.video`).
+
+A face stream reads each person's face where there is one; a person without a face still gets predictions (the
+model's no-face path: its learned no-face embedding in place of the face), with null face columns.
 """
 
 from __future__ import annotations
@@ -50,11 +68,25 @@ import numpy as np
 import pandas as pd
 
 from emoctx import labels
+from emoctx.faces import Face
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{s}" for s in labels.SLUGS)
 """The probability columns, in canonical category order."""
 
 BOX_COLUMNS: tuple[str, ...] = ("x1", "y1", "x2", "y2")
+
+FACE_BOX_COLUMNS: tuple[str, ...] = ("face_x1", "face_y1", "face_x2", "face_y2")
+
+FACE_COLUMNS: tuple[str, ...] = (
+    *FACE_BOX_COLUMNS,
+    "face_score",
+    "face_landmarks",
+    "face_valence",
+    "face_arousal",
+    "expression",
+    "expression_score",
+)
+"""The face columns, at the end of the table (null for persons without a face, or models without faces)."""
 
 COLUMNS: tuple[str, ...] = (
     "source",
@@ -72,12 +104,24 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "width",
     "height",
+    *FACE_COLUMNS,
 )
 """Columns of the output table, in order (see the module docstring)."""
 
 INT_COLUMNS: tuple[str, ...] = ("frame", "person", "track_id", "width", "height")
-FLOAT_COLUMNS: tuple[str, ...] = ("time_s", *BOX_COLUMNS, "det_score", *PROB_COLUMNS, *labels.VAD_NAMES)
-STRING_COLUMNS: tuple[str, ...] = ("source", "dominant_category", "model", "error")
+FLOAT_COLUMNS: tuple[str, ...] = (
+    "time_s",
+    *BOX_COLUMNS,
+    "det_score",
+    *PROB_COLUMNS,
+    *labels.VAD_NAMES,
+    *FACE_BOX_COLUMNS,
+    "face_score",
+    "face_valence",
+    "face_arousal",
+    "expression_score",
+)
+STRING_COLUMNS: tuple[str, ...] = ("source", "dominant_category", "model", "error", "expression")
 
 
 def _round(value: float | None, decimals: int | None) -> float | None:
@@ -100,6 +144,10 @@ class PersonResult:
         categories: names of the categories whose probability reaches their threshold.
         track_id: the track id in a tracked video, else ``None``.
         error: why there is no prediction for this person, else ``None``.
+        face: the person's face (box, score, landmarks in original pixels), else ``None``.
+        face_va: ``[valence, arousal]`` on 1-10 from the face alone (see the module docstring), else ``None``.
+        expression: the most probable facial expression, else ``None``.
+        expression_score: its probability.
     """
 
     person: int
@@ -110,6 +158,10 @@ class PersonResult:
     categories: list[str] = field(default_factory=list)
     track_id: int | None = None
     error: str | None = None
+    face: Face | None = None
+    face_va: np.ndarray | None = None
+    expression: str | None = None
+    expression_score: float | None = None
 
     @property
     def scores(self) -> dict[str, float]:
@@ -165,6 +217,27 @@ class PersonResult:
         for i, name in enumerate(labels.VAD_NAMES):
             out[name] = None if self.vad is None else _round(self.vad[i], decimals)
         out["error"] = self.error
+        face = self.face
+        for name, value in zip(FACE_BOX_COLUMNS, face.box if face is not None else (None,) * 4, strict=True):
+            out[name] = _round(value, decimals)
+        out["face_score"] = None if face is None else _round(face.score, decimals)
+        out["face_landmarks"] = (
+            None
+            if face is None or not face.landmarks
+            else [
+                [
+                    None if x != x else _round(x, decimals),
+                    None if y != y else _round(y, decimals),
+                    _round(c, decimals),
+                ]
+                for x, y, c in face.landmarks
+            ]
+        )
+        va = self.face_va
+        out["face_valence"] = None if va is None else _round(va[0], decimals)
+        out["face_arousal"] = None if va is None else _round(va[1], decimals)
+        out["expression"] = self.expression
+        out["expression_score"] = _round(self.expression_score, decimals)
         return out
 
 

@@ -11,7 +11,8 @@
   (:meth:`emoctx.inference.detect.UltralyticsDetector.track`). With boxes from a file, the file's
   ``track_id`` column is used when present, else :class:`IoUTracker` links boxes of consecutive processed frames
   by overlap.
-* :class:`TrackSmoother`: exponential moving average of each track's category probabilities and V/A/D,
+* :class:`TrackSmoother`: exponential moving average of each track's category probabilities and V/A/D (and
+  face-derived valence/arousal, over the frames where the face is seen),
   ``s_t = alpha * x_t + (1 - alpha) * s_(t-1)`` over the processed frames in which the track appears
   (``alpha = 1`` turns smoothing off: per-frame values). The categories of a smoothed row are those whose
   smoothed probability reaches the threshold.
@@ -32,6 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -234,15 +236,33 @@ class TrackSmoother:
             raise ValueError(f"smoothing alpha must be in (0, 1] (1 = off), got {alpha}")
         self.alpha = float(alpha)
         self._state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._face: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
         """Forget all tracks (a new video starts)."""
         self._state.clear()
+        self._face.clear()
 
     def update(
-        self, track_id: int, probabilities: np.ndarray, vad: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Blend this frame's values into the track's state; returns the smoothed ``(probabilities, vad)``."""
+        self,
+        track_id: int,
+        probabilities: np.ndarray,
+        vad: np.ndarray,
+        face_va: np.ndarray | None = None,
+    ) -> Any:
+        """Blend this frame's values into the track's state.
+
+        Args:
+            track_id: the track.
+            probabilities: this frame's category probabilities.
+            vad: this frame's V/A/D.
+            face_va: this frame's face-derived valence and arousal (NaN where the face is not seen: the track's
+                face state is kept for the next frame with a face); leave out for none.
+
+        Returns:
+            The smoothed ``(probabilities, vad)``, and with ``face_va`` given, the smoothed face V/A third (NaN
+            in a frame without a face).
+        """
         probabilities = np.asarray(probabilities, dtype=np.float64)
         vad = np.asarray(vad, dtype=np.float64)
         prev = self._state.get(track_id)
@@ -251,7 +271,16 @@ class TrackSmoother:
             probabilities = a * probabilities + (1.0 - a) * prev[0]
             vad = a * vad + (1.0 - a) * prev[1]
         self._state[track_id] = (probabilities, vad)
-        return probabilities, vad
+        if face_va is None:
+            return probabilities, vad
+        face_va = np.asarray(face_va, dtype=np.float64)
+        if not np.isfinite(face_va).all():
+            return probabilities, vad, face_va
+        before = self._face.get(track_id)
+        if before is not None and self.alpha < 1.0:
+            face_va = self.alpha * face_va + (1.0 - self.alpha) * before
+        self._face[track_id] = face_va
+        return probabilities, vad, face_va
 
 
 H264_FOURCCS: tuple[str, ...] = ("avc1", "H264")

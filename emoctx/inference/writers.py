@@ -5,7 +5,8 @@ The table has the columns of :data:`emoctx.inference.results.COLUMNS`, one row p
 * **JSONL** (default): one JSON object per line, keys in column order; ``categories`` is a list, missing
   values are ``null``.
 * **CSV**: a header line and one line per row; ``categories`` is a ``;``-joined string (empty when no
-  category passes its threshold, and on error rows), missing values are empty fields.
+  category passes its threshold, and on error rows), ``face_landmarks`` JSON text, missing values are empty
+  fields.
 * **Parquet**: typed columns (``categories`` is a list of strings; integer columns are nullable int64).
 
 Every output appears whole or not at all: :func:`write_predictions` writes a temporary file and renames it.
@@ -32,7 +33,14 @@ import pyarrow.parquet as pq
 
 from emoctx.deprecation import moved
 from emoctx.errors import EmoctxError
-from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, rows_frame
+from emoctx.inference.results import (
+    COLUMNS,
+    FACE_COLUMNS,
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    STRING_COLUMNS,
+    rows_frame,
+)
 from emoctx.io import atomic_path, jsonable, printable, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,8 @@ def table_schema() -> pa.Schema:
             fields.append(pa.field(c, pa.float64()))
         elif c == "categories":
             fields.append(pa.field(c, pa.list_(pa.string())))
+        elif c == "face_landmarks":
+            fields.append(pa.field(c, pa.list_(pa.list_(pa.float64()))))
         else:
             fields.append(pa.field(c, pa.string()))
     return pa.schema(fields)
@@ -106,6 +116,7 @@ def write_predictions(
         elif fmt == "csv":
             df = rows_frame(records)
             df["categories"] = [None if c is None else CATEGORY_SEPARATOR.join(c) for c in df["categories"]]
+            df["face_landmarks"] = [None if v is None else json.dumps(v) for v in df["face_landmarks"]]
             df.to_csv(tmp, index=False, na_rep="")
         else:
             table = pa.Table.from_pylist(records, schema=table_schema())
@@ -113,7 +124,11 @@ def write_predictions(
     return path
 
 
-EARLIER_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("time_s", "dominant_category"))
+COLUMNS_BEFORE_FACES: tuple[str, ...] = tuple(c for c in COLUMNS if c not in FACE_COLUMNS)
+"""The columns of tables written before the face columns existed."""
+EARLIER_COLUMNS: tuple[str, ...] = tuple(
+    c for c in COLUMNS_BEFORE_FACES if c not in ("time_s", "dominant_category")
+)
 """The columns of tables written before ``time_s`` and ``dominant_category`` existed."""
 
 
@@ -125,7 +140,7 @@ def is_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> bool
     """
     path = Path(path)
     fmt = format_for(path, fmt)
-    known = (list(COLUMNS), list(EARLIER_COLUMNS))
+    known = (list(COLUMNS), list(COLUMNS_BEFORE_FACES), list(EARLIER_COLUMNS))
     try:
         if path.stat().st_size == 0:
             return True
@@ -155,7 +170,7 @@ def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd
     if fmt == "csv":
         df = pd.read_csv(
             path,
-            dtype={c: "string" for c in (*STRING_COLUMNS, "categories")},
+            dtype={c: "string" for c in (*STRING_COLUMNS, "categories", "face_landmarks")},
             keep_default_na=False,
             na_values=[""],
         )
@@ -166,12 +181,18 @@ def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd
                 r["categories"] = None
             else:
                 r["categories"] = [c for c in (cats or "").split(CATEGORY_SEPARATOR) if c]
+            if r.get("face_landmarks") is not None:
+                r["face_landmarks"] = json.loads(r["face_landmarks"])
         return rows_frame(rows)
     df = pq.read_table(path).to_pandas()
     rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
     for r in rows:
         if r.get("categories") is not None:
             r["categories"] = [str(c) for c in r["categories"]]
+        if r.get("face_landmarks") is not None:
+            r["face_landmarks"] = [
+                [None if v is None or v != v else float(v) for v in p] for p in r["face_landmarks"]
+            ]
     return rows_frame(rows)
 
 

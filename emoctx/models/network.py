@@ -28,7 +28,14 @@ Outputs: ``"logits"`` ``[B, NUM_CATEGORIES]`` (raw category scores, in :data:`em
 ``"vad"`` ``[B, NUM_VAD]`` on the model's internal 0-1 scale (:func:`emoctx.labels.vad_from_model` gives 1-10;
 not clamped, callers may clamp); with ``expressions`` configured, ``"expression"`` ``[B, len(expressions)]``
 (logits of the discrete expressions, an auxiliary task after EmoNet); with a face stream, ``"face_present"``
-``[B]`` (booleans: whose face the outputs saw).
+``[B]`` (booleans: whose face the outputs saw); with ``face_va``, ``"face_va"`` ``[B, 2]``.
+
+**Face-derived valence and arousal** (``face_va=True``, a model with a face stream and other streams): a linear
+head on the face stream's own features (before the fusion) predicts valence and arousal from the face alone,
+on the internal 0-1 scale, trained jointly with the rest on the persons who show a face. Its output says what
+the face alone tells, beside the fused values that also read the body and the scene (video timelines show both).
+A face-only model needs no such head: its valence and arousal are face-derived already. Rows of persons without
+a face hold what the head makes of the no-face embedding: read them only where ``face_present`` is true.
 
 The V/A/D head is a linear layer whose output is, by default, the internal scale itself (``vad_output="internal"``,
 its bias started at the middle of the scale). ``vad_output="tenths"`` is the head of the common PyTorch EMOTIC
@@ -68,7 +75,11 @@ _CONFIG_KEYS = (
     "face",
     "modality_dropout",
     "expressions",
+    "face_va",
 )
+FACE_VA_DIMS = 2
+"""The face-derived outputs: valence and arousal (the first two of :data:`emoctx.labels.VAD_NAMES`)."""
+
 MAX_EXPRESSIONS = 64
 """Most expression classes a model may have."""
 
@@ -95,6 +106,7 @@ class EmotionNet(nn.Module):
             training.
         expressions: Names of discrete expression classes (e.g. :data:`emoctx.labels.EXPRESSIONS`): adds the
             ``"expression"`` head; None or empty: no such head.
+        face_va: add the face-derived valence/arousal head (``"face_va"`` output; needs a face stream).
     """
 
     def __init__(
@@ -108,6 +120,7 @@ class EmotionNet(nn.Module):
         face: FaceConfig | Mapping[str, Any] | None = None,
         modality_dropout: Mapping[str, float] | None = None,
         expressions: Sequence[str] | None = None,
+        face_va: bool = False,
     ) -> None:
         super().__init__()
         if vad_output not in VAD_OUTPUTS:
@@ -140,6 +153,13 @@ class EmotionNet(nn.Module):
         self._face_cfg = FaceConfig.from_dict(face) if FACE_STREAM in self.stream_names else None
         self._modality_dropout = self._check_dropout(modality_dropout)
         self._expressions = self._check_expressions(expressions)
+        if not isinstance(face_va, bool):
+            raise EmoctxError(f"model config: 'face_va' must be true or false, got {face_va!r}")
+        if face_va and FACE_STREAM not in self.stream_names:
+            raise EmoctxError(
+                f"model config: 'face_va' needs a '{FACE_STREAM}' stream (streams {list(self.stream_names)})"
+            )
+        self._face_va = bool(face_va)
 
         self.backbones = nn.ModuleDict()
         self._resolved: dict[str, dict[str, Any]] = {}
@@ -173,6 +193,9 @@ class EmotionNet(nn.Module):
             nn.init.constant_(self.vad_head.bias, float(vad_to_model(VAD_MID)))
         # "tenths" keeps PyTorch's default initialisation, as the baseline's head does.
         self.expression_head = nn.Linear(self._hidden, len(self._expressions)) if self._expressions else None
+        self.face_va_head = nn.Linear(widths[FACE_STREAM], FACE_VA_DIMS) if self._face_va else None
+        if self.face_va_head is not None:
+            nn.init.constant_(self.face_va_head.bias, float(vad_to_model(VAD_MID)))
 
     def _check_dropout(self, dropout: Mapping[str, float] | None) -> dict[str, float]:
         if dropout is None:
@@ -215,6 +238,11 @@ class EmotionNet(nn.Module):
     def expressions(self) -> tuple[str, ...]:
         """The expression classes of the ``"expression"`` output, in order (empty: no such output)."""
         return self._expressions
+
+    @property
+    def has_face_va(self) -> bool:
+        """Whether the network has the face-derived valence/arousal head (``"face_va"`` output)."""
+        return self._face_va
 
     @property
     def face_config(self) -> FaceConfig | None:
@@ -381,6 +409,9 @@ class EmotionNet(nn.Module):
         out = {"logits": self.category_head(fused), "vad": vad}
         if self.expression_head is not None:
             out["expression"] = self.expression_head(fused)
+        if self.face_va_head is not None and FACE_STREAM in features:
+            f = features[FACE_STREAM]
+            out["face_va"] = self.face_va_head(f.to(self.face_va_head.weight.dtype))
         if FACE_STREAM in self.stream_names:
             mask = present.get(FACE_STREAM)
             out["face_present"] = (
@@ -429,6 +460,7 @@ class EmotionNet(nn.Module):
             "face": self._face_cfg,
             "modality_dropout": dict(self._modality_dropout),
             "expressions": list(self._expressions),
+            "face_va": self._face_va,
         }
 
     def config(self) -> dict[str, Any]:
@@ -461,6 +493,8 @@ class EmotionNet(nn.Module):
             cfg["modality_dropout"] = dict(self._modality_dropout)
         if self._expressions:
             cfg["expressions"] = list(self._expressions)
+        if self._face_va:
+            cfg["face_va"] = True
         return cfg
 
     @classmethod
@@ -498,7 +532,14 @@ class EmotionNet(nn.Module):
 
     def head_modules(self) -> nn.ModuleList:
         """Every part that is not a backbone: the fusion, the heads, the face attention, the missing embeddings."""
-        parts = [self.fusion, self.category_head, self.vad_head, self.face_attention, self.expression_head]
+        parts = [
+            self.fusion,
+            self.category_head,
+            self.vad_head,
+            self.face_attention,
+            self.expression_head,
+            self.face_va_head,
+        ]
         parts.append(self.missing)
         return nn.ModuleList([m for m in parts if m is not None])
 

@@ -49,11 +49,12 @@ class EmoctxCLI(LightningCLI):
 
 
 MONITOR = "val/mAP"
+"""The default figure that picks the saved epoch (a model may choose another: ``EmotionModule.monitor``)."""
 
 
 def _best_checkpoint(trainer: Any) -> ModelCheckpoint | None:
-    """The callback that keeps the best ``val/mAP`` checkpoint."""
-    return next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == MONITOR), None)
+    """The callback that keeps the best checkpoint (``best.ckpt``, by the model's monitored figure)."""
+    return next((cb for cb in trainer.checkpoint_callbacks if cb.filename == "best"), None)
 
 
 def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
@@ -64,6 +65,7 @@ def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
     nothing to choose by: the model keeps the last epoch's weights, and the returned description says so.
     """
     callback = _best_checkpoint(trainer)
+    monitor = callback.monitor if callback is not None else MONITOR
     best = callback.best_model_path if callback is not None else ""
     best = trainer.strategy.broadcast(best)  # the path the main process holds, on every process
     trainer.strategy.barrier()  # the main process has finished writing it
@@ -72,9 +74,9 @@ def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
     ckpt = torch.load(best, map_location="cpu", weights_only=True)
     model.load_state_dict(ckpt["state_dict"])
     score = callback.best_model_score
-    log.info("the model holds the best %s weights: epoch %d (%s)", MONITOR, ckpt["epoch"], best)
+    log.info("the model holds the best %s weights: epoch %d (%s)", monitor, ckpt["epoch"], best)
     return {
-        "monitor": MONITOR,
+        "monitor": monitor,
         "weights": "best validation epoch",
         "epoch": int(ckpt["epoch"]),
         "global_step": int(ckpt["global_step"]),
@@ -86,7 +88,8 @@ def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
 def fit(args: list[str] | None = None) -> dict[str, Any]:
     """Fit a model from a config (and overrides), test its best checkpoint, and write ``model.safetensors``.
 
-    The model that is tested and written holds the weights of the epoch with the best ``val/mAP``
+    The model that is tested and written holds the weights of the epoch with the best ``val/mAP`` (or the
+    model's own figure, ``EmotionModule.monitor``: ``val/vad_ccc`` for a face-only valence/arousal model)
     (:func:`select_best`), whether or not the test split is evaluated; the model file records which epoch that
     was (``training["selected_checkpoint"]``) and how its inputs were made (the data module's preprocessing).
 
@@ -120,6 +123,10 @@ def fit(args: list[str] | None = None) -> dict[str, Any]:
         },
     )
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    best_callback = _best_checkpoint(trainer)
+    if best_callback is not None and best_callback.monitor != model.monitor:
+        best_callback.monitor = model.monitor  # e.g. val/vad_ccc for a face-only valence/arousal model
+        log.info("the saved epoch is the best by %s", model.monitor)
     # The model file says how its inputs were made: the data module's preprocessing and settings.
     model.preprocess, model.data_settings = dm.preprocess, dict(dm.hparams)
     run_dir = Path(trainer.default_root_dir)

@@ -102,7 +102,9 @@ class EmotionModule(pl.LightningModule):
     Args:
         net: the network to train (default: ResNet-18 body at 128 px and scene at 224 px, concatenation).
         discrete_loss: ``emotic`` (the authors' weighted squared error) or ``bce``.
-        continuous_loss: ``deadzone`` (the authors' one-point dead zone), ``smoothl1``, ``l1`` or ``l2``.
+        continuous_loss: ``deadzone`` (the authors' one-point dead zone), ``smoothl1``, ``l1``, ``l2``, ``rmse``,
+            ``ccc`` (1 - CCC per dimension) or ``emonet`` (EmoNet's RMSE + (1 - PCC) + (1 - CCC), its three terms
+            shaken with ``combine: shake``); see :mod:`emoctx.losses`.
         discrete_weights: category weights from each ``batch``, from the training-set counts (``dataset``)
             or ``none``; default ``batch`` for ``emotic`` (the authors'), ``none`` for ``bce``.
         combine: ``fixed`` task weights or ``shake`` (random mixing of the two task losses during training).
@@ -128,6 +130,15 @@ class EmotionModule(pl.LightningModule):
         channels_last: run the network in channels-last memory format (faster convolutions on CPU and GPU).
         compile: wrap the network in ``torch.compile``.
         ap_variant: average-precision variant of the validation/test metrics (``sklearn`` or ``voc``).
+        expression_weight: weight of the expression cross-entropy (needs a network with ``expressions`` and
+            records with an ``expression``); 0 leaves the task out.
+        face_va_weight: weight of the face-derived valence/arousal loss (needs ``face_va`` in the network).
+        monitor: the validation figure that picks the saved epoch: ``val/mAP``, ``val/vad_ccc`` (mean CCC of
+            V/A/D) or ``auto`` (``val/vad_ccc`` when the categories are not trained, their loss weight 0, as
+            for a face-only valence/arousal model whose mAP is undefined; ``val/mAP`` otherwise).
+        face_init: a model file with a face stream (e.g. a trained ``configs/face_va.yaml`` model) whose face
+            backbone and landmark attention start this network's face stream
+            (:func:`emoctx.checkpoint.init_face_stream`); None: the face stream starts as configured.
         streams: deprecated (use ``net``): one :class:`StreamConfig` per input stream.
         fusion: deprecated (use ``net``): fusion head by name.
         hidden: deprecated (use ``net``): width of the fused representation.
@@ -139,7 +150,7 @@ class EmotionModule(pl.LightningModule):
         self,
         net: EmotionNet | None = None,
         discrete_loss: Literal["emotic", "bce"] = "emotic",
-        continuous_loss: Literal["deadzone", "smoothl1", "l1", "l2"] = "deadzone",
+        continuous_loss: Literal["deadzone", "smoothl1", "l1", "l2", "rmse", "ccc", "emonet"] = "deadzone",
         discrete_weights: Literal["batch", "dataset", "none"] | None = None,
         combine: Literal["fixed", "shake"] = "fixed",
         loss_weights: tuple[float, float] = (0.5, 0.5),
@@ -159,6 +170,10 @@ class EmotionModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         ap_variant: Literal["sklearn", "voc"] = "sklearn",
+        expression_weight: float = 0.0,
+        face_va_weight: float = 0.0,
+        monitor: Literal["auto", "val/mAP", "val/vad_ccc"] = "auto",
+        face_init: str | None = None,
         streams: dict[str, StreamConfig] | None = None,
         fusion: str | None = None,
         hidden: int | None = None,
@@ -169,6 +184,16 @@ class EmotionModule(pl.LightningModule):
         net = _network(
             net, streams=streams, fusion=fusion, hidden=hidden, dropout=dropout, vad_output=vad_output
         )
+        if face_init is not None:
+            from emoctx.checkpoint import init_face_stream
+
+            init_face_stream(net, face_init)
+        if expression_weight > 0 and not net.expressions:
+            raise EmoctxError(
+                "model.expression_weight > 0 needs a network with expressions (model.net.init_args.expressions)"
+            )
+        if face_va_weight > 0 and not net.has_face_va:
+            raise EmoctxError("model.face_va_weight > 0 needs a network with face_va: true")
         self.save_hyperparameters(ignore=["net", *_NETWORK_ARGS])
         # The network's own arguments are recorded with the training settings (in the model file's "training"),
         # as plain types, so checkpoints load with torch.load(weights_only=True).
@@ -199,7 +224,17 @@ class EmotionModule(pl.LightningModule):
             weights=tuple(hp.loss_weights),
             reduction=hp.loss_reduction,
             continuous_scale=hp.continuous_scale,
+            expression_weight=hp.get("expression_weight", 0.0),
+            face_va_weight=hp.get("face_va_weight", 0.0),
         )
+
+    @property
+    def monitor(self) -> str:
+        """The validation figure that picks the saved epoch (see the ``monitor`` argument)."""
+        chosen = self.hparams.get("monitor", "auto")
+        if chosen != "auto":
+            return chosen
+        return "val/vad_ccc" if float(self.hparams.loss_weights[0]) == 0.0 else "val/mAP"
 
     def setup(self, stage: str) -> None:
         """Give the loss the training-set category counts when it weights categories by dataset counts."""
@@ -244,6 +279,9 @@ class EmotionModule(pl.LightningModule):
         inputs = {name: batch[name] for name in self.net.stream_names}
         if self.hparams.channels_last:
             inputs = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
+        for key in ("face_present", "face_landmarks"):
+            if key in batch:
+                inputs[key] = batch[key]
         return self._forward(inputs)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
@@ -259,7 +297,15 @@ class EmotionModule(pl.LightningModule):
             return self._empty_step(stage, f"a batch with one readable image of {1 + int(batch['skipped'])}")
         out = self(batch)
         losses = self.criterion(
-            out["logits"], out["vad"], batch["categories"], batch["vad"], batch["vad_mask"]
+            out["logits"],
+            out["vad"],
+            batch["categories"],
+            batch["vad"],
+            batch["vad_mask"],
+            expression_logits=out.get("expression"),
+            expression_target=batch.get("expression"),
+            face_va=out.get("face_va"),
+            face_present=out.get("face_present"),
         )
         n = batch["categories"].shape[0]
         for k, v in losses.items():
@@ -284,6 +330,8 @@ class EmotionModule(pl.LightningModule):
                 labels.vad_from_model(out["vad"].float()),
                 vad_true,
             )
+            if "expression" in out and "expression" in batch:
+                metrics.update_expressions(out["expression"].float(), batch["expression"])
         return losses["loss"]
 
     def _empty_step(self, stage: str, what: str) -> torch.Tensor | None:

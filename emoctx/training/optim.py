@@ -21,7 +21,8 @@ def param_groups(
     """
     from timm.optim import param_groups_weight_decay
 
-    head = torch.nn.ModuleList([net.fusion, net.category_head, net.vad_head])
+    # Every part that is not a backbone: fusion, heads, the face stream's attention and no-face embeddings.
+    head = net.head_modules()
     parts = [(head, lr, ())]
     for backbone in net.backbones.values():
         skip = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else ()

@@ -22,6 +22,7 @@ The package: :mod:`~emoctx.data.synth.rules` (cues, label rules, simulated annot
 
 from emoctx.data.synth.generation import (
     DEFAULT_COUNTS,
+    DEFAULT_FACES_SIZE,
     DEFAULT_SIZE,
     GENERATOR_VERSION,
     JPEG_QUALITY,
@@ -30,16 +31,23 @@ from emoctx.data.synth.generation import (
     category_counts,
     generate,
 )
-from emoctx.data.synth.render import render_image
+from emoctx.data.synth.render import FaceGeometry, render_image
 from emoctx.data.synth.rules import (
     ACCESSORIES,
     AGE_PRIOR,
     ANNOTATOR_VAD_SD,
     CATEGORY_GROUP,
     CUE_VALUES,
+    EXPRESSION_PRIOR,
+    FACE_CATEGORY_GROUP,
+    FACE_GROUPS,
+    FACE_RULES,
+    FACE_VAD_TERMS,
+    FACING_AWAY,
     GENDER_PRIOR,
     GROUPS,
     N_ANNOTATORS,
+    P_FACING_AWAY,
     P_MISS,
     P_SPURIOUS,
     PEOPLE_PER_IMAGE,
@@ -56,14 +64,27 @@ from emoctx.data.synth.rules import (
     rule_categories,
     rule_labels,
     rule_vad,
+    rules,
     rules_markdown,
     sample_cues,
+    sample_face,
     simulate_annotator,
     used_categories,
 )
 
 __all__ = [
     "ACCESSORIES",
+    "DEFAULT_FACES_SIZE",
+    "EXPRESSION_PRIOR",
+    "FACE_CATEGORY_GROUP",
+    "FACE_GROUPS",
+    "FACE_RULES",
+    "FACE_VAD_TERMS",
+    "FACING_AWAY",
+    "FaceGeometry",
+    "P_FACING_AWAY",
+    "rules",
+    "sample_face",
     "AGE_PRIOR",
     "ANNOTATOR_VAD_SD",
     "CATEGORY_GROUP",

@@ -6,8 +6,10 @@ byte-identical records and images, whatever the number of worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -20,9 +22,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from emoctx.data.records import records_frame, write_records
-from emoctx.data.synth.render import render_image
+from emoctx.data.synth.render import FaceGeometry, render_image
 from emoctx.data.synth.rules import (
     CATEGORY_GROUP,
+    FACE_CATEGORY_GROUP,
     N_ANNOTATORS,
     PEOPLE_PER_IMAGE,
     PLACES,
@@ -31,6 +34,7 @@ from emoctx.data.synth.rules import (
     combine_annotations,
     rule_labels,
     sample_cues,
+    sample_face,
     simulate_annotator,
     used_categories,
 )
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 
 
 GENERATOR_VERSION = 1
+"""Bumped when the same seed and options would give other files (faces are an option, not a new version)."""
 
 
 SOURCE = "synth"
@@ -56,19 +61,27 @@ DEFAULT_COUNTS: dict[str, int] = {"train": 1200, "val": 300, "test": 300}
 DEFAULT_SIZE: tuple[int, int] = (320, 240)
 
 
+DEFAULT_FACES_SIZE: tuple[int, int] = (640, 480)
+"""The default size with faces: a head is then about 24 pixels across, enough to draw an expression."""
+
+
 JPEG_QUALITY = 90
 
 
-def _make_image(task: tuple[int, str, int, tuple[int, int], str, int]) -> list[dict[str, Any]]:
+def _make_image(task: tuple[int, str, int, tuple[int, int], str, int, bool]) -> list[dict[str, Any]]:
     """Generate, save and label one image; returns its records (one per person)."""
-    seed, split, index, size, out_dir, quality = task
+    seed, split, index, size, out_dir, quality, with_faces = task
     split_id = SPLITS.index(split)
     scene_rng = np.random.default_rng([seed, split_id, index, 0])
     label_rng = np.random.default_rng([seed, split_id, index, 1])
     place = choice(scene_rng, PLACES)
     n_people = choice(scene_rng, PEOPLE_PER_IMAGE)
     cues = [sample_cues(scene_rng, place) for _ in range(n_people)]
-    img, boxes = render_image(place, cues, size, scene_rng)
+    faces: list[FaceGeometry | None] = []
+    if with_faces:  # from their own stream: the scene and the figures are those drawn without faces
+        face_rng = np.random.default_rng([seed, split_id, index, 2])
+        cues = [dataclasses.replace(c, expression=sample_face(face_rng)) for c in cues]
+    img, boxes = render_image(place, cues, size, scene_rng, faces=faces)
     rel = f"images/{place}/{split}_{index:05d}.jpg"
     with atomic_path(Path(out_dir) / rel) as tmp:
         img.save(tmp, format="JPEG", quality=quality)
@@ -108,7 +121,36 @@ def _make_image(task: tuple[int, str, int, tuple[int, int], str, int]) -> list[d
                 "synth_accessory": c.accessory,
             }
         )
+        if with_faces:
+            rows[-1].update(_face_columns(faces[person], c, size))
     return rows
+
+
+def _face_columns(face: FaceGeometry | None, cues: Any, size: tuple[int, int]) -> dict[str, Any]:
+    """The records' face columns of one person: the drawn face box and landmarks, or none (facing away)."""
+    if face is None:
+        return {
+            "face_x1": math.nan,
+            "face_y1": math.nan,
+            "face_x2": math.nan,
+            "face_y2": math.nan,
+            "face_score": math.nan,
+            "face_landmarks": [],
+            "face_landmark_convention": None,
+            "expression": None,
+        }
+    w, h = size
+    x1, y1, x2, y2 = face.box
+    return {
+        "face_x1": max(0.0, x1),
+        "face_y1": max(0.0, y1),
+        "face_x2": min(float(w), x2),
+        "face_y2": min(float(h), y2),
+        "face_score": 1.0,
+        "face_landmarks": [list(p) for p in face.landmarks],
+        "face_landmark_convention": "coco5",
+        "expression": cues.expression,
+    }
 
 
 def generate(
@@ -116,12 +158,13 @@ def generate(
     n_train: int = DEFAULT_COUNTS["train"],
     n_val: int = DEFAULT_COUNTS["val"],
     n_test: int = DEFAULT_COUNTS["test"],
-    image_size: tuple[int, int] = DEFAULT_SIZE,
+    image_size: tuple[int, int] | None = None,
     seed: int = 0,
     jpeg_quality: int = JPEG_QUALITY,
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    faces: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Generate EMOTIC-synth: JPEG images and canonical records for train, val and test.
 
@@ -130,17 +173,23 @@ def generate(
     ``synth_accessory``) and ``out_dir/synth.json`` (the parameters and category groups). Each image is drawn from
     its own random stream derived from ``(seed, split, index)``, so the output does not depend on ``workers``.
 
+    With ``faces``, the figures show faces with expressions (or face away), the records get the face columns
+    (the drawn face box, score 1, ``coco5`` landmarks) and ``expression``, and five categories follow the face
+    (:data:`emoctx.data.synth.rules.FACE_RULES`). Without it the output is what it always was.
+
     Args:
         out_dir: the dataset root to write.
         n_train: number of training images (one annotator per person).
         n_val: number of validation images (three simulated annotators, combined labels).
         n_test: number of test images (three simulated annotators, combined labels).
-        image_size: ``(width, height)`` in pixels.
+        image_size: ``(width, height)`` in pixels; default :data:`DEFAULT_SIZE`, with faces
+            :data:`DEFAULT_FACES_SIZE`.
         seed: the random seed; one seed gives byte-identical records and images.
         jpeg_quality: JPEG quality of the images.
         workers: processes drawing images (1: in this process).
         overwrite: replace an earlier EMOTIC-synth output in ``out_dir``.
         progress: show a progress bar.
+        faces: draw faces (see above).
 
     Returns:
         The records of each split (``train``, ``val``, ``test``).
@@ -150,6 +199,8 @@ def generate(
             EMOTIC-synth output (or are one and ``overwrite`` is false).
     """
     out = Path(out_dir)
+    if image_size is None:
+        image_size = DEFAULT_FACES_SIZE if faces else DEFAULT_SIZE
     w, h = (int(v) for v in image_size)
     if w < 64 or h < 64:
         raise EmoctxError(f"synth: image size {w}x{h} is too small; use at least 64x64 (e.g. 320x240)")
@@ -159,7 +210,7 @@ def generate(
     _prepare_out_dir(out, overwrite)
 
     tasks = [
-        (int(seed), split, i, (w, h), str(out), int(jpeg_quality))
+        (int(seed), split, i, (w, h), str(out), int(jpeg_quality), bool(faces))
         for split in SPLITS
         for i in range(counts[split])
     ]
@@ -193,8 +244,10 @@ def generate(
         "images": counts,
         "persons": {s: len(frames[s]) for s in SPLITS},
         "jpeg_quality": int(jpeg_quality),
-        "category_groups": {g: list(c) for g, c in category_groups().items()},
+        "category_groups": {g: list(c) for g, c in category_groups(faces).items()},
     }
+    if faces:
+        manifest["faces"] = True
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return frames
 
@@ -216,12 +269,17 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     (out / MANIFEST).unlink()
 
 
-def category_counts(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Positives per used category and split, with each category's group, in canonical order."""
+def category_counts(frames: Mapping[str, pd.DataFrame], faces: bool | None = None) -> pd.DataFrame:
+    """Positives per used category and split, with each category's group, in canonical order.
+
+    ``faces``: the groups with faces; default: whether the records have an ``expression`` column.
+    """
+    if faces is None:
+        faces = any("expression" in df.columns for df in frames.values())
     used = used_categories()
     table = pd.DataFrame(
         {split: [sum(c in cats for cats in df["categories"]) for c in used] for split, df in frames.items()},
         index=pd.Index(used, name="category"),
     )
-    table.insert(0, "group", [CATEGORY_GROUP[c] for c in used])
+    table.insert(0, "group", [(FACE_CATEGORY_GROUP if faces else CATEGORY_GROUP)[c] for c in used])
     return table

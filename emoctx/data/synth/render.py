@@ -2,6 +2,13 @@
 
 A figure is a list of primitives in pixels; it is drawn once in colour on the image and once in white on a mask
 whose bounding box is the person's tight box (:func:`render_image`).
+
+With faces (a figure whose cues have an ``expression``), the head shows eyes, brows and a mouth drawn for the
+expression (:func:`_face`), with lines about a tenth of the head's radius wide: at 640x480 a head is about 24
+pixels across, so the expression reads in a face crop but is a pixel or less in a 64-pixel body crop or a
+128-pixel scene. A figure facing away shows the back of its head (hair) and no face. The face box is a square of
+2.4 head radii around the head, and the five ``coco5`` landmarks are where the nose, the eyes and the ears are
+drawn (:class:`FaceGeometry`).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,8 +71,130 @@ _HAT_REACH = 0.07
 Prim = tuple[str, Any, dict[str, Any]]
 
 
-def _figure(cues: Cues, cx: float, feet: float, h: float, rng: np.random.Generator) -> list[Prim]:
-    """The drawing primitives of one figure of height ``h`` standing at (cx, feet)."""
+FACE_BOX_RADII = 2.4
+"""The side of a drawn face's box, in head radii (a loose square around the head)."""
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """Where a figure's face was drawn: its box and its ``coco5`` landmarks, in pixels.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)``.
+        landmarks: nose, left eye, right eye, left ear, right ear as ``(x, y, 1.0)`` (the person's left is on
+            the image's right: the figures face the camera).
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float, float], ...]
+
+
+def _face_geometry(cx: float, cy: float, r: float) -> FaceGeometry:
+    half = FACE_BOX_RADII * r / 2.0
+    points = ((0.0, 0.12), (0.36, -0.12), (-0.36, -0.12), (1.0, 0.0), (-1.0, 0.0))
+    return FaceGeometry(
+        (cx - half, cy - half, cx + half, cy + half),
+        tuple((cx + u * r, cy + v * r, 1.0) for u, v in points),
+    )
+
+
+_FEATURE = (35, 25, 20)  # eyes, brows and mouth
+
+
+def _face(expression: str, cx: float, cy: float, r: float, side: float) -> list[Prim]:
+    """Eyes, brows and mouth of an expression on a head of radius ``r`` centred at (cx, cy)."""
+    width = max(1.0, 0.11 * r)
+
+    def q(u: float, v: float) -> tuple[float, float]:
+        return (cx + u * r, cy + v * r)
+
+    prims: list[Prim] = []
+    # eyes: dots, wide open (surprise, fear) or narrowed (anger, disgust)
+    for s in (-1.0, 1.0):
+        ex, ey = q(s * 0.36, -0.12)
+        if expression in ("Surprise", "Fear"):
+            prims.append(
+                (
+                    "ellipse",
+                    _box((ex, ey), 0.17 * r, 0.17 * r),
+                    {"fill": (250, 250, 250), "outline": _FEATURE},
+                )
+            )
+            prims.append(("ellipse", _box((ex, ey), 0.07 * r, 0.07 * r), {"fill": _FEATURE}))
+        elif expression in ("Anger", "Disgust"):
+            prims.append(("ellipse", _box((ex, ey), 0.13 * r, 0.05 * r), {"fill": _FEATURE}))
+        else:
+            prims.append(("ellipse", _box((ex, ey), 0.09 * r, 0.09 * r), {"fill": _FEATURE}))
+    # brows: (inner height, outer height) per side, in radii above the centre
+    brows = {
+        "Neutral": (-0.40, -0.40),
+        "Happy": (-0.48, -0.46),
+        "Sad": (-0.56, -0.34),
+        "Surprise": (-0.62, -0.58),
+        "Fear": (-0.62, -0.48),
+        "Disgust": (-0.30, -0.32),
+        "Anger": (-0.24, -0.50),
+        "Contempt": (-0.40, -0.40),
+    }[expression]
+    for s in (-1.0, 1.0):
+        inner, outer = brows
+        if expression == "Contempt" and s == side:
+            inner, outer = -0.52, -0.56  # one brow raised
+        prims.append(("line", [q(s * 0.16, inner), q(s * 0.58, outer)], {"fill": _FEATURE, "width": width}))
+    # mouth
+    if expression == "Happy":
+        prims.append(
+            (
+                "arc",
+                _box(q(0.0, 0.30), 0.34 * r, 0.24 * r),
+                {"start": 20, "end": 160, "fill": _FEATURE, "width": width},
+            )
+        )
+    elif expression == "Sad":
+        prims.append(
+            (
+                "arc",
+                _box(q(0.0, 0.66), 0.32 * r, 0.20 * r),
+                {"start": 200, "end": 340, "fill": _FEATURE, "width": width},
+            )
+        )
+    elif expression == "Surprise":
+        prims.append(
+            ("ellipse", _box(q(0.0, 0.50), 0.13 * r, 0.17 * r), {"outline": _FEATURE, "width": width})
+        )
+    elif expression == "Fear":
+        prims.append(
+            ("ellipse", _box(q(0.0, 0.50), 0.30 * r, 0.10 * r), {"outline": _FEATURE, "width": width})
+        )
+    elif expression == "Disgust":
+        pts = [q(-0.30, 0.52), q(-0.10, 0.44), q(0.10, 0.56), q(0.30, 0.46)]
+        prims.append(("line", pts, {"fill": _FEATURE, "width": width}))
+        prims.append(("line", [q(-0.10, 0.10), q(0.10, 0.10)], {"fill": _FEATURE, "width": width}))
+    elif expression == "Anger":
+        prims.append(
+            (
+                "rectangle",
+                _box(q(0.0, 0.50), 0.28 * r, 0.08 * r),
+                {"fill": (250, 250, 250), "outline": _FEATURE},
+            )
+        )
+    elif expression == "Contempt":
+        prims.append(
+            (
+                "line",
+                [q(-side * 0.28, 0.52), q(side * 0.02, 0.52), q(side * 0.30, 0.38)],
+                {"fill": _FEATURE, "width": width},
+            )
+        )
+    else:  # Neutral
+        prims.append(("line", [q(-0.26, 0.50), q(0.26, 0.50)], {"fill": _FEATURE, "width": width}))
+    return prims
+
+
+def _figure(
+    cues: Cues, cx: float, feet: float, h: float, rng: np.random.Generator
+) -> tuple[list[Prim], tuple[float, float, float]]:
+    """The drawing primitives of one figure of height ``h`` standing at (cx, feet), and its head ``(x, y, r)``."""
     b = _BUILD[cues.age]
     side = 1.0 if rng.random() < 0.5 else -1.0  # which hand points / carries the bag / which way a body leans
     skin = SKIN[int(rng.integers(len(SKIN)))]
@@ -126,7 +256,13 @@ def _figure(cues: Cues, cx: float, feet: float, h: float, rng: np.random.Generat
         ]
         prims.append(("polygon", dress, {"fill": shirt, "outline": OUTLINE}))
     # head
-    prims.append(("ellipse", _box(p(*head_c), hr * h, hr * h), {"fill": skin, "outline": OUTLINE}))
+    head_x, head_y = p(*head_c)
+    if cues.expression is not None and not cues.face_seen:  # facing away: the back of the head
+        prims.append(("ellipse", _box((head_x, head_y), hr * h, hr * h), {"fill": hair, "outline": OUTLINE}))
+    else:
+        prims.append(("ellipse", _box((head_x, head_y), hr * h, hr * h), {"fill": skin, "outline": OUTLINE}))
+    if cues.face_seen:
+        prims += _face(cues.expression, head_x, head_y, hr * h, side)  # type: ignore[arg-type]
     # arms: (shoulder, elbow, hand) in unit coordinates for each side
     arms = _arms(cues.pose, sh_v, half, lean, head_c, hr, side)
     for pts in arms:
@@ -158,7 +294,7 @@ def _figure(cues: Cues, cx: float, feet: float, h: float, rng: np.random.Generat
         )
         bag = [p(bag_u - 0.06, hip_v - 0.04), p(bag_u + 0.06, hip_v + 0.08)]
         prims.append(("rectangle", bag, {"fill": (120, 70, 30), "outline": OUTLINE}))
-    return prims
+    return prims, (head_x, head_y, hr * h)
 
 
 def _arms(
@@ -359,7 +495,11 @@ def _floor(w: int, h: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_image(
-    place: str, cues: Sequence[Cues], size: tuple[int, int], rng: np.random.Generator
+    place: str,
+    cues: Sequence[Cues],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    faces: list[FaceGeometry | None] | None = None,
 ) -> tuple[Image.Image, list[tuple[float, float, float, float]]]:
     """Draw one scene: the place's backdrop on top, the figures standing on a neutral floor below it.
 
@@ -368,6 +508,8 @@ def render_image(
         cues: the cues of each figure (their place is ``place``).
         size: ``(width, height)`` in pixels.
         rng: the random generator for layout, colours and clutter.
+        faces: a list to fill with each figure's :class:`FaceGeometry` (``None`` for a figure without a face
+            seen), in the order of ``cues``; the drawing does not depend on it.
 
     Returns:
         The RGB image and each figure's tight box ``(x1, y1, x2, y2)`` in the order of ``cues``.
@@ -404,11 +546,16 @@ def render_image(
         cx = float(np.clip(cx, 0.5 * fh + 2, w - 0.5 * fh - 2))
         layout.append((feet, i, cx, fh))
     boxes: list[tuple[float, float, float, float]] = [(0.0, 0.0, 0.0, 0.0)] * n
+    drawn: list[FaceGeometry | None] = [None] * n
     for feet, i, cx, fh in sorted(layout):  # farther (higher) figures first, nearer ones occlude them
-        prims = _figure(cues[i], cx, feet, fh, rng)
+        prims, (hx, hy, hr) = _figure(cues[i], cx, feet, fh, rng)
+        if cues[i].face_seen:
+            drawn[i] = _face_geometry(hx, hy, hr)
         _render(draw, prims)
         mask = Image.new("L", (w, h), 0)
         _render(ImageDraw.Draw(mask), prims, mask=True)
         x1, y1, x2, y2 = mask.getbbox()  # exclusive right/bottom: a tight box in pixel-edge coordinates
         boxes[i] = (float(x1), float(y1), float(x2), float(y2))
+    if faces is not None:
+        faces.extend(drawn)
     return img, boxes

@@ -4,6 +4,14 @@ The cues are sampled per person (the place once per image, :func:`sample_cues`);
 functions of them (:data:`RULES`, :data:`VAD_TERMS`) plus simulated annotation noise (:func:`simulate_annotator`,
 combined by :func:`combine_annotations`). ``annotations/synth.md`` writes the rules down for users
 (:func:`rules_markdown`); this module is the only place in code that holds them.
+
+**With faces** (``emoctx synth --faces``): every figure also has a face cue, its ``expression`` (one of
+:data:`emoctx.labels.EXPRESSIONS`, drawn from :data:`EXPRESSION_PRIOR`), or faces away from the camera
+(:data:`FACING_AWAY`, probability :data:`P_FACING_AWAY`: no face is seen). Five categories then follow the face
+(:data:`FACE_RULES` replace their rules in :data:`RULES`): three the expression alone, one the expression and the
+place, one the expression and the pose; the other 21 keep their rules. Valence and arousal gain an expression
+term (:data:`FACE_VAD_TERMS`; nothing for a person facing away). Without faces (``expression=None``) everything
+is as before.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from emoctx import labels
-from emoctx.labels import CATEGORIES, VAD_MAX, VAD_MIN, VAD_NAMES
+from emoctx.labels import CATEGORIES, EXPRESSIONS, VAD_MAX, VAD_MIN, VAD_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,65 @@ CUE_VALUES: dict[str, tuple[str, ...]] = {
 
 
 PERSON_CUES: tuple[str, ...] = ("pose", "accessory", "age", "gender")
+
+
+FACING_AWAY = "away"
+"""The face cue of a figure that faces away from the camera (no face seen)."""
+
+
+P_FACING_AWAY: float = 0.15
+
+
+EXPRESSION_PRIOR: dict[str, float] = {
+    "Neutral": 0.30,
+    "Happy": 0.20,
+    "Sad": 0.12,
+    "Surprise": 0.10,
+    "Fear": 0.08,
+    "Disgust": 0.06,
+    "Anger": 0.08,
+    "Contempt": 0.06,
+}
+"""How often each expression is drawn for a figure that faces the camera (independent of every other cue)."""
+assert tuple(EXPRESSION_PRIOR) == EXPRESSIONS
+
+
+FACE_RULES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
+    # face: the expression alone
+    "surprise": ({"expression": ("Surprise",)},),
+    "anger": ({"expression": ("Anger",)},),
+    "aversion": ({"expression": ("Disgust", "Contempt")},),
+    # face + scene: a smile where people smile
+    "happiness": ({"expression": ("Happy",), "place": ("party", "beach", "forest")},),
+    # face + body: a frightened face with the arms up or the hands on the head
+    "fear": ({"expression": ("Fear",), "pose": ("arms_up", "hands_on_head")},),
+}
+"""With faces, the rules of these categories (which replace those in :data:`RULES`)."""
+
+
+FACE_VAD_TERMS: dict[str, dict[str, float]] = {
+    "valence": {
+        "Neutral": 0.0,
+        "Happy": 2.0,
+        "Sad": -2.0,
+        "Surprise": 0.5,
+        "Fear": -1.5,
+        "Disgust": -1.5,
+        "Anger": -1.5,
+        "Contempt": -1.0,
+    },
+    "arousal": {
+        "Neutral": -0.5,
+        "Happy": 1.0,
+        "Sad": -1.5,
+        "Surprise": 2.0,
+        "Fear": 2.0,
+        "Disgust": 0.5,
+        "Anger": 2.0,
+        "Contempt": 0.0,
+    },
+}
+"""With faces, the expression's term in valence and arousal (0 for a figure facing away; none in dominance)."""
 
 
 RULES: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
@@ -172,16 +239,26 @@ N_ANNOTATORS: int = 3
 GROUPS: tuple[str, ...] = ("body", "scene", "both")
 
 
-def _resolve_rules() -> dict[str, tuple[dict[str, tuple[str, ...]], ...]]:
-    """RULES keyed by canonical category name, checked against the cue vocabulary."""
+FACE_GROUPS: tuple[str, ...] = ("face", "body", "scene", "both", "face+scene", "face+body")
+"""The category groups with faces: ``both`` is still the person's body cues and the place."""
+
+
+_FACE_CUES: dict[str, tuple[str, ...]] = {"expression": EXPRESSIONS}
+
+
+def _resolve_rules(
+    table: Mapping[str, tuple[dict[str, tuple[str, ...]], ...]] = RULES,
+) -> dict[str, tuple[dict[str, tuple[str, ...]], ...]]:
+    """A rule table keyed by canonical category name, checked against the cue vocabulary."""
+    vocabulary = {**CUE_VALUES, **_FACE_CUES}
     out = {}
-    for slug, conditions in RULES.items():
+    for slug, conditions in table.items():
         name = labels.canonical_category(slug)
         if name is None:  # a programming error in the table above
             raise ValueError(f"synth rule names unknown category {slug!r}")
         for cond in conditions:
             for cue, values in cond.items():
-                unknown = set(values) - set(CUE_VALUES[cue])
+                unknown = set(values) - set(vocabulary[cue])
                 if unknown:
                     raise ValueError(f"synth rule for {name}: unknown {cue} value(s) {sorted(unknown)}")
         out[name] = conditions
@@ -189,23 +266,37 @@ def _resolve_rules() -> dict[str, tuple[dict[str, tuple[str, ...]], ...]]:
 
 
 _RULES = _resolve_rules()
+_FACE_RULES = {**_RULES, **_resolve_rules(FACE_RULES)}
+
+
+def rules(faces: bool = False) -> dict[str, tuple[dict[str, tuple[str, ...]], ...]]:
+    """The rule of each category (canonical names), without or with faces."""
+    return dict(_FACE_RULES if faces else _RULES)
 
 
 def _group_of(conditions: Sequence[Mapping[str, Any]]) -> str:
     cues = {cue for cond in conditions for cue in cond}
-    if cues == {"place"}:
-        return "scene"
-    if "place" not in cues:
-        return "body"
-    return "both"
+    kinds = {"face" if c == "expression" else "scene" if c == "place" else "body" for c in cues}
+    if kinds == {"body", "scene"}:
+        return "both"
+    return "+".join(k for k in ("face", "body", "scene") if k in kinds).replace("face+body+scene", "all")
 
 
 CATEGORY_GROUP: dict[str, str] = {name: _group_of(conds) for name, conds in _RULES.items()}
 
 
-def category_groups() -> dict[str, tuple[str, ...]]:
-    """The categories of each group (``body``, ``scene``, ``both``), each in canonical category order."""
-    return {g: tuple(c for c in CATEGORIES if CATEGORY_GROUP.get(c) == g) for g in GROUPS}
+FACE_CATEGORY_GROUP: dict[str, str] = {name: _group_of(conds) for name, conds in _FACE_RULES.items()}
+"""The group of each category with faces."""
+
+
+def category_groups(faces: bool = False) -> dict[str, tuple[str, ...]]:
+    """The categories of each group, each in canonical category order.
+
+    Without faces: ``body``, ``scene``, ``both``; with faces (:data:`FACE_GROUPS`): also ``face`` (the
+    expression alone), ``face+scene`` and ``face+body``.
+    """
+    groups, of = (FACE_GROUPS, FACE_CATEGORY_GROUP) if faces else (GROUPS, CATEGORY_GROUP)
+    return {g: tuple(c for c in CATEGORIES if of.get(c) == g) for g in groups}
 
 
 def used_categories() -> tuple[str, ...]:
@@ -223,6 +314,8 @@ class Cues:
         accessory: ``none``, ``hat`` or ``bag``.
         age: ``Kid``, ``Teenager`` or ``Adult`` (drawn as figure size and head-to-body ratio).
         gender: ``Male`` (trousers) or ``Female`` (dress, long hair).
+        expression: None (a scene without faces, the classic benchmark), :data:`FACING_AWAY`, or the face's
+            expression (one of :data:`emoctx.labels.EXPRESSIONS`).
     """
 
     place: str
@@ -230,11 +323,26 @@ class Cues:
     accessory: str = "none"
     age: str = "Adult"
     gender: str = "Male"
+    expression: str | None = None
 
     def __post_init__(self) -> None:
         for cue, allowed in CUE_VALUES.items():
             if getattr(self, cue) not in allowed:
                 raise ValueError(f"Cues.{cue} must be one of {allowed}, got {getattr(self, cue)!r}")
+        if self.expression not in (None, FACING_AWAY, *EXPRESSIONS):
+            raise ValueError(
+                f"Cues.expression must be None, {FACING_AWAY!r} or one of {EXPRESSIONS}, got {self.expression!r}"
+            )
+
+    @property
+    def faces(self) -> bool:
+        """Whether the scene draws faces (the face rules apply)."""
+        return self.expression is not None
+
+    @property
+    def face_seen(self) -> bool:
+        """Whether the figure shows its face (faces drawn and not facing away)."""
+        return self.expression not in (None, FACING_AWAY)
 
 
 @dataclass(frozen=True)
@@ -250,18 +358,23 @@ def rule_categories(cues: Cues) -> tuple[str, ...]:
     values = asdict(cues)
     hit = {
         name
-        for name, conditions in _RULES.items()
+        for name, conditions in (_FACE_RULES if cues.faces else _RULES).items()
         if any(all(values[cue] in allowed for cue, allowed in cond.items()) for cond in conditions)
     }
     return tuple(c for c in CATEGORIES if c in hit)
 
 
 def rule_vad(cues: Cues) -> tuple[float, float, float]:
-    """Noise-free valence, arousal, dominance on 1-10: ``VAD_BASE`` plus the cue terms, clipped to the scale."""
+    """Noise-free valence, arousal, dominance on 1-10: ``VAD_BASE`` plus the cue terms, clipped to the scale.
+
+    With faces, valence and arousal also get the expression's term (:data:`FACE_VAD_TERMS`).
+    """
     values = asdict(cues)
     out = []
     for dim in VAD_NAMES:
         v = VAD_BASE + sum(table[values[cue]] for cue, table in VAD_TERMS[dim].items())
+        if cues.face_seen and dim in FACE_VAD_TERMS:
+            v += FACE_VAD_TERMS[dim][cues.expression]  # type: ignore[index]
         out.append(float(min(VAD_MAX, max(VAD_MIN, v))))
     return tuple(out)  # type: ignore[return-value]
 
@@ -321,6 +434,13 @@ def combine_annotations(
     return cats, vad
 
 
+def sample_face(rng: np.random.Generator) -> str:
+    """Draw one figure's face cue: :data:`FACING_AWAY` with :data:`P_FACING_AWAY`, else an expression."""
+    if rng.random() < P_FACING_AWAY:
+        return FACING_AWAY
+    return choice(rng, EXPRESSION_PRIOR)
+
+
 def sample_cues(rng: np.random.Generator, place: str) -> Cues:
     """Draw one person's cues from the priors (independent of the place and of each other)."""
     return Cues(
@@ -339,14 +459,20 @@ def choice(rng: np.random.Generator, prior: Mapping[Any, float]) -> Any:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-def rules_markdown() -> str:
-    """The label rules as a Markdown table (``annotations/synth.md`` carries this text)."""
+def rules_markdown(faces: bool = False) -> str:
+    """The label rules as a Markdown table (``annotations/synth.md`` carries this text).
+
+    With ``faces``, the rules of the categories that follow the face (:data:`FACE_RULES`).
+    """
     lines = ["| Category | Group | Rule (any line holds) |", "|---|---|---|"]
-    for group in GROUPS:
-        for name in category_groups()[group]:
+    table = _FACE_RULES if faces else _RULES
+    for group in FACE_GROUPS if faces else GROUPS:
+        for name in category_groups(faces)[group]:
+            if faces and name not in _resolve_rules(FACE_RULES):
+                continue
             conds = [
                 " AND ".join(f"{cue} in {{{', '.join(vals)}}}" for cue, vals in cond.items())
-                for cond in _RULES[name]
+                for cond in table[name]
             ]
             lines.append(f"| {name} | {group} | {' <br> OR '.join(conds)} |")
     return "\n".join(lines)

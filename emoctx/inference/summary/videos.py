@@ -46,7 +46,8 @@ class VideoSummary:
         tracks: one row per (source, track): ``source``, ``track`` (the track id; the per-frame person index
             where the video was not tracked), ``tracked`` (which of the two), ``frames``, ``first_frame``,
             ``last_frame``, ``first_s``, ``last_s`` (seconds; empty where the frame rate is unknown), mean
-            ``valence``/``arousal``/``dominance``, ``top_categories``.
+            ``valence``/``arousal``/``dominance``, ``top_categories``; where a model read faces, also mean
+            ``face_valence``/``face_arousal`` (from the face alone, over the frames with a face).
         errors: ``source``, ``error`` of each failed file.
         timelines: video source -> its timeline PNG.
         files: name -> path of every file written.
@@ -168,6 +169,11 @@ def _is_number(v: Any) -> bool:
 
 
 def _track_stats(rows: pd.DataFrame, top_k: int, rate: float | None = None) -> pd.DataFrame:
+    face_dims = [
+        d
+        for d in ("valence", "arousal")
+        if f"face_{d}" in rows.columns and pd.to_numeric(rows[f"face_{d}"], errors="coerce").notna().any()
+    ]
     out = []
     for (tracked, track), t in rows.groupby(["tracked", "track"], sort=False):
         means = t[list(PROB_COLUMNS)].astype(float).mean()
@@ -183,6 +189,10 @@ def _track_stats(rows: pd.DataFrame, top_k: int, rate: float | None = None) -> p
                 "first_s": rounded(first / rate) if rate else math.nan,
                 "last_s": rounded(last / rate) if rate else math.nan,
                 **{d: rounded(pd.to_numeric(t[d], errors="coerce").mean()) for d in labels.VAD_NAMES},
+                **{
+                    f"face_{d}": rounded(pd.to_numeric(t[f"face_{d}"], errors="coerce").mean())
+                    for d in face_dims
+                },
                 "top_categories": "; ".join(
                     f"{labels.CATEGORIES[PROB_COLUMNS.index(c)]} {v:.2f}" for c, v in top.items()
                 ),
@@ -220,14 +230,23 @@ def _timeline_figure(
         .reindex(grid)
         for t in shown
     }
+    faces = False
     for ax, dim in zip(axes, labels.VAD_NAMES):
         for t in shown:
             values = pd.to_numeric(per_track[t][dim], errors="coerce")
             ax.plot(grid, values, color=colours[t], label=track_names[t], marker=".", markersize=3)
+            face = f"face_{dim}"  # face-derived valence and arousal, beside the fused values
+            if face in per_track[t].columns:
+                from_face = pd.to_numeric(per_track[t][face], errors="coerce")
+                if from_face.notna().any():
+                    faces = True
+                    ax.plot(grid, from_face, color=colours[t], linestyle="--", linewidth=1.0, alpha=0.8)
         ax.set_ylim(labels.VAD_MIN - 0.3, labels.VAD_MAX + 0.3)
         ax.set_yticks([1, 4, 7, 10])
         ax.set_ylabel(dim)
         ax.grid(alpha=0.3)
+    if faces:  # a dashed line of no track: says what the dashed lines are
+        axes[0].plot([], [], color="grey", linestyle="--", label="dashed: from the face alone")
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title="tracks")
     mesh = None
     for ax, t in zip(axes[len(labels.VAD_NAMES) :], shown):
