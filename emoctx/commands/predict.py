@@ -24,10 +24,16 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from emoctx import defaults
 from emoctx.commands.options import add_detector_options
+
+log = logging.getLogger(__name__)
+
+CONSOLE_LINES = 20
+"""Photos and videos described on a terminal by default (``--verbose``: all; ``--quiet``: none)."""
 
 HELP = "detect people in photos, folders and videos and predict their emotions (JSONL/CSV/Parquet)"
 
@@ -166,6 +172,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace an existing --out (or OUT.partial) that is not a prediction table (inputs are never replaced)",
     )
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    console = run_group.add_mutually_exclusive_group()
+    console.add_argument(
+        "--verbose",
+        dest="every_line",
+        action="store_true",
+        help="print a line for every photo (its persons and their top emotions) and every video; by default "
+        f"the first {CONSOLE_LINES} are printed when the output is a terminal",
+    )
+    console.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print no line per photo, no progress bar and no information messages: warnings and the final "
+        "summary only",
+    )
+
+
+def _console_lines(args: argparse.Namespace) -> int | None:
+    """How many photos and videos get their line: every one (--verbose), none (--quiet, or not a terminal),
+    else the first :data:`CONSOLE_LINES`."""
+    import sys
+
+    if args.quiet:
+        return 0
+    if args.every_line:
+        return None
+    return CONSOLE_LINES if sys.stdout.isatty() else 0
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -183,9 +215,17 @@ def run(args: argparse.Namespace) -> int:
     from emoctx.inference.box_file import BoxFileDetector
     from emoctx.inference.predictor import Predictor
     from emoctx.inference.runner import check_output, predict_to_file
+    from emoctx.inference.sources import missing_sources
     from emoctx.io import printable
 
-    # Before any work: an output that may not be written is refused at once.
+    if args.quiet:  # warnings and the final summary only
+        logging.getLogger("emoctx").setLevel(logging.WARNING)
+    # Before any work: sources that all name nothing, and an output that may not be written, are refused.
+    missing = missing_sources(args.sources)
+    if missing and len(missing) == len(args.sources):
+        raise EmoctxError("; ".join(reason for _, reason in missing))
+    for _, reason in missing:  # the others are predicted; these get an error row each
+        log.warning("%s; it gets an error row, the other sources are predicted", reason)
     check_output(
         args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
     )
@@ -222,8 +262,9 @@ def run(args: argparse.Namespace) -> int:
             fmt=args.format,
             resume=args.resume,
             annotate_dir=args.annotate,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or args.quiet),
             overwrite=args.overwrite,
+            lines=_console_lines(args),
         )
     except KeyboardInterrupt:
         print(

@@ -284,6 +284,12 @@ def predict_records(
         raise EmoctxError(
             f"{out}: the merged output of prediction from records is Parquet; name it *.parquet"
         )
+    from emoctx.data.dataset import check_images
+    from emoctx.data.records import read_records
+    from emoctx.training.trainer import check_accelerator, with_progress_bar
+
+    check_accelerator(accelerator)
+    check_images(read_records(records), root, "--root", records)  # a wrong root fails before any model work
     net, info = load_model(model)
     dm = datamodule_for(
         info,
@@ -305,7 +311,7 @@ def predict_records(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
-        callbacks=[writer],
+        callbacks=with_progress_bar([writer], progress),  # log lines away from a terminal
     )
     try:
         start = time.perf_counter()
