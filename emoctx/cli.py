@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "calibrate",
     "evaluate",
+    "compare",
     "predict",
     "predict-records",
     "summarize",

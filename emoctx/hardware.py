@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from emoctx.defaults import DEVICE_HELP
 from emoctx.errors import EmoctxError
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
@@ -25,10 +26,6 @@ def cpu_supports_bf16() -> bool:
     except OSError:  # not Linux: no reliable way to tell, stay in fp32
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-DEVICE_HELP = "auto (a GPU when there is one, else the CPU), cpu, cuda (or gpu), cuda:1, mps"
-"""The values every command's ``--device`` takes."""
 
 
 def parse_device(device: str | torch.device | None, option: str = "--device") -> torch.device | None:

@@ -1,7 +1,7 @@
-"""Progress that reads well in a terminal and in a log file: tqdm's bar, or a log line now and then.
+r"""Progress that reads well in a terminal and in a log file: tqdm's bar, or a log line now and then.
 
 In a terminal a tqdm bar redraws itself in place. Written to a file, a pipe or a CI log, the same bar becomes
-one ever-growing line of ``\\r``-separated redraws. :func:`progress` therefore gives tqdm's bar only when the
+one ever-growing line of ``\r``-separated redraws. :func:`progress` therefore gives tqdm's bar only when the
 bar's stream (standard error) is a terminal; elsewhere it gives a :class:`LogProgress`, which logs one line
 (``predict: 450/1800 img (25%), 12 s, persons=1210``) each time another :data:`EVERY_PERCENT` percent of the
 work is done or :data:`EVERY_SECONDS` seconds have passed since the last line, whichever comes first, and a

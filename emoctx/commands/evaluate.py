@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emoctx.commands.options import add_records_run_options
+from emoctx.commands.options import add_device_option, add_records_run_options
 
 HELP = "evaluate a model or a predictions file on annotated records (metrics.json, report.md, plots)"
 
@@ -97,9 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--predictions: boxes within PX pixels in every coordinate match whatever their IoU (default 1)",
     )
     add_records_run_options(parser, "--model: persons per batch", "--model: data-loading processes")
-    parser.add_argument(
-        "--device", default=None, help="--model: cuda, cuda:1, cpu... (default: GPU if available)"
-    )
+    add_device_option(parser, "--model: ")
     parser.add_argument("--no-plots", action="store_true", help="write metrics.json and report.md only")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -128,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
             raise EmoctxError("--model needs --root, the folder the records' image paths are relative to")
         if args.allow_missing:
             raise EmoctxError("--allow-missing applies to --predictions only")
+        from emoctx.hardware import resolve_device
+
+        resolve_device(args.device)  # a missing GPU is reported before any work
         result = evaluate_model(
             args.model,
             args.records,

@@ -28,7 +28,7 @@ import logging
 import os
 
 from emoctx import defaults
-from emoctx.commands.options import add_detector_options
+from emoctx.commands.options import add_detector_options, add_device_option
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "cores the model leaves free, at most 2 (on a GPU: 2; on a CPU, where the model's threads use every "
         "core: 0, which scripts/bench.py measured faster than 2)",
     )
-    run_group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    add_device_option(run_group)
     run_group.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
@@ -189,8 +189,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _console_lines(args: argparse.Namespace) -> int | None:
-    """How many photos and videos get their line: every one (--verbose), none (--quiet, or not a terminal),
-    else the first :data:`CONSOLE_LINES`."""
+    """How many photos and videos get their line on the console.
+
+    Every one (--verbose), none (--quiet, or not a terminal), else the first :data:`CONSOLE_LINES`.
+    """
     import sys
 
     if args.quiet:
@@ -212,6 +214,7 @@ def _resume_command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Predict, write the table, and print a summary; returns 0, or 1 when no source could be read."""
     from emoctx.errors import EmoctxError
+    from emoctx.hardware import resolve_device
     from emoctx.inference.box_file import BoxFileDetector
     from emoctx.inference.predictor import Predictor
     from emoctx.inference.runner import check_output, predict_to_file
@@ -229,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(
         args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
     )
+    resolve_device(args.device)  # a missing GPU is reported before any work
     if args.summary:
         from emoctx.commands.summarize import SUMMARY_FILES
         from emoctx.io import check_output_dir

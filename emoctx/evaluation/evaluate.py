@@ -220,7 +220,7 @@ def evaluate_model(
         "score_activation": info.score_activation,
         "network": info.network,
         "streams": info.streams,
-        "training": info.training,
+        "training": _settings(info.training),
     }
     kept = records[valid].reset_index(drop=True)
     doc = evaluation_document(
@@ -243,6 +243,18 @@ def evaluate_model(
         predictions_frame(records, scores, vad, valid, raw=raw).to_parquet(tmp, index=False)
     log.info("evaluation written to %s", out_dir)
     return Evaluation(doc, files)
+
+
+def _settings(training: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A model's training settings without the keys Lightning's tools add for themselves.
+
+    ``_instantiator`` is in model files written before emoctx left it out: dropped from the settings and from
+    their ``data`` part.
+    """
+    out = {k: v for k, v in (training or {}).items() if not str(k).startswith("_")}
+    if isinstance(out.get("data"), Mapping):
+        out["data"] = {k: v for k, v in out["data"].items() if not str(k).startswith("_")}
+    return out
 
 
 def load_thresholds(path: str | os.PathLike) -> tuple[np.ndarray, str]:

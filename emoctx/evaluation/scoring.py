@@ -99,6 +99,7 @@ def score_records(
     """
     import torch
     from torch.utils.data import DataLoader
+
     from emoctx.data.dataset import EmotionDataset, collate
     from emoctx.hardware import resolve_device
     from emoctx.models.outputs import scores_from_logits, vad_ratings

@@ -328,7 +328,7 @@ def predict_records(
         remove_shards(out)
         n_errors = table.num_rows - table.column("error").null_count
         result = RecordsPrediction(out, table.num_rows, n_errors, duplicates, trainer.world_size, seconds)
-        log.info(
+        log.debug(  # the command prints the same
             "%d people predicted by %d process(es) in %.1f s (%.1f persons/s), %d error(s): %s",
             result.rows,
             result.world_size,

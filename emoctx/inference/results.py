@@ -203,8 +203,10 @@ class ImageResult:
     source_done: bool = True
 
     def to_rows(self, decimals: int | None = None) -> list[dict[str, Any]]:
-        """Rows of the output table (:data:`COLUMNS`): one per person, one error row, one row with ``person``
-        null for a photo without a person, or none (a video frame without a person).
+        """Rows of the output table (:data:`COLUMNS`).
+
+        One per person, one error row, one row with ``person`` null for a photo without a person, or none (a
+        video frame without a person).
 
         Args:
             decimals: round floats to this many decimals (``None``: full precision).
@@ -264,7 +266,11 @@ class ImageResult:
             cats = ", ".join(
                 f"{'*' if name in p.categories else ''}{name.lower()} {prob:.2f}" for name, prob in p.top(top)
             )
-            vad = " ".join(f"{d[0].upper()} {v:.1f}" for d, v in zip(labels.VAD_NAMES, p.vad)) if p.vad is not None else ""
+            vad = (
+                " ".join(f"{d[0].upper()} {v:.1f}" for d, v in zip(labels.VAD_NAMES, p.vad))
+                if p.vad is not None
+                else ""
+            )
             parts.append(f"{label} {cats}" + (f" ({vad})" if vad else ""))
         count = f"{len(self.persons)} person{'s' if len(self.persons) != 1 else ''}"
         return f"{where}: {count}: " + "; ".join(parts)

@@ -146,10 +146,10 @@ def check_output(
             or disagrees with ``fmt`` (:func:`~emoctx.inference.writers.output_format`); an existing file that
             is not a prediction table (without ``overwrite``).
     """
-    output_format(out, fmt)
     out = check_output_file(out, [i for i in inputs if i is not None])
     if out.is_file() and kind_of(out) is not None and reaches(sources, out):
         raise EmoctxError(f"--out {out} is one of the inputs; it is never written over: choose another file")
+    output_format(out, fmt)
     if out.exists() and not overwrite and not is_prediction_table(out, fmt):
         raise EmoctxError(
             f"{out}: exists and is not a prediction table; it is not replaced. Choose another --out, or pass "
@@ -170,8 +170,10 @@ class _Console:
     def _print(self, text: str) -> None:
         if self.limit is not None and self.shown >= self.limit:
             if self.shown == self.limit and self.limit > 0:
-                self.bar.write("... further photos and videos are not listed here (--verbose lists every one); "
-                               "the table has them all")
+                self.bar.write(
+                    "... further photos and videos are not listed here (--verbose lists every one); "
+                    "the table has them all"
+                )
                 self.shown += 1
             return
         self.bar.write(printable(text))
@@ -183,7 +185,9 @@ class _Console:
         if result.frame < 0:  # a photo, or a file that could not be read
             self._print(result.describe())
             return
-        video = self.videos.setdefault(result.source or "", {"frames": 0, "persons": 0, "tracks": set(), "errors": 0})
+        video = self.videos.setdefault(
+            result.source or "", {"frames": 0, "persons": 0, "tracks": set(), "errors": 0}
+        )
         video["errors"] += result.error is not None
         if result.error is None:
             video["frames"] += 1

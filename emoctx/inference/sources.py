@@ -321,8 +321,10 @@ def expand_sources(
 
 
 def missing_sources(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
-    """The arguments that name nothing: ``(argument, reason)`` for each path that does not exist and each glob
-    that matches nothing, with a close name in the same folder where there is one (``photoz``: ``photos``).
+    """The arguments that name nothing.
+
+    ``(argument, reason)`` for each path that does not exist and each glob that matches nothing, with a close
+    name in the same folder where there is one (``photoz``: ``photos``).
 
     A cheap look before any work: no folder is walked (a ``**`` glob is only checked for its leading folder).
     """
@@ -349,7 +351,10 @@ def missing_sources(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str]
         except OSError:
             siblings = []
         close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.75)
-        hint = f" (did you mean {os.path.join(parent, close[0]) if parent != '.' else close[0]}?)" if close else ""
+        hint = (
+            f" (did you mean {os.path.join(parent, close[0]) if parent != '.' else close[0]}?)"
+            if close
+            else ""
+        )
         out.append((text, f"{text}: no such file or folder{hint}"))
     return out
-

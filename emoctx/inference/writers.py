@@ -186,7 +186,8 @@ def is_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> bool
 def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
     """Read a table written by :func:`write_predictions` (any format) into the same typed columns.
 
-    ``categories`` comes back as a list of names (``None`` on error rows) in every format.
+    ``categories`` comes back as a list of names (``None`` on error rows and rows without a person) in every
+    format.
     """
     path = Path(path)
     fmt = format_for(path, fmt)
@@ -204,7 +205,7 @@ def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd
         rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
         for r in rows:
             cats = r.get("categories")
-            if r.get("error") is not None:
+            if r.get("error") is not None or r.get("person") is None:  # an error, or a photo without a person
                 r["categories"] = None
             else:
                 r["categories"] = [c for c in (cats or "").split(CATEGORY_SEPARATOR) if c]

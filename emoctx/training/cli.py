@@ -21,8 +21,8 @@ from pytorch_lightning.cli import LightningCLI
 from emoctx.data.datamodule import EmotionDataModule
 from emoctx.errors import EmoctxError
 from emoctx.training.callbacks import ReplicaCheck
-from emoctx.training.progress import EpochLog
 from emoctx.training.module import EmotionModule
+from emoctx.training.progress import EpochLog
 from emoctx.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,8 @@ def fit(args: list[str] | None = None) -> dict[str, Any]:
         parents=True, exist_ok=True
     )  # the loggers' folder, before they start
     # The model file says how its inputs were made: the data module's preprocessing and settings.
-    model.preprocess, model.data_settings = dm.preprocess, dict(dm.hparams)
+    model.preprocess = dm.preprocess
+    model.data_settings = {k: v for k, v in dm.hparams.items() if not str(k).startswith("_")}  # settings only
     run_dir = Path(trainer.default_root_dir)
     ckpt_dir = run_dir / "checkpoints"
     for cb in trainer.checkpoint_callbacks:

@@ -381,7 +381,8 @@ class EmotionModule(pl.LightningModule):
         """
         from emoctx.checkpoint import describe
 
-        training = dict(self.hparams)
+        # Keys Lightning's tools add for themselves (e.g. LightningCLI's "_instantiator") are not settings.
+        training = {k: v for k, v in self.hparams.items() if not str(k).startswith("_")}
         if self.data_settings is not None:
             training["data"] = dict(self.data_settings)
         if self.selected_checkpoint is not None:
