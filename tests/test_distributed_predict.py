@@ -107,7 +107,7 @@ def test_two_ddp_processes_give_every_record_once_and_the_same_values(setup, sin
     cmd = [
         sys.executable, "-m", "emoctx", COMMAND,
         "--model", str(setup["model"]), "--records", str(setup["records"]), "--root", str(setup["root"]),
-        "--out", str(out), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+        "--out", str(out), "--device", "cpu", "--devices", "2", "--strategy", "ddp",
         "--batch-size", "2", "--workers", "0", "--no-progress",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

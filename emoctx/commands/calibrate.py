@@ -38,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
-        metavar="MODEL_OUT",
+        metavar="MODEL_OUT",  # a str: a trailing '/' (a folder) is kept to be refused
         help="write the calibrated model here (.safetensors) instead of rewriting MODEL",
     )
     add_records_run_options(parser)

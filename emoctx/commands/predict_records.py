@@ -71,17 +71,17 @@ def run(args: argparse.Namespace) -> int:
     from emoctx.io import check_output_file
 
     check_output_file(args.out, [args.model, args.records])
-    device = args.device
+    device, option = args.device, "--device"
     if args.accelerator is not None:  # the option's old name
         import logging
 
         logging.getLogger(__name__).warning(
             "--accelerator is deprecated: use --device (cpu, cuda, auto), the name every command takes"
         )
-        device = args.accelerator
-    accelerator, indices = lightning_device(device)
+        device, option = args.accelerator, "--accelerator"
+    accelerator, indices = lightning_device(device, option)
     if indices is not None and args.devices not in (1, len(indices)):
-        raise EmoctxError(f"--device {device} names one device; --devices {args.devices} asks for more")
+        raise EmoctxError(f"{option} {device} names one device; --devices {args.devices} asks for more")
 
     result = predict_records(
         args.model,

@@ -121,16 +121,16 @@ def calibrate_model(
 
     if rule not in THRESHOLD_RULES:
         raise EmoctxError(f"unknown threshold rule {rule!r}; choose one of {list(THRESHOLD_RULES)}")
-    model_path = Path(model_path)
-    if isinstance(records, pd.DataFrame):
-        df, records_name = records.reset_index(drop=True), records_name or "<records>"
-    else:
-        df, records_name = read_records(records), records_name or str(records)
     if out is not None and Path(out).suffix != ".safetensors":
         raise EmoctxError(
             f"--out {out}: a model file is written as .safetensors; name it so (e.g. {Path(out) / 'model.safetensors'} "
             f"or {Path(out).with_suffix('.safetensors')})",
         )
+    model_path = Path(model_path)
+    if isinstance(records, pd.DataFrame):
+        df, records_name = records.reset_index(drop=True), records_name or "<records>"
+    else:
+        df, records_name = read_records(records), records_name or str(records)
     check_images(df, root, "--root", records_name)  # a wrong root fails here, before the model is loaded
     net, info = load_model(model_path)
     scores, _, valid = score_records(
