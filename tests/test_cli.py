@@ -170,3 +170,30 @@ def test_a_missing_gpu_is_one_line_in_every_command(tiny_model_path, tmp_path, m
     assert "--device tpu: not a device; use auto (a GPU when there is one, else the CPU), cpu" in (
         capsys.readouterr().err
     )
+
+
+def test_help_examples_name_models_that_exist_after_the_demo():
+    """The model files the commands' examples read are the demo's (or any name, outside runs/): a newcomer who
+    ran 'make demo' can paste them."""
+    import re
+
+    from emoctx.cli import COMMANDS, build_parser
+
+    demo = {"runs/demo/train/model.safetensors", "runs/demo/train/checkpoints/last.ckpt"}
+    for line in (ROOT / "scripts" / "demo.sh").read_text().splitlines():
+        if line.startswith('MODEL="$OUT/train/model.safetensors"'):
+            break
+    else:
+        raise AssertionError("scripts/demo.sh no longer writes $OUT/train/model.safetensors")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in COMMANDS:
+        text = sub.choices[name].format_help().replace("\\\n", " ")
+        for m in re.finditer(r"(--out\s+|--out=)?(runs/[\w./-]+\.(?:safetensors|ckpt))", text):
+            assert m.group(1) or m.group(2) in demo, (name, m.group(2))
+    # A docstring with a backslash (a continued example line) is raw: else Python joins the lines it continues.
+    for path in sorted((ROOT / "emoctx" / "commands").glob("*.py")):
+        source = path.read_text()
+        if source.startswith(('"""', 'r"""')):
+            doc = source[: source.index('"""', 4)]
+            assert "\\" not in doc or doc.startswith('r"""'), path.name

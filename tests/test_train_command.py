@@ -155,11 +155,11 @@ def test_a_wrong_data_root_is_reported_before_any_logger_starts(synth_root, tmp_
     with pytest.raises(EmoctxError) as err:
         train(["--config", TINY, "--data.root", str(other), "--trainer.default_root_dir", str(run)])
     text = str(err.value)
-    assert (
-        "data.root" in text
-        and "are not there (e.g." in text
-        and f"did you mean data.root {synth_root}" in text
-    )
+    assert text.startswith(f"--data.root {other}: ") and "are not there (e.g." in text
+    # the hint names a folder that holds the records' images (the data set, or a copy of it nearby)
+    suggested = Path(re.search(r"did you mean --data\.root (\S+)\?$", text).group(1))
+    first = sorted((synth_root / "images").rglob("*.jpg"))[0].relative_to(synth_root)
+    assert (suggested / first).is_file()
     assert not list(tmp_path.rglob("wandb")) and not run.exists()
 
 

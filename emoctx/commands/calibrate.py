@@ -7,8 +7,8 @@ precision and recall are closest. A category without positive validation example
 and evaluation then use these thresholds.
 
 Example:
-  emoctx calibrate runs/synth_tiny/model.safetensors --records runs/demo/synth/annotations/val.parquet \
-      --root runs/demo/synth
+  emoctx calibrate runs/demo/train/model.safetensors --records runs/demo/synth/annotations/val.parquet \
+      --root runs/demo/synth --out runs/demo/calibrated.safetensors
 """
 
 from __future__ import annotations

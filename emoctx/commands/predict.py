@@ -3,10 +3,13 @@ r"""Find the people in photos and videos and predict each person's emotions into
 SOURCE is any mix of image files, folders (searched recursively), glob patterns (quote them; '**' matches any
 depth) and video files. Persons are found by an ultralytics YOLO model (--detector-weights; offline, pass a
 weights file) or taken from a box file (--boxes: CSV, JSONL or Parquet with source/image, x1, y1, x2, y2 and,
-for videos, frame). The output has one row per person: source, frame (-1 for photos), person, track_id, box
-(x1 y1 x2 y2, original pixels), det_score, p_<category> for every category, categories (those above the
-model's thresholds), valence/arousal/dominance (1-10), model, error, width, height. A file that cannot be read
-gives one row with 'error' set; the others go on.
+for videos, frame). The output has one row per person: source, frame (-1 for photos), time_s (a video frame's
+time), person, track_id, box (x1 y1 x2 y2, original pixels), det_score, p_<category> for every category,
+categories (those above the model's thresholds), dominant_category (the most probable of those),
+valence/arousal/dominance (1-10), model, error, width, height. A photo without a person keeps one row with
+person empty; a file that cannot be read gives one row with 'error' set; the others go on. In a folder, files
+that are neither images nor videos (notes.txt, Thumbs.db, sidecars) are skipped; a file named on its own is
+always checked.
 
 The table is written when the run ends; meanwhile finished sources go to OUT.partial, and an interrupted run
 re-run with --resume (same OUT, same options) skips them and ends with the same table, byte for byte. OUT is
@@ -15,8 +18,10 @@ input (not even with --overwrite), and an existing file that is not a prediction
 --overwrite. File names that are not valid UTF-8 are written with \xNN for each such byte.
 
 Examples:
-  emoctx predict photos/ --model runs/exp/model.safetensors --out photos.jsonl --annotate photos_annotated/ \
-      --summary photos_summary/
+  emoctx predict photos/ --model runs/demo/train/model.safetensors --out photos.jsonl \
+      --annotate photos_annotated/ --summary photos_summary/
+  emoctx predict "runs/demo/synth/images/*/test_000*.jpg" --model runs/demo/train/model.safetensors \
+      --boxes runs/demo/synth/annotations/test.parquet --out runs/demo/test_scenes.csv
   emoctx predict "shots/**/*.jpg" --model model.safetensors --boxes boxes.csv --out shots.parquet
   emoctx predict clip.mp4 --model model.safetensors --detector-weights yolo11n.pt --video-stride 2 --smooth 0.3
 """

@@ -1,4 +1,4 @@
-"""Train a model from a YAML config (Lightning), test it, and write a self-describing model file.
+r"""Train a model from a YAML config (Lightning), test it, and write a self-describing model file.
 
 Examples:
   emoctx train --config configs/synth_tiny.yaml --data.root runs/demo/synth --trainer.max_epochs 3

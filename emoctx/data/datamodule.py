@@ -252,7 +252,7 @@ class EmotionDataModule(pl.LightningDataModule):
         for split in ("train", "val", "test"):
             df = self.records(split)
             if df is not None:
-                check_images(df, self.root, "data.root", self.records_path(split))
+                check_images(df, self.root, "--data.root", self.records_path(split))
 
     # -- data ---------------------------------------------------------------------------------------------
 
