@@ -75,10 +75,12 @@ def plot_ap_bars(path: str | os.PathLike, doc: Mapping[str, Any]) -> Path:
         m = 100 * overall["mAP"]
         ax.axvline(m, color="#C44E52", linestyle="--", linewidth=1.2, label=f"mAP {m:.2f}%", zorder=0.5)
     if levels or overall.get("mAP") is not None:
-        ax.legend(loc="lower right", fontsize=9)
+        # above the bars, between them and the title: inside, it would cover the shortest bars
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
     ax.set_title(
         f"Average precision of each category, {overall['num_persons']} persons\n{document_title(doc)}",
         fontsize=10,
+        pad=24,
     )
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, Path(path))
@@ -131,7 +133,7 @@ def plot_pr_curves(
         if c + ncols >= labels.NUM_CATEGORIES:
             axes[c].tick_params(labelbottom=True)
     fig.supxlabel("recall", fontsize=10)
-    fig.supylabel("precision", fontsize=10)
+    fig.supylabel("precision", fontsize=10, x=0.0)  # left of the first column's tick labels
     point = "; red dot: the decision threshold" if thresholds is not None else ""
     fig.suptitle(
         f"Precision-recall curve of each category, {len(targets)} persons\n"

@@ -237,7 +237,9 @@ def _categories_figure(categories: pd.DataFrame, n: int, threshold: float | None
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     if n == 0:
-        ax.text(50, k / 2, "no people detected", ha="center", fontsize=14, color="gray")
+        ax.text(
+            0.5, 0.5, "no people detected", ha="center", fontsize=14, color="gray", transform=ax.transAxes
+        )
     return fig
 
 
