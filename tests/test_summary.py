@@ -294,3 +294,17 @@ def test_pr_curves_label_recall_under_every_column(monkeypatch):
     }
     assert labelled == set(range(6))
     assert fig._suptitle.get_text().startswith("Precision-recall curve of each category, 40 persons\n")
+
+
+def test_a_photo_without_persons_counts_as_an_image_without_people(folder_table, tmp_path):
+    """'emoctx predict' gives such a photo one row with no person: an image, not a person, not an error."""
+    empty = dict.fromkeys(COLUMNS)
+    empty.update(source="landscape.jpg", frame=-1, width=400, height=300, model="m@0")
+    table = pd.concat([folder_table, pd.DataFrame([empty], columns=list(COLUMNS))], ignore_index=True)
+    s = summarize_folder(table, tmp_path)
+    overview = dict(zip(s.overview["metric"], s.overview["value"]))
+    assert (overview["files"], overview["images"], overview["images with people"]) == (6, 4, 3)
+    assert (overview["people"], overview["error rows"]) == (5, 2)
+    assert dict(zip(s.people_per_image["people"], s.people_per_image["images"])) == {0: 1, 1: 2, 3: 1}
+    text = (tmp_path / "summary.md").read_text()
+    assert "one row without a person, counted here among the images" in text and "writes no row" not in text

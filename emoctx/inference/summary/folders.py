@@ -172,8 +172,9 @@ def _folder_markdown(s: FolderSummary, threshold: float | None) -> str:
         "",
         markdown_table(s.overview),
         "",
-        "Images are those with a row in the table: 'emoctx predict' writes no row for an image in which "
-        "nobody was detected.",
+        "Images are those with a row in the table: 'emoctx predict' gives an image in which nobody was found "
+        "one row without a person, counted here among the images (not among those with people). Files that "
+        "could not be read are counted under errors.",
         "",
         "## Categories",
         "",
