@@ -28,6 +28,8 @@ ONE_IDEA = {
     "inference/draw.py": "an annotated image: boxes, panels placed off the heads, values, legend",
     "losses.py": "the training losses (categories, V/A/D, expressions) and how the tasks are combined",
     "models/network.py": "EmotionNet: its streams (a face a person may lack), fusion and heads",
+    "evaluation/predictions.py": "the predictions table: written, read from any system, paired with the records",
+    "annotate/tasks.py": "Label Studio tasks: the photos found, pre-annotated by the model, written as tasks",
 }
 
 

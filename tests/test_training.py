@@ -67,6 +67,9 @@ def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
     assert {f"test/vad_mae/{d}" for d in labels.VAD_NAMES} <= set(results)
     assert any(k.startswith("test/ap/") for k in results)
     assert list((run / "wandb").glob("offline-run-*")), "wandb logged offline into the run folder"
+    import wandb
+
+    assert wandb.run is None, "the wandb run is finished: a next training in this process starts its own"
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["net"]["init_args"]["streams"]["body"]["backbone"] == "test_resnet"
 

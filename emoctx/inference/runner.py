@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from emoctx.errors import EmoctxError
+from emoctx.inference.console import ConsoleLines
 from emoctx.inference.draw import annotate, save_annotated
 from emoctx.inference.predictor import Predictor
 from emoctx.inference.sources import Source, expand_sources, kind_of, reaches
@@ -158,51 +159,6 @@ def check_output(
     return out
 
 
-class _Console:
-    """The per-photo (and per-video) lines of a run, printed beside the progress bar (``lines`` of them)."""
-
-    def __init__(self, bar: Any, lines: int | None) -> None:
-        self.bar = bar
-        self.limit = lines
-        self.shown = 0
-        self.videos: dict[str, dict[str, Any]] = {}
-
-    def _print(self, text: str) -> None:
-        if self.limit is not None and self.shown >= self.limit:
-            if self.shown == self.limit and self.limit > 0:
-                self.bar.write(
-                    "... further photos and videos are not listed here (--verbose lists every one); "
-                    "the table has them all"
-                )
-                self.shown += 1
-            return
-        self.bar.write(printable(text))
-        self.shown += 1
-
-    def result(self, result: Any) -> None:
-        if self.limit == 0:
-            return
-        if result.frame < 0:  # a photo, or a file that could not be read
-            self._print(result.describe())
-            return
-        video = self.videos.setdefault(
-            result.source or "", {"frames": 0, "persons": 0, "tracks": set(), "errors": 0}
-        )
-        video["errors"] += result.error is not None
-        if result.error is None:
-            video["frames"] += 1
-            video["persons"] += len(result.persons)
-            video["tracks"].update(p.track_id for p in result.persons if p.track_id is not None)
-        if result.source_done:
-            v = self.videos.pop(result.source or "")
-            text = f"{result.source}: {v['frames']} frame(s), {v['persons']} person row(s)"
-            if v["tracks"]:
-                text += f", {len(v['tracks'])} track(s)"
-            if v["errors"]:
-                text += f", {v['errors']} error row(s)"
-            self._print(text)
-
-
 def _resume_groups(specs: Sequence[Source], groups: Sequence[int]) -> Any:
     """The filter of finished sources that keeps whole groups only (see :meth:`Predictor.groups`)."""
     members: dict[int, list[str]] = {}
@@ -324,7 +280,7 @@ def _predict_locked(
     bar = progress_bar(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="predict")
     writers: dict[str, VideoWriter] = {}
     pending: dict[str, list[dict[str, Any]]] = {}
-    console = _Console(bar, lines)
+    console = ConsoleLines(bar, lines)
     start = time.perf_counter()
     try:
         for result in predictor.predict_sources(

@@ -275,10 +275,6 @@ def fit(args: list[str] | None = None) -> dict[str, Any]:
     """
     cli = make_cli(args)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    dm.check_data()  # a wrong data.root is reported now, before any logger starts a run
-    Path(trainer.default_root_dir).mkdir(
-        parents=True, exist_ok=True
-    )  # the loggers' folder, before they start
     # The model file says how its inputs were made: the data module's preprocessing and settings.
     model.preprocess = dm.preprocess
     model.data_settings = {k: v for k, v in dm.hparams.items() if not str(k).startswith("_")}  # settings only
@@ -296,6 +292,8 @@ def fit(args: list[str] | None = None) -> dict[str, Any]:
             raise EmoctxError(f"{resume}: nothing to resume (no last checkpoint in this run folder)")
     if resume is not None:
         _check_resumable(Path(resume))
+    dm.check_data()  # a wrong data.root is reported now, before any logger starts a run
+    run_dir.mkdir(parents=True, exist_ok=True)  # the loggers' folder, before they start
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True)
         model.selected_checkpoint = select_best(trainer, model)
@@ -321,8 +319,25 @@ def fit(args: list[str] | None = None) -> dict[str, Any]:
         results.update(model_path=str(model_path), run_dir=str(run_dir))
         return results
     finally:
+        _finish_wandb(trainer)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # else the process aborts at exit
+
+
+def _finish_wandb(trainer: Any) -> None:
+    """End the wandb run a WandbLogger of ``trainer`` started.
+
+    Lightning leaves it open, and the next WandbLogger of the same process (a second ``fit`` from Python)
+    would reuse it: the second run's logs would land in the first run's folder.
+    """
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
 
 
 def _check_resumable(path: Path) -> None:
