@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "calibrate",
     "evaluate",
+    "compare",
     "predict",
     "predict-records",
     "summarize",

@@ -40,3 +40,9 @@ RECORDS_BATCH_SIZE = 64
 """Persons per batch."""
 RECORDS_WORKERS = 2
 """Data-loading processes."""
+
+# -- where a model runs (every command that runs one: --device) ----------------------------------------------
+DEVICE = "auto"
+"""A GPU when there is one, else the CPU."""
+DEVICE_HELP = "auto (a GPU when there is one, else the CPU), cpu, cuda (or gpu), cuda:1, mps"
+"""The values every command's ``--device`` takes."""

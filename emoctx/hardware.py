@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from emoctx.defaults import DEVICE_HELP
 from emoctx.errors import EmoctxError
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
@@ -27,11 +28,69 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU; anything else as given."""
-    if device is None or str(device) == "auto":
+def parse_device(device: str | torch.device | None, option: str = "--device") -> torch.device | None:
+    """``device`` as a :class:`torch.device` (``gpu`` is ``cuda``), ``None`` for ``auto``; not yet checked.
+
+    Raises:
+        EmoctxError: a name torch does not know, naming ``option`` and the values it takes.
+    """
+    if device is None or isinstance(device, torch.device):
+        return device
+    text = str(device).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text == "gpu" or text.startswith("gpu:"):
+        text = "cuda" + text[3:]
+    try:
+        return torch.device(text)
+    except (RuntimeError, ValueError):
+        raise EmoctxError(f"{option} {device}: not a device; use {DEVICE_HELP}") from None
+
+
+def resolve_device(device: str | torch.device | None, option: str = "--device") -> torch.device:
+    """The device to run on: ``"auto"``/``None`` -> CUDA when available, else CPU; any other one checked.
+
+    Raises:
+        EmoctxError: an unknown name, or a device this machine does not have (a GPU on a machine without
+            one, a GPU index beyond the last one), in one line naming ``option`` and what to use instead.
+    """
+    parsed = parse_device(device, option)
+    if parsed is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise EmoctxError(
+                f"{option} {device}: this machine has no CUDA GPU that torch {torch.__version__} can use; "
+                f"use {option} cpu (or {option} auto, which takes a GPU when there is one)"
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise EmoctxError(
+                f"{option} {device}: this machine has {count} CUDA GPU(s), numbered from 0 to {count - 1}"
+            )
+    elif parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise EmoctxError(f"{option} {device}: Apple's MPS is not available here; use {option} cpu")
+    return parsed
+
+
+def lightning_device(
+    device: str | torch.device | None, option: str = "--device"
+) -> tuple[str, list[int] | None]:
+    """Lightning's ``accelerator`` (and device indices, for ``cuda:1``) for a ``--device`` value.
+
+    ``auto`` -> ``("auto", None)``, ``cpu`` -> ``("cpu", None)``, ``cuda``/``gpu`` -> ``("gpu", None)``,
+    ``cuda:1`` -> ``("gpu", [1])``, ``mps`` -> ``("mps", None)``; the device is checked as
+    :func:`resolve_device` checks it (``auto`` is not: Lightning picks what there is).
+    """
+    parsed = parse_device(device, option)
+    if parsed is None:
+        return "auto", None
+    resolve_device(device, option)
+    if parsed.type == "cuda":
+        return "gpu", None if parsed.index is None else [parsed.index]
+    return parsed.type, None
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -175,14 +175,15 @@ def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 def check_output_file(
     path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), option: str = "--out"
 ) -> Path:
-    """Refuse an output file path that is a folder or one of the command's inputs (never written over).
+    """Refuse an output file path that is a folder (or ends in ``/``) or one of the command's inputs.
 
     Raises:
         EmoctxError: naming the path and what to do.
     """
+    text = os.fspath(path)
     path = Path(path)
-    if path.is_dir():
-        raise EmoctxError(f"{option} {path} is a folder; give the path of a file to write")
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        raise EmoctxError(f"{option} {text} is a folder; give the path of a file to write")
     for item in inputs:
         if item is not None and os.path.exists(item) and same_path(path, item):
             raise EmoctxError(

@@ -18,9 +18,8 @@ emoctx synth --out "$OUT/synth" --seed 0 --overwrite
 
 echo "== 2/4  train configs/synth_tiny.yaml -> $OUT/train"
 rm -rf "$OUT/train"
-emoctx train --config configs/synth_tiny.yaml --data.root "$OUT/synth" \
-    --trainer.default_root_dir "$OUT/train" --trainer.logger.init_args.save_dir "$OUT/train" \
-    --trainer.enable_progress_bar false
+# one line per epoch (train loss, val mAP, the best so far, time); a progress bar in a terminal
+emoctx train --config configs/synth_tiny.yaml --data.root "$OUT/synth" --trainer.default_root_dir "$OUT/train"
 
 echo "== 3/4  evaluate on the test split -> $OUT/eval"
 emoctx evaluate --model "$MODEL" --records "$OUT/synth/annotations/test.parquet" --root "$OUT/synth" \

@@ -35,6 +35,19 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
+def _log_levels():
+    """Each test starts with the logger levels of the one before it undone: code run in-process that quiets
+    logging for its own run (scripts/bench.py, predict --quiet) would hide the INFO lines later tests read."""
+    import logging
+
+    names = ("emoctx", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     import random
 

@@ -68,8 +68,11 @@ def test_records_commands_default_to_the_librarys_parameters():
     ):
         assert args.batch_size == _default(function, "batch_size"), function.__name__
         assert args.workers == _default(function, "num_workers"), function.__name__
-    for option in ("accelerator", "devices", "strategy", "num_nodes", "precision"):
+    for option in ("devices", "strategy", "num_nodes", "precision"):
         assert getattr(records, option) == _default(predict_records, option), option
+    from emoctx.hardware import lightning_device
+
+    assert lightning_device(records.device) == (_default(predict_records, "accelerator"), None)
     assert evaluate.ap_variant == _default(evaluate_model, "ap_variant")
     assert evaluate.min_annotators == _default(evaluate_model, "min_annotators")
     assert calibrate.rule == _default(calibrate_model, "rule")
@@ -87,6 +90,7 @@ def test_annotate_detector_options_are_the_detectors():
 
 def test_the_library_checks_workers_once(tiny_model_path, tmp_path, capsys):
     image = tmp_path / "a.jpg"
+    image.write_bytes(b"")  # it exists: a source that names nothing is refused before anything else
     status = main(
         [
             "predict",

@@ -155,6 +155,16 @@ def test_box_files_in_three_formats(tmp_path):
     assert BoxFileDetector(rel).boxes_for(str(tmp_path / "sub" / "pic.png"))[0].box == (1, 1, 9, 9)
 
 
+def test_box_file_log_counts_each_box_once(tmp_path, caplog):
+    """Each entry is looked up under two keys (as written and from the box file's folder): counted once."""
+    rows = [{"image": f"img{i % 2}.jpg", "x1": i, "y1": 0, "x2": i + 9, "y2": 9} for i in range(6)]
+    path = tmp_path / "boxes.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    caplog.set_level("INFO", logger="emoctx.inference.box_file")
+    BoxFileDetector(path)
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: 6 boxes for 2 images/frames"]
+
+
 @pytest.mark.parametrize(
     ("content", "match"),
     [

@@ -1,5 +1,6 @@
 """Scale-out prediction from records with Trainer.predict: 2 DDP processes, shards, merge, exactly-once output."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 
 from emoctx import labels
 from emoctx.checkpoint import describe, load_model, save_model
+from emoctx.cli import main
 from emoctx.data.dataset import collate
 from emoctx.data.records import read_records, write_records
 from emoctx.data.synth import generate
@@ -101,13 +103,39 @@ def test_single_process_writes_every_record(setup, single):
         assert row["dominant_category"] == (max(listed, key=probs.get) if listed else None)
 
 
+def test_the_command_prints_its_summary_once(setup, tmp_path, capsys, caplog):
+    caplog.set_level("DEBUG")
+    out = tmp_path / "cli.parquet"
+    argv = ["predict-records", "--model", str(setup["model"]), "--records", str(setup["records"])]
+    argv += [
+        "--root",
+        str(setup["root"]),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    shown = [line for line in (captured.out + captured.err).splitlines() if "people predicted by" in line]
+    shown += [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.INFO and "people predicted" in r.getMessage()
+    ]
+    assert len(shown) == 1 and shown[0].startswith("7 people predicted by 1 process(es)"), shown
+
+
 def test_two_ddp_processes_give_every_record_once_and_the_same_values(setup, single):
     out = setup["dir"] / "ddp.parquet"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable, "-m", "emoctx", COMMAND,
         "--model", str(setup["model"]), "--records", str(setup["records"]), "--root", str(setup["root"]),
-        "--out", str(out), "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+        "--out", str(out), "--device", "cpu", "--devices", "2", "--strategy", "ddp",
         "--batch-size", "2", "--workers", "0", "--no-progress",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -338,12 +338,51 @@ def test_model_agrees_like_the_annotator_it_copies(synth, tmp_path):
             assert k0["model"][key] == pytest.approx(value, abs=1e-12), (part, key)
 
 
-def test_evaluate_model_on_missing_root_is_a_clear_error(model_file, synth, tmp_path):
-    with pytest.raises(EmoctxError, match="no person with a readable image"):
-        evaluate_model(
-            model_file, synth / "annotations" / "test.parquet", tmp_path, tmp_path / "out", num_workers=0,
-            progress=False,
-        )  # fmt: skip
+def test_a_wrong_root_fails_fast_with_one_example_and_a_hint(
+    model_file, synth, tmp_path, monkeypatch, capsys, caplog
+):
+    """A root under which most images are missing is one error before the model is loaded (not a warning per
+    person, then an error): one example path, and the folder nearby that holds the images."""
+    import emoctx.checkpoint
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the root was checked")
+
+    records = synth / "annotations" / "test.parquet"
+    monkeypatch.setattr(emoctx.checkpoint, "load_model", no_model)
+    for run in (
+        lambda root: evaluate_model(
+            model_file, records, root, tmp_path / "out", num_workers=0, progress=False
+        ),
+        lambda root: calibrate_model(
+            model_file, records, root, out=tmp_path / "c.safetensors", num_workers=0
+        ),
+    ):
+        with pytest.raises(EmoctxError) as err:
+            run(tmp_path)
+        text = str(err.value)
+        assert f"--root {tmp_path}:" in text and "are not there (e.g. " in text and "images/" in text
+        assert text.endswith(f"did you mean --root {synth}?")
+        with pytest.raises(EmoctxError, match="no such folder"):
+            run(tmp_path / "missing")
+    monkeypatch.undo()
+    # On the command line: one line, no warning per person.
+    assert cli.main(["evaluate", "--model", str(model_file), "--records", str(records), "--root", str(tmp_path),
+                     "--out", str(tmp_path / "out"), "--workers", "0", "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "skipping item" not in err
+    # A few images missing (not most): their persons are left out with one warning, the rest evaluated.
+    partial = tmp_path / "partial"
+    shutil.copytree(synth, partial)
+    df = read_records(records)
+    first = sorted(set(df["image"]))[0]
+    (partial / first).unlink()
+    caplog.set_level("WARNING")
+    result = evaluate_model(model_file, records, partial, tmp_path / "out2", num_workers=0, progress=False)
+    assert result.metrics["records"]["num_skipped"] == int((df["image"] == first).sum()) > 0
+    assert any(
+        "1 of " in r.getMessage() and "their persons are left out" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_training_stores_thresholds_fitted_on_val(synth, tmp_path):
@@ -371,3 +410,110 @@ def test_evaluation_masks_the_subject_as_the_model_says_unless_told_otherwise(mo
     assert not records_transform(info).cfg.mask_subject
     masked = records_transform(info, mask_subject=True).cfg
     assert masked.mask_subject and masked == info.preprocessing.with_mask(True)
+
+
+def test_report_explains_its_figures(evaluated, synth, tmp_path):
+    """report.md and metrics.json say what their figures are: units, chance AP beside each category, why the
+    agreement table's V/A/D MAE differs from the headline one, and group mAPs over the categories they share."""
+    doc = json.loads((evaluated / "metrics.json").read_text())
+    report = (evaluated / "report.md").read_text()
+    test = read_records(synth / "annotations" / "test.parquet")
+    positives = category_matrix(test).sum(axis=0)
+    # Chance level: the share of positives, per category, in metrics.json and beside each AP in the report.
+    assert doc["chance_ap"] == pytest.approx({s: n / len(test) for s, n in zip(labels.SLUGS, positives)})
+    assert "| Category | Positives | AP (%) | Chance AP (%) |" in report
+    slug = next(s for s in labels.SLUGS if doc["overall"].get(f"ap/{s}") is not None)
+    name = labels.CATEGORIES[labels.SLUGS.index(slug)]
+    row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+    assert f"| {100 * doc['chance_ap'][slug]:.2f} |" in row, row
+    # Units: named in metrics.json (fractions) and in the report (percent, 1-10 points).
+    assert doc["units"]["ap, mAP, chance_ap, precision, recall, f1, jaccard, sagr, prevalence"].startswith(
+        "fractions of 1"
+    )
+    assert "**Units**" in report and "fractions of 1" in report and "V/A/D MAE (1-10 points)" in report
+    # The agreement table's V/A/D errors have another reference than the headline's: said, with the figure.
+    headline = f"{doc['overall']['vad_mae']:.3f}"
+    assert "different references, so different figures" in report and f"({headline} there)" in report
+    # Per-group mAPs over the categories every group shares, the overall mAP over them too.
+    for col, groups in doc["breakdowns"].items():
+        shared = doc["breakdowns_shared"][col]
+        assert shared["categories"] == [
+            s for s in labels.SLUGS if all(g.get(f"ap/{s}") is not None for g in groups.values())
+        ]
+        for group, figures in groups.items():
+            expect = np.mean([figures[f"ap/{s}"] for s in shared["categories"]])
+            assert shared["mAP"][group] == pytest.approx(expect, abs=1e-12)
+        expect = np.mean([doc["overall"][f"ap/{s}"] for s in shared["categories"]])
+        assert shared["overall_mAP"] == pytest.approx(expect, abs=1e-12)
+        assert (
+            f"### By {col}\n\nShared categories: {len(shared['categories'])} of {labels.NUM_CATEGORIES}; "
+            f"overall mAP over them: {100 * shared['overall_mAP']:.2f}%." in report
+        )
+    assert "mAP over shared categories (%)" in report and "can exceed the overall one" in report
+
+
+def test_model_description_leaves_out_lightning_internal_keys(synth, tmp_path):
+    """A model file written before these keys were left out still evaluates without them in metrics.json."""
+    torch.manual_seed(0)
+    stream = {"backbone": "test_resnet", "input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    net = EmotionNet({"body": stream}, hidden=8, dropout=0.0)
+    training = {"_instantiator": "lightning.pytorch.cli.instantiate_module", "lr": 0.1}
+    training["data"] = {"_instantiator": "x", "batch_size": 4}
+    path = tmp_path / "model.safetensors"
+    save_model(path, net, describe(net, training=training))
+    doc = evaluate_model(
+        path, synth / "annotations" / "test.parquet", synth, tmp_path / "e", num_workers=0, progress=False,
+        plots=False,
+    ).metrics  # fmt: skip
+    assert doc["source"]["training"] == {"lr": 0.1, "data": {"batch_size": 4}}
+    assert "_instantiator" not in (tmp_path / "e" / "metrics.json").read_text()
+    assert "_instantiator" not in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_compare_puts_evaluations_side_by_side(evaluated, calibrated, synth, tmp_path, capsys):
+    records = synth / "annotations" / "test.parquet"
+    # A second system: the same predictions with every score reversed (a worse ranking).
+    preds = pd.read_parquet(evaluated / "predictions.parquet")
+    for col in preds.columns:
+        if col.startswith(("p_", "raw_")):
+            preds[col] = 1.0 - preds[col]
+    preds.to_parquet(tmp_path / "reversed.parquet")
+    other = tmp_path / "reversed"
+    evaluate_predictions(tmp_path / "reversed.parquet", records, other, thresholds=calibrated, plots=False)
+    out = tmp_path / "cmp"
+    assert cli.main(["compare", str(evaluated), str(other / "metrics.json"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (evaluated, other))
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table["evaluation"]) == [evaluated.name, "reversed"]
+    assert list(table["mAP (%)"]) == pytest.approx(
+        [100 * a["overall"]["mAP"], 100 * b["overall"]["mAP"]], abs=0.01
+    )
+    assert list(table["persons evaluated"]) == [len(read_records(records))] * 2
+    assert "mAP (%)" in printed and "reversed" in printed and "comparison.md" in printed
+    md = (out / "comparison.md").read_text()
+    best = max(a["overall"]["mAP"], b["overall"]["mAP"])
+    assert f"**{100 * best:.2f}**" in md and "chance AP (%)" in md
+    slug = next(s for s in labels.SLUGS if a["overall"].get(f"ap/{s}") is not None)
+    name = labels.CATEGORIES[labels.SLUGS.index(slug)]
+    row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
+    assert row.rstrip(" |").endswith(f"{100 * a['chance_ap'][slug]:.2f}"), row
+    # Evaluations that do not compare are refused, naming what differs; --allow-different writes a caution.
+    voc = json.loads((other / "metrics.json").read_text())
+    voc["ap_variant"] = "voc"
+    (tmp_path / "voc.json").write_text(json.dumps(voc))
+    argv = ["compare", str(evaluated), str(tmp_path / "voc.json"), "--out", str(tmp_path / "c2")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "AP variants differ" in err and "--allow-different" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c2").exists()
+    assert cli.main([*argv, "--allow-different", "--names", "mine", "theirs"]) == 0
+    md = (tmp_path / "c2" / "comparison.md").read_text()
+    assert "**Caution: not comparable as they stand.** AP variants differ" in md and "| mine |" in md
+    for argv, message in [
+        (["compare", str(evaluated), "--out", str(tmp_path / "c3")], "at least two evaluations"),
+        (["compare", str(evaluated), str(tmp_path / "nope"), "--out", str(tmp_path / "c3")], "no such file"),
+        (["compare", str(evaluated), str(records), "--out", str(tmp_path / "c3")], "cannot be read as JSON"),
+    ]:
+        assert cli.main(argv) == 2
+        assert message in capsys.readouterr().err

@@ -4,6 +4,7 @@ scene sharing against per-person forwards, bf16 against fp32, and a real photo w
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import cv2
@@ -117,11 +118,17 @@ def reference(folder, model_path, tmp_path_factory):
 def test_folder_jsonl_columns_and_values(reference, folder, model_path):
     df = read_prediction_table(reference)
     assert list(df.columns) == list(COLUMNS)
-    ok = df[df["error"].isna()]
     layout = folder["layout"]
     expected_persons = sum(len(b) for b in layout.values())
-    assert len(ok) == expected_persons  # the image without persons gives no row
-    assert not (df["source"].str.endswith("empty_scene.jpg")).any()
+    # The photo without persons keeps one row: person, box, scores, categories and V/A/D null, its size set.
+    (empty,) = df.index[df["source"].str.endswith("empty_scene.jpg")]
+    row = df.loc[empty]
+    assert pd.isna(row["person"]) and pd.isna(row["error"]) and row["frame"] == -1
+    assert row[["x1", "y1", "x2", "y2", *PROB_COLUMNS, *labels.VAD_NAMES]].isna().all()
+    assert row["categories"] is None and row["dominant_category"] is None
+    assert (row["width"], row["height"]) == (320, 240) and row["model"].startswith("model.safetensors@")
+    ok = df[df["error"].isna() & df["person"].notna()]
+    assert len(ok) == expected_persons
     # rows follow the sorted folder order, persons in box-file order
     sources = [Path(s).relative_to(folder["images"]).as_posix() for s in ok["source"]]
     assert sources == [n for n in sorted(layout) for _ in layout[n]]
@@ -171,8 +178,10 @@ def test_dominant_category_is_the_most_probable_predicted_one():
 def test_bad_files_give_error_rows_and_the_rest_goes_on(reference, folder):
     df = read_prediction_table(reference)
     errors = df[df["error"].notna()].set_index(df[df["error"].notna()]["source"].map(lambda s: Path(s).name))
-    assert set(errors.index) == {"corrupt.jpg", "empty.jpg", "notes.jpg", "data.xyz"}
-    for name in ("corrupt.jpg", "empty.jpg", "notes.jpg", "data.xyz"):
+    # data.xyz, neither an image nor a video, is skipped in the folder (as yolo predict skips it)
+    assert set(errors.index) == {"corrupt.jpg", "empty.jpg", "notes.jpg"}
+    assert not df["source"].str.endswith("data.xyz").any()
+    for name in ("corrupt.jpg", "empty.jpg", "notes.jpg"):
         message = errors.loc[name, "error"]
         assert name in message, message
         assert errors.loc[name, [*PROB_COLUMNS, "valence", "model", "width", "frame"]].isna().all()
@@ -181,10 +190,40 @@ def test_bad_files_give_error_rows_and_the_rest_goes_on(reference, folder):
     assert (
         "truncated" in errors.loc["corrupt.jpg", "error"] or "corrupt" in errors.loc["corrupt.jpg", "error"]
     )
-    assert "unsupported file type '.xyz'" in errors.loc["data.xyz", "error"]
     # e.jpg: the box that runs past the border is clipped and predicted; no error there
-    e_rows = df[df["source"].str.endswith("e.jpg")]
+    e_rows = df[df["source"].map(lambda s: Path(s).name == "e.jpg")]
     assert e_rows["error"].isna().all() and len(e_rows) == 2
+
+
+def test_folders_skip_files_that_are_not_media_but_named_files_are_checked(
+    folder, model_path, tmp_path, caplog
+):
+    """A folder of photos holds notes, thumbnails databases, sidecars and the box file itself: skipped (and
+    counted in the log); a file of another type named on its own is an error row; every photo has a row."""
+    images = tmp_path / "photos"
+    shutil.copytree(folder["images"], images)
+    (images / "notes.txt").write_text("taken at the beach")
+    (images / "Thumbs.db").write_bytes(b"\x00\x01")
+    (images / "a.xmp").write_text("<x:xmpmeta/>")
+    shutil.copy(folder["boxes"], images / "boxes.csv")
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "t.jsonl"
+    argv = ["predict", str(images), str(folder["images"] / "data.xyz"), "--model", str(model_path)]
+    assert main([*argv, "--boxes", str(images / "boxes.csv"), "--out", str(out), "--no-progress"]) == 0
+    df = read_prediction_table(out)
+    names = {Path(s).name for s in df["source"]}
+    assert not names & {"notes.txt", "Thumbs.db", "a.xmp", "boxes.csv"}
+    errors = df[df["error"].notna()]
+    assert (
+        "unsupported file type '.xyz'"
+        in errors.loc[errors["source"].str.endswith("data.xyz"), "error"].item()
+    )
+    photos = {p.name for p in images.rglob("*") if p.suffix in (".jpg", ".png")}
+    assert photos <= names  # every photo has its row(s), the one without persons too
+    skipped = [
+        r.getMessage() for r in caplog.records if "neither images nor videos skipped" in r.getMessage()
+    ]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{images}: 5 file(s)"), skipped  # data.xyz too
 
 
 def test_csv_and_parquet_match_jsonl(reference, folder, model_path, tmp_path):
@@ -198,8 +237,8 @@ def test_csv_and_parquet_match_jsonl(reference, folder, model_path, tmp_path):
     raw = pd.read_csv(tmp_path / "out.csv")
     assert raw["categories"].dropna().str.contains("Affection").all()  # ";"-joined names in CSV
     assert list(pd.read_parquet(tmp_path / "out.parquet").columns) == list(COLUMNS)
-    # --format overrides the suffix
-    out = tmp_path / "table.txt"
+    # --format names the format of a file without a suffix
+    out = tmp_path / "table"
     assert _predict(folder, model_path, out, "--workers", "0", "--format", "csv") == 0
     assert out.read_text().startswith("source,frame,time_s,person,track_id,x1")
 
@@ -233,10 +272,10 @@ def test_resume_after_interruption_equals_uninterrupted(reference, folder, model
     )
     assert _predict(folder, model_path, out, "--workers", "0", "--resume") == 0
     assert not sidecar.exists()
-    n_sources = 10  # 6 photos + 4 bad files
-    # Resumed by whole groups (16 images at --batch-size 4): the unfinished group is done again, every image
-    # but data.xyz (never decoded); tests/test_predict_reliability.py resumes after a finished group.
-    assert len(decoded) == n_sources - 1
+    n_sources = 9  # 6 photos + 3 bad images (data.xyz, not an image, is skipped in the folder)
+    # Resumed by whole groups (16 images at --batch-size 4): the unfinished group is done again, every image;
+    # tests/test_predict_reliability.py resumes after a finished group.
+    assert len(decoded) == n_sources
     assert out.read_bytes() == reference.read_bytes()
 
 

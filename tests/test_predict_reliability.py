@@ -458,8 +458,8 @@ def test_other_commands_never_write_over_an_input_or_into_a_wrong_kind_of_path(
             "is one of the inputs",
         ),
         (  # the table itself would be replaced by the summary written after it
-            _argv(photos, tiny_model_path, summary_dir / "summary.md", "--summary", str(summary_dir)),
-            "writing summary.md there would replace the input",
+            _argv(photos, tiny_model_path, summary_dir / "overview.csv", "--summary", str(summary_dir)),
+            "writing overview.csv there would replace the input",
         ),
     ]
     for argv, message in cases:

@@ -134,7 +134,7 @@ def test_a_model_trained_with_masking_is_masked_everywhere(synth, tmp_path, monk
 
     # predict-records (Lightning's Trainer.predict over the records).
     assert main(["predict-records", "--model", str(model), "--records", str(synth / "annotations" / "test.parquet"),
-                 "--root", str(synth), "--out", str(tmp_path / "pr.parquet"), "--accelerator", "cpu",
+                 "--root", str(synth), "--out", str(tmp_path / "pr.parquet"), "--device", "cpu",
                  "--workers", "0", "--no-progress"]) == 0  # fmt: skip
     assert Counter(seen.take()) == _expected(info, test)
 

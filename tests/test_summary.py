@@ -232,3 +232,79 @@ def test_summarize_names_an_unsupported_table_type(tmp_path, capsys):
     assert main(["summarize", str(readme), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "'.md' is not a prediction table type" in err and ".jsonl" in err and "not valid JSON" not in err
+
+
+def test_categories_plot_scale_labels_and_title():
+    """The axis runs to the largest value (not always 100%), each count sits right of both its bar and its
+    marker, and the title says what is plotted."""
+    from emoctx.inference.summary.folders import _categories_figure
+
+    people = np.array([58, 30, 12] + [0] * (labels.NUM_CATEGORIES - 3))
+    mean_prob = np.array([0.40, 0.45, 0.20] + [0.01] * (labels.NUM_CATEGORIES - 3))
+    categories = pd.DataFrame(
+        {
+            "category": labels.CATEGORIES,
+            "people": people,
+            "share": people / 100,
+            "mean_probability": mean_prob,
+        }
+    )
+    fig = _categories_figure(categories, 100, None)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    assert 58 < ax.get_xlim()[1] < 75
+    assert (
+        ax.get_title()
+        == "Share of the 100 people predicted to show each emotion category (at the model's thresholds)"
+    )
+    by_row = dict(zip(categories.sort_values(["people", "mean_probability"])["category"], range(26)))
+    texts = {round(t.get_position()[1]): t for t in ax.texts}
+    for name, share, prob in [("Affection", 58, 40), ("Anger", 30, 45), ("Annoyance", 12, 20)]:
+        label = texts[by_row[name]]
+        assert label.get_text() == str(share) and label.get_position()[0] > max(share, prob)
+    empty = _categories_figure(categories.assign(people=0, share=0.0), 0, 0.5)
+    empty.canvas.draw()
+    (ax,) = empty.axes
+    (note,) = ax.texts
+    assert note.get_text() == "no people detected" and note.get_transform() == ax.transAxes
+    assert ax.get_title().endswith("(at probability >= 0.5)")
+
+
+def test_pr_curves_label_recall_under_every_column(monkeypatch):
+    from emoctx.evaluation import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    rng = np.random.default_rng(0)
+    scores, targets = rng.random((40, 26)), (rng.random((40, 26)) < 0.3).astype(int)
+    doc = {
+        "overall": {"num_persons": 40, **{f"ap/{s}": 0.5 for s in labels.SLUGS}},
+        "source": {"path": "m.safetensors"},
+        "records": {"path": "t.parquet"},
+    }
+    plots.plot_pr_curves("unused.png", scores, targets, doc)
+    (fig,) = figures
+    fig.canvas.draw()
+    labelled = {
+        ax.get_subplotspec().colspan.start
+        for ax in fig.axes
+        if ax.get_visible()
+        and ax.get_subplotspec() is not None
+        and any(t.get_visible() and t.get_text() for t in ax.get_xticklabels())
+    }
+    assert labelled == set(range(6))
+    assert fig._suptitle.get_text().startswith("Precision-recall curve of each category, 40 persons\n")
+
+
+def test_a_photo_without_persons_counts_as_an_image_without_people(folder_table, tmp_path):
+    """'emoctx predict' gives such a photo one row with no person: an image, not a person, not an error."""
+    empty = dict.fromkeys(COLUMNS)
+    empty.update(source="landscape.jpg", frame=-1, width=400, height=300, model="m@0")
+    table = pd.concat([folder_table, pd.DataFrame([empty], columns=list(COLUMNS))], ignore_index=True)
+    s = summarize_folder(table, tmp_path)
+    overview = dict(zip(s.overview["metric"], s.overview["value"]))
+    assert (overview["files"], overview["images"], overview["images with people"]) == (6, 4, 3)
+    assert (overview["people"], overview["error rows"]) == (5, 2)
+    assert dict(zip(s.people_per_image["people"], s.people_per_image["images"])) == {0: 1, 1: 2, 3: 1}
+    text = (tmp_path / "summary.md").read_text()
+    assert "one row without a person, counted here among the images" in text and "writes no row" not in text

@@ -1,6 +1,7 @@
 """Training end to end on a tiny EMOTIC-synth: model files, resuming, safe loading, the paper config, DDP."""
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -38,7 +39,7 @@ def _args(root, run_dir, *extra, config=TINY, logger=False):
         "--config", config,
         "--data.root", str(root),
         "--trainer.default_root_dir", str(run_dir),
-        *(["--trainer.logger.init_args.save_dir", str(run_dir)] if logger else ["--trainer.logger", "false"]),
+        *([] if logger else ["--trainer.logger", "false"]),  # the config's logger writes into the run folder
         "--trainer.enable_progress_bar", "false",
         "--data.num_workers", "0",
         "--data.batch_size", "16",
@@ -66,6 +67,9 @@ def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
     assert {f"test/vad_mae/{d}" for d in labels.VAD_NAMES} <= set(results)
     assert any(k.startswith("test/ap/") for k in results)
     assert list((run / "wandb").glob("offline-run-*")), "wandb logged offline into the run folder"
+    import wandb
+
+    assert wandb.run is None, "the wandb run is finished: a next training in this process starts its own"
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["net"]["init_args"]["streams"]["body"]["backbone"] == "test_resnet"
 
@@ -84,7 +88,7 @@ def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
     torch.testing.assert_close(a["logits"], b["logits"])
 
 
-def test_saved_model_is_the_best_validation_epoch(synth_root, tmp_path, monkeypatch):
+def test_saved_model_is_the_best_validation_epoch(synth_root, tmp_path, monkeypatch, caplog):
     """3 epochs whose validation mAP goes up, then down: the model file holds the best epoch's weights with
     --skip_test too (no test step to reload them), and says which epoch that was. The first epoch runs with
     the backbones frozen (a warm-up of the head)."""
@@ -107,9 +111,10 @@ def test_saved_model_is_the_best_validation_epoch(synth_root, tmp_path, monkeypa
             state = self.trainer.optimizers[0].state
             assert not any(p in state for p in self.net.backbone_parameters())
             assert all(p in state for p in self.net.head_parameters())
-        self.log("val/mAP", scripted[self.current_epoch])
+        self.log("val/mAP", scripted[self.current_epoch], prog_bar=True)  # as the module logs it
 
     monkeypatch.setattr(EmotionModule, "_log_metrics", log_metrics)
+    caplog.set_level(logging.INFO)
     run = tmp_path / "run"
     results = train(
         _args(
@@ -134,6 +139,15 @@ def test_saved_model_is_the_best_validation_epoch(synth_root, tmp_path, monkeypa
         and selected["score"] == pytest.approx(0.9)
         and selected["monitor"] == "val/mAP"
     )
+    # One line per epoch, with the best so far (epochs counted from 1 there).
+    lines = [r.getMessage() for r in caplog.records if r.name == "emoctx.training.progress"]
+    assert [
+        re.sub(r"train loss \d+\.\d+", "train loss L", re.sub(r", \d+ s$", "", line)) for line in lines
+    ] == [
+        "epoch 1/3: train loss L, val mAP 30.00% (best 30.00%, epoch 1)",
+        "epoch 2/3: train loss L, val mAP 90.00% (best 90.00%, epoch 2)",
+        "epoch 3/3: train loss L, val mAP 50.00% (best 90.00%, epoch 2)",
+    ]
     # Thresholds were calibrated on the saved (best) weights, after the selection.
     assert set(info.thresholds) == set(labels.SLUGS)
 

@@ -287,6 +287,9 @@ def photos_from_predictions(
         if not (_present(row.get("width")) and _present(row.get("height"))):
             skipped.append(Skipped(source, "the table gives no image size (width, height)"))
             continue
+        if not all(_present(row.get(c)) for c in ("x1", "y1", "x2", "y2")):  # a photo without a person
+            photos.setdefault(image, Photo(image, int(row["width"]), int(row["height"])))
+            continue
         photo = photos.get(image)
         if photo is None:
             photo = photos[image] = Photo(image, int(row["width"]), int(row["height"]))

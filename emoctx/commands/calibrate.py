@@ -7,8 +7,8 @@ precision and recall are closest. A category without positive validation example
 and evaluation then use these thresholds.
 
 Example:
-  emoctx calibrate runs/synth_tiny/model.safetensors --records runs/demo/synth/annotations/val.parquet \
-      --root runs/demo/synth
+  emoctx calibrate runs/demo/train/model.safetensors --records runs/demo/synth/annotations/val.parquet \
+      --root runs/demo/synth --out runs/demo/calibrated.safetensors
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emoctx.commands.options import add_records_run_options
+from emoctx.commands.options import add_device_option, add_records_run_options
 
 HELP = "fit per-category decision thresholds on validation records and store them in the model"
 
@@ -38,12 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
-        metavar="MODEL_OUT",
+        metavar="MODEL_OUT",  # a str: a trailing '/' (a folder) is kept to be refused
         help="write the calibrated model here (.safetensors) instead of rewriting MODEL",
     )
     add_records_run_options(parser)
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: GPU if available)")
+    add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -51,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
     """Calibrate and print the thresholds."""
     from emoctx import labels
     from emoctx.evaluation.calibrate import calibrate_model
+    from emoctx.hardware import resolve_device
     from emoctx.io import check_output_file
 
     if args.out is not None:  # the model itself may be named: that is rewriting it, as without --out
         check_output_file(args.out, [args.records])
+    resolve_device(args.device)  # a missing GPU is reported before any work
 
     cal = calibrate_model(
         args.model,

@@ -5,14 +5,16 @@ Two forms:
   emoctx evaluate --model MODEL --records test.parquet --root DIR --out OUTDIR
       runs an emoctx model on every person of the records with its ground-truth box (persons whose image
       cannot be read are left out and counted), and also writes OUTDIR/predictions.parquet;
-  emoctx evaluate --predictions PREDS --records test.parquet --out OUTDIR
-      scores a predictions file (.parquet, .jsonl or .csv) of any system: one row per person with 'image'
-      (relative to the dataset root, as in the records; 'source' is accepted), the box 'x1','y1','x2','y2' in pixels (or one
-      'box' column [x1, y1, x2, y2]), one score column 'p_<slug>' per category (e.g. p_happiness,
-      p_doubt_confusion) and optionally 'valence','arousal','dominance' on the 1-10 scale. Rows are paired
-      with records of the same image by box, one to one: coordinates equal within --pixel-tolerance pixels,
-      or IoU >= --min-iou. Rows that match no record are an error (the first ones are listed), and so are
-      records without a prediction unless --allow-missing. Rows with an 'error' are left out.
+  emoctx evaluate --predictions PREDS --records test.parquet [--root DIR] --out OUTDIR
+      scores a predictions file (.parquet, .jsonl or .csv) of any system, emoctx predict's tables included:
+      one row per person with 'image' (relative to the dataset root, as in the records; 'source' is
+      accepted; paths under --root DIR, as emoctx predict writes them, are taken relative to it), the box
+      'x1','y1','x2','y2' in pixels (or one 'box' column [x1, y1, x2, y2]), one score column 'p_<slug>' per
+      category (e.g. p_happiness, p_doubt_confusion) and optionally 'valence','arousal','dominance' on the
+      1-10 scale. Rows are paired with records of the same image by box, one to one: coordinates equal within
+      --pixel-tolerance pixels, or IoU >= --min-iou. Rows that match no record are an error (the first ones
+      are listed, with the --root that would pair them), and so are records without a prediction unless
+      --allow-missing. Rows with an 'error', and rows of images without a person, are left out.
 
 Outputs in OUTDIR: metrics.json (every figure, the AP variant, the identity of the model or predictions
 file and of the records, counts), report.md, ap_per_category.png, pr_curves.png, vad_scatter.png.
@@ -22,8 +24,10 @@ beside the annotators' agreement with each other. Every figure is broken down by
 source database where the records give them.
 
 Examples:
-  emoctx evaluate --model runs/synth_tiny/model.safetensors --records runs/demo/synth/annotations/test.parquet \
-      --root runs/demo/synth --out runs/synth_tiny/eval_test
+  emoctx evaluate --model runs/demo/train/model.safetensors --records runs/demo/synth/annotations/test.parquet \
+      --root runs/demo/synth --out runs/demo/eval
+  emoctx evaluate --predictions runs/demo/predict/synth_test.jsonl --records \
+      runs/demo/synth/annotations/test.parquet --root runs/demo/synth --allow-missing --out runs/demo/eval_predict
   emoctx evaluate --predictions other_system.csv --records annotations/emotic/test.parquet --out eval_other \
       --thresholds other_thresholds.json --ap-variant voc
 """
@@ -33,7 +37,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emoctx.commands.options import add_records_run_options
+from emoctx.commands.options import add_device_option, add_records_run_options
 
 HELP = "evaluate a model or a predictions file on annotated records (metrics.json, report.md, plots)"
 
@@ -51,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--records", type=Path, required=True, metavar="FILE", help="records of the split (.parquet/.jsonl)"
     )
     parser.add_argument(
-        "--root", type=Path, metavar="DIR", help="dataset root of the records' images (with --model)"
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="the dataset root the records' image paths are relative to (needed with --model; with "
+        "--predictions, prediction paths under DIR are compared relative to it)",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="OUTDIR", help="folder for the outputs")
     parser.add_argument(
@@ -89,9 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--predictions: boxes within PX pixels in every coordinate match whatever their IoU (default 1)",
     )
     add_records_run_options(parser, "--model: persons per batch", "--model: data-loading processes")
-    parser.add_argument(
-        "--device", default=None, help="--model: cuda, cuda:1, cpu... (default: GPU if available)"
-    )
+    add_device_option(parser, "--model: ")
     parser.add_argument("--no-plots", action="store_true", help="write metrics.json and report.md only")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -120,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
             raise EmoctxError("--model needs --root, the folder the records' image paths are relative to")
         if args.allow_missing:
             raise EmoctxError("--allow-missing applies to --predictions only")
+        from emoctx.hardware import resolve_device
+
+        resolve_device(args.device)  # a missing GPU is reported before any work
         result = evaluate_model(
             args.model,
             args.records,
@@ -146,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             min_iou=args.min_iou,
             pixel_tolerance=args.pixel_tolerance,
             plots=not args.no_plots,
+            root=args.root,
         )
     for line in summary_lines(result.metrics):
         print(line)

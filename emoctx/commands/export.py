@@ -7,7 +7,7 @@ file's metadata. Unless --no-check, onnxruntime runs the file on random inputs a
 largest difference from PyTorch is printed; beyond --tolerance the command fails.
 
 Examples:
-  emoctx export runs/demo/model.safetensors --out runs/demo/model.onnx
+  emoctx export runs/demo/train/model.safetensors --out runs/demo/model.onnx
   emoctx export model.safetensors --out model.onnx --opset 20 --tolerance 1e-3
 """
 

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder with model_context1.pth, model_body1.pth, model_emotic1.pth and val_thresholds.npy",
     )
-    parser.add_argument("--out", type=Path, required=True, help="the model file to write (.safetensors)")
+    parser.add_argument("--out", required=True, help="the model file to write (.safetensors)")
     parser.add_argument(
         "--context", type=Path, default=None, help="the context model (default DIR/model_context1.pth)"
     )
@@ -55,8 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Import and print what was written."""
     from emoctx.errors import EmoctxError
+    from emoctx.io import check_output_file
     from emoctx.models.baseline import find_files, import_baseline
 
+    check_output_file(args.out)  # a folder, or a name ending in '/'
+    args.out = Path(args.out)
     if args.out.suffix != ".safetensors":
         raise EmoctxError(f"{args.out}: the output must be a .safetensors file")
     overrides = {

@@ -62,3 +62,18 @@ def add_records_run_options(
         default=defaults.RECORDS_WORKERS,
         help=f"{workers} (default {defaults.RECORDS_WORKERS})",
     )
+
+
+def add_device_option(group: argparse._ActionsContainer, applies: str = "") -> None:
+    """``--device``: where the model runs, the same name and values in every command that runs a model.
+
+    Args:
+        group: the parser or argument group.
+        applies: a prefix for the help, e.g. ``"--model: "`` where the option applies to one form only.
+    """
+    group.add_argument(
+        "--device",
+        default=defaults.DEVICE,
+        metavar="DEVICE",
+        help=f"{applies}where the model runs: {defaults.DEVICE_HELP} (default {defaults.DEVICE})",
+    )

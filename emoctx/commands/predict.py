@@ -3,14 +3,17 @@ r"""Find the people in photos and videos and predict each person's emotions into
 SOURCE is any mix of image files, folders (searched recursively), glob patterns (quote them; '**' matches any
 depth) and video files. Persons are found by an ultralytics YOLO model (--detector-weights; offline, pass a
 weights file) or taken from a box file (--boxes: CSV, JSONL or Parquet with source/image, x1, y1, x2, y2 and,
-for videos, frame). The output has one row per person: source, frame (-1 for photos), person, track_id, box
-(x1 y1 x2 y2, original pixels), det_score, p_<category> for every category, categories (those above the
-model's thresholds), valence/arousal/dominance (1-10), model, error, width, height, and the face columns:
-face_x1..face_y2, face_score, face_landmarks (nose, eyes, ears), face_valence/face_arousal (from the face
-alone) and expression. Faces come from a pose model (e.g. yolo11n-pose.pt: a face box from the nose, eyes and
-ears keypoints; --keypoint-conf, --min-face) or from the box file's face columns; a detection model gives none.
-A model with a face stream reads them; persons without a face take its no-face path. A file that cannot be
-read gives one row with 'error' set; the others go on.
+for videos, frame). The output has one row per person: source, frame (-1 for photos), time_s (a video frame's
+time), person, track_id, box (x1 y1 x2 y2, original pixels), det_score, p_<category> for every category,
+categories (those above the model's thresholds), dominant_category (the most probable of those),
+valence/arousal/dominance (1-10), model, error, width, height, and the face columns: face_x1..face_y2,
+face_score, face_landmarks (nose, eyes, ears), face_valence/face_arousal (from the face alone) and expression.
+Faces come from a pose model (e.g. yolo11n-pose.pt: a face box from the nose, eyes and ears keypoints;
+--keypoint-conf, --min-face) or from the box file's face columns; a detection model gives none. A model with a
+face stream reads them; persons without a face take its no-face path. A photo without a person keeps one row
+with person empty; a file that cannot be read gives one row with 'error' set; the others go on. In a folder,
+files that are neither images nor videos (notes.txt, Thumbs.db, sidecars) are skipped; a file named on its own
+is always checked.
 
 The table is written when the run ends; meanwhile finished sources go to OUT.partial, and an interrupted run
 re-run with --resume (same OUT, same options) skips them and ends with the same table, byte for byte. OUT is
@@ -19,8 +22,10 @@ input (not even with --overwrite), and an existing file that is not a prediction
 --overwrite. File names that are not valid UTF-8 are written with \xNN for each such byte.
 
 Examples:
-  emoctx predict photos/ --model runs/exp/model.safetensors --out photos.jsonl --annotate photos_annotated/ \
-      --summary photos_summary/
+  emoctx predict photos/ --model runs/demo/train/model.safetensors --out photos.jsonl \
+      --annotate photos_annotated/ --summary photos_summary/
+  emoctx predict "runs/demo/synth/images/*/test_000*.jpg" --model runs/demo/train/model.safetensors \
+      --boxes runs/demo/synth/annotations/test.parquet --out runs/demo/test_scenes.csv
   emoctx predict "shots/**/*.jpg" --model model.safetensors --boxes boxes.csv --out shots.parquet
   emoctx predict clip.mp4 --model model.safetensors --detector-weights yolo11n.pt --video-stride 2 --smooth 0.3
 """
@@ -28,10 +33,16 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from emoctx import defaults
-from emoctx.commands.options import add_detector_options, add_face_options
+from emoctx.commands.options import add_detector_options, add_device_option, add_face_options
+
+log = logging.getLogger(__name__)
+
+CONSOLE_LINES = 20
+"""Photos and videos described on a terminal by default (``--verbose``: all; ``--quiet``: none)."""
 
 HELP = "detect people in photos, folders and videos and predict their emotions (JSONL/CSV/Parquet)"
 
@@ -139,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "cores the model leaves free, at most 2 (on a GPU: 2; on a CPU, where the model's threads use every "
         "core: 0, which scripts/bench.py measured faster than 2)",
     )
-    run_group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    add_device_option(run_group)
     run_group.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
@@ -171,6 +182,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace an existing --out (or OUT.partial) that is not a prediction table (inputs are never replaced)",
     )
     run_group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    console = run_group.add_mutually_exclusive_group()
+    console.add_argument(
+        "--verbose",
+        dest="every_line",
+        action="store_true",
+        help="print a line for every photo (its persons and their top emotions) and every video; by default "
+        f"the first {CONSOLE_LINES} are printed when the output is a terminal",
+    )
+    console.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print no line per photo, no progress bar and no information messages: warnings and the final "
+        "summary only",
+    )
+
+
+def _console_lines(args: argparse.Namespace) -> int | None:
+    """How many photos and videos get their line on the console.
+
+    Every one (--verbose), none (--quiet, or not a terminal), else the first :data:`CONSOLE_LINES`.
+    """
+    import sys
+
+    if args.quiet:
+        return 0
+    if args.every_line:
+        return None
+    return CONSOLE_LINES if sys.stdout.isatty() else 0
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -185,15 +224,25 @@ def _resume_command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Predict, write the table, and print a summary; returns 0, or 1 when no source could be read."""
     from emoctx.errors import EmoctxError
+    from emoctx.hardware import resolve_device
     from emoctx.inference.box_file import BoxFileDetector
     from emoctx.inference.predictor import Predictor
     from emoctx.inference.runner import check_output, predict_to_file
+    from emoctx.inference.sources import missing_sources
     from emoctx.io import printable
 
-    # Before any work: an output that may not be written is refused at once.
+    if args.quiet:  # warnings and the final summary only
+        logging.getLogger("emoctx").setLevel(logging.WARNING)
+    # Before any work: sources that all name nothing, and an output that may not be written, are refused.
+    missing = missing_sources(args.sources)
+    if missing and len(missing) == len(args.sources):
+        raise EmoctxError("; ".join(reason for _, reason in missing))
+    for _, reason in missing:  # the others are predicted; these get an error row each
+        log.warning("%s; it gets an error row, the other sources are predicted", reason)
     check_output(
         args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
     )
+    resolve_device(args.device)  # a missing GPU is reported before any work
     if args.summary:
         from emoctx.commands.summarize import SUMMARY_FILES
         from emoctx.io import check_output_dir
@@ -229,8 +278,9 @@ def run(args: argparse.Namespace) -> int:
             fmt=args.format,
             resume=args.resume,
             annotate_dir=args.annotate,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or args.quiet),
             overwrite=args.overwrite,
+            lines=_console_lines(args),
         )
     except KeyboardInterrupt:
         print(

@@ -10,18 +10,18 @@ det_score = 1, p_<category>, categories, valence/arousal/dominance, model, error
 image cannot be read gets a row with 'error' set. The inputs are made as the model file's preprocessing says.
 
 Examples:
-  emoctx predict-records --model model.safetensors --records data/synth/annotations/test.parquet \
-      --root data/synth --out runs/test_predictions.parquet
+  emoctx predict-records --model runs/demo/train/model.safetensors \
+      --records runs/demo/synth/annotations/test.parquet --root runs/demo/synth --out runs/demo/test_predictions.parquet
   emoctx predict-records --model model.safetensors --records people.parquet --root /data/images \
-      --out predictions.parquet --accelerator gpu --devices 4 --strategy ddp --batch-size 256 --workers 8
-  emoctx predict-records ... --accelerator cpu --devices 2 --strategy ddp
+      --out predictions.parquet --device cuda --devices 4 --strategy ddp --batch-size 256 --workers 8
+  emoctx predict-records ... --device cpu --devices 2 --strategy ddp
 """
 
 from __future__ import annotations
 
 import argparse
 
-from emoctx.commands.options import add_records_run_options
+from emoctx.commands.options import add_device_option, add_records_run_options
 
 HELP = "predict every person of a records file with Lightning (DDP, one shard per process, merged Parquet)"
 
@@ -38,9 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--root", required=True, metavar="DIR", help="folder the records' image paths are relative to"
     )
     parser.add_argument("--out", required=True, metavar="FILE", help="merged predictions (.parquet)")
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default auto)")
+    add_device_option(parser)
+    parser.add_argument("--accelerator", default=None, help=argparse.SUPPRESS)  # deprecated: --device
     parser.add_argument(
-        "--devices", type=_devices, default=1, help="devices (processes) per node, or 'auto' (default 1)"
+        "--devices",
+        type=_devices,
+        default=1,
+        help="how many devices (processes) per node, or 'auto' (default 1); --device says which kind",
     )
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
     parser.add_argument("--num-nodes", type=int, default=1, help="machines taking part (default 1)")
@@ -61,18 +65,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the prediction; the first process prints where the merged table is."""
+    from emoctx.errors import EmoctxError
+    from emoctx.hardware import lightning_device
     from emoctx.inference.distributed import predict_records
     from emoctx.io import check_output_file
 
     check_output_file(args.out, [args.model, args.records])
+    device, option = args.device, "--device"
+    if args.accelerator is not None:  # the option's old name
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "--accelerator is deprecated: use --device (cpu, cuda, auto), the name every command takes"
+        )
+        device, option = args.accelerator, "--accelerator"
+    accelerator, indices = lightning_device(device, option)
+    if indices is not None and args.devices not in (1, len(indices)):
+        raise EmoctxError(f"{option} {device} names one device; --devices {args.devices} asks for more")
 
     result = predict_records(
         args.model,
         args.records,
         args.root,
         args.out,
-        accelerator=args.accelerator,
-        devices=args.devices,
+        accelerator=accelerator,
+        devices=indices if indices is not None else args.devices,
         strategy=args.strategy,
         num_nodes=args.num_nodes,
         precision=args.precision,

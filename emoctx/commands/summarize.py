@@ -11,7 +11,7 @@ mean V/A/D, top categories) and video_summary.md. Rows describing failed files a
 and listed.
 
 Examples:
-  emoctx summarize runs/photos/predictions.jsonl --out runs/photos/summary
+  emoctx summarize runs/demo/predict/synth_test.jsonl --out runs/demo/summary
   emoctx summarize predictions.parquet --out summary --threshold 0.5
 """
 

@@ -220,11 +220,39 @@ class EmotionDataModule(pl.LightningDataModule):
         if default.is_file():
             return default
         if split == "train":
+            near = [
+                self.root.parent,
+                *(sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []),
+            ]
+            found = next((d for d in near if (d / "annotations" / "train.parquet").is_file()), None)
+            hint = f"; did you mean --data.root {found}?" if found is not None else ""
             raise EmoctxError(
-                f"{default}: no training records; convert the annotations into this file or set "
-                "data.train_records to a .parquet/.jsonl records file"
+                f"{default}: no training records{hint} (data.root is the folder that holds "
+                "annotations/train.parquet; or set data.train_records to a .parquet/.jsonl records file, or "
+                "convert the annotations into that file: emoctx convert)"
             )
         return None
+
+    def check_data(self) -> None:
+        """Check, before any training work (and before a logger starts), that the data is where it is said to be.
+
+        Raises:
+            EmoctxError: ``root`` is not a folder, a records file is missing, or most images of a split are not
+                under ``root`` (:func:`emoctx.data.dataset.check_images`, one example path and a close folder
+                that holds it).
+        """
+        from emoctx.data.dataset import check_images
+
+        if not self.root.is_dir():
+            raise EmoctxError(
+                f"data.root {self.root}: no such folder; give the dataset folder (the images, and the records in "
+                "annotations/{train,val,test}.parquet), e.g. --data.root runs/demo/synth after `emoctx synth --out "
+                "runs/demo/synth`"
+            )
+        for split in ("train", "val", "test"):
+            df = self.records(split)
+            if df is not None:
+                check_images(df, self.root, "--data.root", self.records_path(split))
 
     # -- data ---------------------------------------------------------------------------------------------
 

@@ -219,3 +219,80 @@ def worker_init_fn(worker_id: int) -> None:
         dataset = dataset.dataset
     if isinstance(dataset, EmotionDataset):
         dataset.transform.reseed(info.seed)
+
+
+MOSTLY_MISSING = 0.5
+""":func:`check_images` refuses records of which more than this share of the images cannot be found."""
+
+
+def check_images(
+    records: pd.DataFrame,
+    root: str | os.PathLike,
+    option: str = "--root",
+    records_name: str | os.PathLike | None = None,
+) -> int:
+    """Check, before any model work, that the records' images are where ``root`` says.
+
+    A wrong root would otherwise show up as one "skipping item" warning per person, and then an error. Every
+    distinct image path is looked up once (a file-system lookup each, no decoding).
+
+    Args:
+        records: canonical records (their ``image`` column, relative to ``root``).
+        root: the folder the image paths are relative to.
+        option: how the user gave ``root`` (named in the message: ``--root``, ``data.root``).
+        records_name: the records file, for the message.
+
+    Returns:
+        The number of images not found (their persons will be skipped with a warning).
+
+    Raises:
+        EmoctxError: ``root`` is not a folder, or more than :data:`MOSTLY_MISSING` of the images are not under
+            it: one example path, and a close folder that holds it where one is found.
+    """
+    from emoctx.errors import EmoctxError
+
+    root = Path(root)
+    where = f" of {records_name}" if records_name is not None else ""
+    images = list(dict.fromkeys(str(p) for p in records["image"]))
+    if not images:
+        return 0
+    if not root.is_dir():
+        raise EmoctxError(
+            f"{option} {root}: no such folder; it must be the folder the image paths{where} are relative to "
+            f"(e.g. {images[0]}){_root_hint(root, images[0], option)}"
+        )
+    missing = [p for p in images if not (root / p).is_file()]
+    if len(missing) > MOSTLY_MISSING * len(images):
+        raise EmoctxError(
+            f"{option} {root}: {len(missing)} of the {len(images)} images{where} are not there (e.g. "
+            f"{root / missing[0]} does not exist); {option} must be the folder the records' image paths are "
+            f"relative to{_root_hint(root, missing[0], option)}"
+        )
+    if missing:
+        logger.warning(
+            "%d of %d images%s are not under %s (e.g. %s); their persons are left out",
+            len(missing),
+            len(images),
+            where,
+            root,
+            missing[0],
+        )
+    return len(missing)
+
+
+def _root_hint(root: Path, image: str, option: str) -> str:
+    """``; did you mean --root X?`` for a folder near ``root`` (or the current one) that holds ``image``."""
+    candidates = [Path(".")]
+    for base in (root, *list(root.parents)[:2]):
+        if base.is_dir():
+            candidates.append(base)
+            try:
+                candidates += sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))[
+                    :200
+                ]
+            except OSError:
+                continue
+    for folder in candidates:
+        if (folder / image).is_file() and folder.resolve() != root.resolve():
+            return f"; did you mean {option} {folder}?"
+    return ""

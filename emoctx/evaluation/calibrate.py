@@ -94,8 +94,8 @@ def calibrate_model(
         records: validation records (a ``.parquet``/``.jsonl`` path or a records frame).
         root: dataset root the records' image paths are relative to.
         rule: ``"f1"`` or ``"pr_equal"``.
-        out: where to write the calibrated model; default ``model_path`` itself, rewritten atomically
-            (for a ``.ckpt``: the same name with ``.safetensors``).
+        out: where to write the calibrated model (a ``.safetensors`` file); default ``model_path`` itself,
+            rewritten atomically (for a ``.ckpt``: the same name with ``.safetensors``).
         batch_size: persons per forward pass.
         num_workers: data-loading processes.
         device: where to run the model (default GPU when available).
@@ -109,20 +109,29 @@ def calibrate_model(
         A :class:`Calibration`.
 
     Raises:
-        EmoctxError: unknown rule, no readable validation person, or an unusable model/records file.
+        EmoctxError: unknown rule, an ``out`` not named ``.safetensors``, images mostly not under ``root``
+            (:func:`emoctx.data.dataset.check_images`), no readable validation person, or an unusable
+            model/records file.
     """
     from emoctx.checkpoint import load_model, save_model
+    from emoctx.data.dataset import check_images
     from emoctx.data.records import category_matrix, read_records
     from emoctx.evaluation.scoring import score_records
     from emoctx.metrics import THRESHOLD_RULES, precision_recall_f1_at
 
     if rule not in THRESHOLD_RULES:
         raise EmoctxError(f"unknown threshold rule {rule!r}; choose one of {list(THRESHOLD_RULES)}")
+    if out is not None and Path(out).suffix != ".safetensors":
+        raise EmoctxError(
+            f"--out {out}: a model file is written as .safetensors; name it so (e.g. {Path(out) / 'model.safetensors'} "
+            f"or {Path(out).with_suffix('.safetensors')})",
+        )
     model_path = Path(model_path)
     if isinstance(records, pd.DataFrame):
         df, records_name = records.reset_index(drop=True), records_name or "<records>"
     else:
         df, records_name = read_records(records), records_name or str(records)
+    check_images(df, root, "--root", records_name)  # a wrong root fails here, before the model is loaded
     net, info = load_model(model_path)
     scores, _, valid = score_records(
         net,
@@ -156,7 +165,7 @@ def calibrate_model(
         "never_predicted": [s for s, v in thresholds.items() if v is None],
     }
     target = Path(out) if out is not None else model_path
-    if target.suffix != ".safetensors":
+    if target.suffix != ".safetensors":  # a .ckpt calibrated in place: the model file beside it
         target = target.with_suffix(".safetensors")
     save_model(target, net.cpu(), info)
     log.info(

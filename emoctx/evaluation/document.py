@@ -117,6 +117,7 @@ def evaluation_document(
                     thresholds=thresholds,
                     ranking=ranking,
                 )
+    num = int(len(records))
     doc: dict[str, Any] = {
         "emoctx_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -129,12 +130,51 @@ def evaluation_document(
         "thresholds": (
             None if thresholds is None else {"from": thresholds_from, "values": _threshold_values(thresholds)}
         ),
+        "units": UNITS,
         "positives": {s: int(n) for s, n in zip(labels.SLUGS, targets.sum(axis=0))},
+        # The AP of scores that know nothing (random, or constant) is the share of positives: chance level.
+        "chance_ap": {s: float(n) / num for s, n in zip(labels.SLUGS, targets.sum(axis=0))},
         "overall": overall,
         "agreement": _agreement(records, scores, vad, thresholds, min_annotators),
         "breakdowns": breakdowns,
+        "breakdowns_shared": _shared_categories(breakdowns, overall),
     }
     return jsonable(doc)
+
+
+UNITS: dict[str, str] = {
+    "ap, mAP, chance_ap, precision, recall, f1, jaccard, sagr, prevalence": "fractions of 1 (report.md shows percent)",
+    "vad_mae, vad_rmse": "points of the 1-10 scale",
+    "vad_pcc, vad_ccc": "correlations, -1 to 1",
+    "thresholds": "on the model's 0-1 scores",
+}
+"""What the figures of ``metrics.json`` are measured in (written into it as ``units``)."""
+
+
+def _shared_categories(breakdowns: Mapping[str, Any], overall: Mapping[str, Any]) -> dict[str, Any]:
+    """Per breakdown column, the mAP of every group (and overall) over the categories all its groups have.
+
+    A group's own mAP averages the categories with a positive example in that group, so groups (and the
+    overall figure) average different sets of categories; rare categories, often the hardest, drop out of
+    small groups and lift their mAP. Over the shared categories the figures compare.
+    """
+    out: dict[str, Any] = {}
+    for col, groups in breakdowns.items():
+        shared = [s for s in labels.SLUGS if all(g.get(f"ap/{s}") is not None for g in groups.values())]
+        if not shared:
+            continue
+
+        def mean_ap(figures: Mapping[str, Any], slugs: list[str] = shared) -> float:
+            return float(np.mean([figures[f"ap/{s}"] for s in slugs]))
+
+        out[col] = {
+            "categories": shared,
+            "overall_mAP": mean_ap(overall)
+            if all(overall.get(f"ap/{s}") is not None for s in shared)
+            else None,
+            "mAP": {str(group): mean_ap(figures) for group, figures in groups.items()},
+        }
+    return out
 
 
 def _agreement(

@@ -169,15 +169,18 @@ def evaluate_model(
         plots: write the PNG plots.
 
     Raises:
-        EmoctxError: unusable model or records, or no readable image.
+        EmoctxError: unusable model or records, images mostly not under ``root`` (checked before the model is
+            loaded, :func:`emoctx.data.dataset.check_images`), or no readable image.
     """
     from emoctx.checkpoint import load_model
+    from emoctx.data.dataset import check_images
     from emoctx.data.records import read_records
     from emoctx.evaluation.predictions import predictions_frame, thresholds_from_dict
     from emoctx.evaluation.scoring import score_records, scores_from_raw
 
     model_path, records_path = Path(model_path), Path(records_path)
     records = read_records(records_path)
+    check_images(records, root, "--root", records_path)  # a wrong root fails here, before the model is loaded
     net, info = load_model(model_path)
     face_outputs: dict[str, np.ndarray] = {}
     raw, vad, valid = score_records(
@@ -219,7 +222,7 @@ def evaluate_model(
         "score_activation": info.score_activation,
         "network": info.network,
         "streams": info.streams,
-        "training": info.training,
+        "training": _settings(info.training),
     }
     kept = records[valid].reset_index(drop=True)
     doc = evaluation_document(
@@ -294,6 +297,18 @@ def face_document(
     return out
 
 
+def _settings(training: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A model's training settings without the keys Lightning's tools add for themselves.
+
+    ``_instantiator`` is in model files written before emoctx left it out: dropped from the settings and from
+    their ``data`` part.
+    """
+    out = {k: v for k, v in (training or {}).items() if not str(k).startswith("_")}
+    if isinstance(out.get("data"), Mapping):
+        out["data"] = {k: v for k, v in out["data"].items() if not str(k).startswith("_")}
+    return out
+
+
 def load_thresholds(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """Thresholds from a model file (its calibrated ones) or a JSON file ``{slug: number or null}``.
 
@@ -338,6 +353,7 @@ def evaluate_predictions(
     min_iou: float = 0.5,
     pixel_tolerance: float = 1.0,
     plots: bool = True,
+    root: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Score a predictions file of any system against records and write every output into ``out_dir``.
 
@@ -354,6 +370,8 @@ def evaluate_predictions(
         min_iou: matching rule, see :func:`emoctx.evaluation.predictions.match_predictions`.
         pixel_tolerance: matching rule, see :func:`emoctx.evaluation.predictions.match_predictions`.
         plots: write the PNG plots.
+        root: the dataset root: image paths of the predictions under it are compared relative to it (as
+            ``emoctx predict`` writes them: ``runs/demo/synth/images/a.jpg`` for the records' ``images/a.jpg``).
 
     Raises:
         EmoctxError: unreadable or invalid files, or rows that match no record.
@@ -376,6 +394,7 @@ def evaluate_predictions(
         pixel_tolerance=pixel_tolerance,
         source=str(predictions_path),
         allow_missing=allow_missing,
+        root=root,
     )
     th_from = None
     if thresholds is not None and not isinstance(thresholds, np.ndarray):
@@ -394,7 +413,8 @@ def evaluate_predictions(
         "num_error_rows": preds.attrs.get("error_rows", 0),
         "has_vad": vad is not None,
         "has_raw": raw is not None,
-        "matching": f"same image; box within {pixel_tolerance:g} px or IoU >= {min_iou:g} (one-to-one)",
+        "matching": f"same image; box within {pixel_tolerance:g} px or IoU >= {min_iou:g} (one-to-one)"
+        + (f"; image paths relative to {root}" if root is not None else ""),
     }
     doc = evaluation_document(
         kept,

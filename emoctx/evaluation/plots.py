@@ -55,6 +55,18 @@ def plot_ap_bars(path: str | os.PathLike, doc: Mapping[str, Any]) -> Path:
             ax.text(100 * ap - 0.8, yi, f"{100 * ap:.1f}", va="center", ha="right", fontsize=8, color="white")
         else:
             ax.text(100 * ap + 0.8, yi, f"{100 * ap:.1f}", va="center", fontsize=8)
+    chance = doc.get("chance_ap") or {}
+    slug_of = dict(zip(labels.CATEGORIES, labels.SLUGS))
+    levels = [
+        (yi, 100 * chance[slug_of[name]])
+        for yi, (name, ap, _) in zip(y, rows)
+        if ap is not None and slug_of[name] in chance
+    ]
+    if levels:  # what scores that know nothing reach: the share of positives
+        ax.scatter(
+            [c for _, c in levels], [yi for yi, _ in levels], marker="|", s=120, color="black", zorder=2,
+            label="chance (share of positives)",
+        )  # fmt: skip
     ax.set_yticks(y, [f"{name} ({n})" for name, _, n in rows], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
@@ -62,8 +74,14 @@ def plot_ap_bars(path: str | os.PathLike, doc: Mapping[str, Any]) -> Path:
     if overall.get("mAP") is not None:
         m = 100 * overall["mAP"]
         ax.axvline(m, color="#C44E52", linestyle="--", linewidth=1.2, label=f"mAP {m:.2f}%", zorder=0.5)
-        ax.legend(loc="lower right", fontsize=9)
-    ax.set_title(f"Per-category AP: {document_title(doc)} ({overall['num_persons']} persons)", fontsize=10)
+    if levels or overall.get("mAP") is not None:
+        # above the bars, between them and the title: inside, it would cover the shortest bars
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
+    ax.set_title(
+        f"Average precision of each category, {overall['num_persons']} persons\n{document_title(doc)}",
+        fontsize=10,
+        pad=24,
+    )
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, Path(path))
 
@@ -111,11 +129,15 @@ def plot_pr_curves(
         ax.grid(alpha=0.25)
     for ax in axes[labels.NUM_CATEGORIES :]:
         ax.set_visible(False)
+    for c in range(labels.NUM_CATEGORIES):  # recall ticks under the last panel of every column
+        if c + ncols >= labels.NUM_CATEGORIES:
+            axes[c].tick_params(labelbottom=True)
     fig.supxlabel("recall", fontsize=10)
-    fig.supylabel("precision", fontsize=10)
-    point = "; red dot = decision threshold" if thresholds is not None else ""
+    fig.supylabel("precision", fontsize=10, x=0.0)  # left of the first column's tick labels
+    point = "; red dot: the decision threshold" if thresholds is not None else ""
     fig.suptitle(
-        f"Precision-recall per category: {document_title(doc)} (dotted: share of positives{point})",
+        f"Precision-recall curve of each category, {len(targets)} persons\n"
+        f"{document_title(doc)}; dotted: chance (the share of positives){point}",
         fontsize=11,
     )
     fig.tight_layout()
@@ -152,6 +174,10 @@ def plot_vad_scatter(
             f"CCC {number_text(overall.get(f'vad_ccc/{dim}'), 2)} (n={int(ok.sum())})",
             fontsize=10,
         )
-    fig.suptitle(f"Predicted vs true V/A/D (1-10 scale): {document_title(doc)}", fontsize=11)
+    fig.suptitle(
+        f"Predicted vs true valence, arousal and dominance (1-10 scale), {overall['num_persons']} persons\n"
+        f"{document_title(doc)}",
+        fontsize=11,
+    )
     fig.tight_layout()
     return _save(fig, Path(path))

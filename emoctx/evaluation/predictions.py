@@ -20,7 +20,9 @@ The predictions table (:data:`PREDICTION_COLUMNS`) has one row per person:
 in this form; :func:`read_scored_predictions` reads the same form from ``.parquet``, ``.jsonl`` or ``.csv`` files
 written by any system, and :func:`match_predictions` pairs their rows with records (see there for the rule).
 Other columns are ignored, except ``error``: a row with an error (a person ``emoctx predict`` could not
-process) has no prediction and is left out.
+process) has no prediction and is left out, and so is a row of an image without a person (``person`` and the
+box null, as ``emoctx predict`` writes it). Image paths that include the dataset root (``emoctx predict``
+writes the paths it was given) are compared relative to it when the root is given (:func:`relative_to_root`).
 """
 
 from __future__ import annotations
@@ -149,6 +151,12 @@ def _check_predictions(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             log.warning("%s: %d row(s) carry an error and no prediction; left out", path, int(failed.sum()))
             df = df[~failed].reset_index(drop=True)
         df.attrs["error_rows"] = int(failed.sum())
+    if "person" in df.columns and set(BOX_COLUMNS) <= set(df.columns):
+        # emoctx predict writes a row for an image in which nobody was found: person and box null
+        nobody = df["person"].isna().to_numpy() & df[list(BOX_COLUMNS)].isna().all(axis=1).to_numpy()
+        if nobody.any():
+            log.info("%s: %d row(s) are images without a person; left out", path, int(nobody.sum()))
+            df = df[~nobody].reset_index(drop=True)
     if "box" in df.columns and not set(BOX_COLUMNS) <= set(df.columns):
         try:
             boxes = np.array([np.asarray(b, dtype=np.float64).reshape(4) for b in df["box"]]).reshape(-1, 4)
@@ -238,6 +246,47 @@ def _check_predictions(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return out
 
 
+def relative_to_root(images: Sequence[str], root: str | os.PathLike) -> list[str]:
+    """Image paths re-expressed relative to the dataset ``root`` where they lie under it (others as they are).
+
+    ``emoctx predict`` writes the paths it was given (``runs/demo/synth/images/test/a.jpg``), the records hold
+    them relative to the dataset root (``images/test/a.jpg``); with ``root`` = ``runs/demo/synth`` the first
+    becomes the second. Paths are compared as absolute paths (relative ones from the current folder), without
+    resolving links; a path that is not under ``root`` is kept as it is (it may already be relative to it).
+    """
+    base = os.path.abspath(os.fspath(root))
+    out = []
+    for image in images:
+        text = _norm_image(str(image))
+        full = os.path.abspath(text)
+        if os.path.commonpath([full, base]) == base and full != base:
+            out.append(Path(os.path.relpath(full, base)).as_posix())
+        else:
+            out.append(text)
+    return out
+
+
+def _root_hint(unmatched: Sequence[str], record_images: Sequence[str], root: str | os.PathLike | None) -> str:
+    """A sentence on how paths are compared, with the ``--root`` that would pair the first unmatched path."""
+    records = set(record_images)
+    for image in unmatched:
+        parts = image.split("/")
+        for k in range(1, len(parts)):
+            if "/".join(parts[k:]) in records:
+                prefix = "/".join(parts[:k])
+                given = f" (paths under --root {root} are taken relative to it)" if root is not None else ""
+                return (
+                    f" The predictions name {image!r}, the records {'/'.join(parts[k:])!r}: the records' paths are "
+                    f"relative to the dataset root{given}; pass --root {prefix}."
+                )
+    if root is not None:
+        return f" Paths under --root {root} were taken relative to it."
+    return (
+        " Predictions whose paths include the dataset root (as emoctx predict writes them) need --root DIR, the "
+        "folder the records' paths are relative to."
+    )
+
+
 def _norm_image(path: str) -> str:
     """An image path in the records' form: POSIX separators, no leading ``./``."""
     p = path.strip().replace("\\", "/")
@@ -253,6 +302,7 @@ def match_predictions(
     pixel_tolerance: float = 1.0,
     source: str = "<predictions>",
     allow_missing: bool = False,
+    root: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Pair each predictions row with one record: same image, and the same box.
 
@@ -270,6 +320,8 @@ def match_predictions(
         source: the predictions file (named in the error message).
         allow_missing: accept records without a prediction (they are left out of the evaluation);
             by default they are an error.
+        root: the dataset root: predictions' image paths that lie under it are compared relative to it
+            (:func:`relative_to_root`), as the records give them.
 
     Returns:
         (len(records),) int64 array: for each record, its predictions row, or -1 when it has none.
@@ -290,9 +342,12 @@ def match_predictions(
     rec_by_image: dict[str, list[int]] = {}
     for i, img in enumerate(rec_images):
         rec_by_image.setdefault(img, []).append(i)
+    pred_images = [str(v) for v in predictions["image"]]
+    if root is not None:
+        pred_images = relative_to_root(pred_images, root)
     pred_by_image: dict[str, list[int]] = {}
-    for j, img in enumerate(predictions["image"]):
-        pred_by_image.setdefault(str(img), []).append(j)
+    for j, img in enumerate(pred_images):
+        pred_by_image.setdefault(img, []).append(j)
 
     match = np.full(len(records), -1, dtype=np.int64)
     unmatched: list[tuple[int, str]] = []  # (predictions row, reason)
@@ -343,10 +398,12 @@ def match_predictions(
                 f"{missing} of {len(records)} record(s) have no prediction (e.g. {first})"
                 + ("" if allow_missing else "; pass --allow-missing to evaluate only the matched ones")
             )
+        no_image = [img for img in pred_by_image if img not in rec_by_image]
+        hint = _root_hint(no_image, list(rec_by_image), root) if no_image else ""
         raise EmoctxError(
             f"{source}: predictions do not match the records. Rows are matched by 'image' (relative to the "
-            f"dataset root, as in the records) and box (within {pixel_tolerance:g} px, or IoU >= {min_iou:g}).\n"
-            + "\n".join(lines)
+            f"dataset root, as in the records) and box (within {pixel_tolerance:g} px, or IoU >= {min_iou:g})."
+            f"{hint}\n" + "\n".join(lines)
         )
     if missing:
         log.warning("%d of %d records have no prediction and are left out", missing, len(records))

@@ -72,18 +72,24 @@ def _source_lines(doc: Mapping[str, Any]) -> list[str]:
         else "- **Decision thresholds**: none (no P/R/F1 figures)"
     )
     lines.append(f"- emoctx {doc.get('emoctx_version')}, {doc.get('created')}")
+    lines.append(
+        "- **Units**: AP, precision, recall, F1, SAGR and Jaccard in percent here (`metrics.json` holds them as "
+        "fractions of 1, as its `units` says); V/A/D errors in points of the 1-10 scale; PCC and CCC from -1 to 1"
+    )
     return lines + [""]
 
 
 def _category_section(doc: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
     o = doc["overall"]
     th = (doc.get("thresholds") or {}).get("values")
-    header = ["Category", "Positives", "AP (%)"]
+    chance = doc.get("chance_ap") or {}
+    header = ["Category", "Positives", "AP (%)", "Chance AP (%)"]
     if th:
         header += ["Threshold", "Precision (%)", "Recall (%)", "F1 (%)"]
     rows = []
     for name, slug in zip(labels.CATEGORIES, labels.SLUGS):
-        row = [name, str(doc["positives"][slug]), _pct(o.get(f"ap/{slug}"))]
+        ap = o.get(f"ap/{slug}")
+        row = [name, str(doc["positives"][slug]), _pct(ap), _pct(chance.get(slug)) if ap is not None else "—"]
         if th:
             t = th.get(slug)
             row += [
@@ -93,7 +99,9 @@ def _category_section(doc: Mapping[str, Any], plots: Mapping[str, str]) -> list[
                 _pct(o.get(f"f1/{slug}"), 1),
             ]
         rows.append(row)
-    mean = ["**mean**", "", f"**{_pct(o.get('mAP'))}**"]
+    with_ap = [slug for slug in labels.SLUGS if o.get(f"ap/{slug}") is not None and slug in chance]
+    chance_map = sum(chance[slug] for slug in with_ap) / len(with_ap) if with_ap else None
+    mean = ["**mean**", "", f"**{_pct(o.get('mAP'))}**", _pct(chance_map)]
     if th:
         mean += [
             "macro",
@@ -108,6 +116,7 @@ def _category_section(doc: Mapping[str, Any], plots: Mapping[str, str]) -> list[
                 "",
                 "",
                 "",
+                "",
                 _pct(o.get("precision_micro"), 1),
                 _pct(o.get("recall_micro"), 1),
                 _pct(o.get("f1_micro"), 1),
@@ -119,6 +128,12 @@ def _category_section(doc: Mapping[str, Any], plots: Mapping[str, str]) -> list[
     if o.get("undefined_ap"):
         lines += [
             f"AP undefined (no positive example, left out of the mAP): {', '.join(o['undefined_ap'])}.",
+            "",
+        ]
+    if chance:
+        lines += [
+            "Chance AP is what scores that know nothing (random or constant) reach: the share of positives among "
+            "the persons evaluated. An AP means as much as its distance from it.",
             "",
         ]
     if th:
@@ -161,7 +176,8 @@ def _vad_section(doc: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
     )
     lines = ["## Valence, arousal, dominance", ""]
     lines += [
-        f"On the {labels.VAD_MIN:g}-{labels.VAD_MAX:g} scale; SAGR = sign agreement around {labels.VAD_MID:g}.",
+        f"Against the records' V/A/D labels (each person's combined label), in points of the {labels.VAD_MIN:g}-"
+        f"{labels.VAD_MAX:g} scale; SAGR = sign agreement around {labels.VAD_MID:g}.",
         "",
     ]
     lines += _table(header, rows)
@@ -200,6 +216,14 @@ def _agreement_section(doc: Mapping[str, Any]) -> list[str]:
     ]
     if a.get("note"):
         lines += [f"Note: {a['note']}.", ""]
+    if (vad.get("model") or {}) and "vad_mae" in doc.get("overall", {}):
+        lines += [
+            "The model's V/A/D errors here are against each annotator's reference (the other annotators' mean, "
+            "averaged over the annotators), not against the records' combined labels that the Valence, arousal, "
+            f"dominance section and the summary use ({number_text(doc['overall'].get('vad_mae'))} there): "
+            "different references, so different figures.",
+            "",
+        ]
     rows = []
     for part, key, label in _AGREEMENT_ROWS:
         block = a.get(part) or {}
@@ -223,11 +247,27 @@ def _breakdown_section(doc: Mapping[str, Any]) -> list[str]:
         header += [f"{d.capitalize()} MAE" for d in labels.VAD_NAMES] + ["CCC (mean)"]
     if has_th:
         header += ["F1 macro (%)"]
-    lines += ["Every figure of each group is in `metrics.json` (`breakdowns`).", ""]
+    shared = doc.get("breakdowns_shared") or {}
+    header.insert(4, "mAP over shared categories (%)")
+    lines += [
+        "Every figure of each group is in `metrics.json` (`breakdowns`). A group's mAP averages the categories "
+        "with a positive example in that group (their number is in the table): small groups lose rare "
+        "categories, often the hardest, so their mAP can exceed the overall one without the model doing better "
+        "on them (and a group's AP ranks its own persons only). The mAP over the categories every group of the table has compares the groups (and the "
+        "overall figure, given above each table) over the same categories.",
+        "",
+    ]
     for col, groups in b.items():
         rows = []
+        common = shared.get(col) or {}
         for group, f in groups.items():
-            row = [group, str(f["num_persons"]), _pct(f.get("mAP")), str(f.get("num_categories_evaluated"))]
+            row = [
+                group,
+                str(f["num_persons"]),
+                _pct(f.get("mAP")),
+                str(f.get("num_categories_evaluated")),
+                _pct((common.get("mAP") or {}).get(str(group))),
+            ]
             if has_vad:
                 row += [number_text(f.get(f"vad_mae/{d}")) for d in labels.VAD_NAMES] + [
                     number_text(f.get("vad_ccc"))
@@ -235,7 +275,14 @@ def _breakdown_section(doc: Mapping[str, Any]) -> list[str]:
             if has_th:
                 row += [_pct(f.get("f1_macro"), 1)]
             rows.append(row)
-        lines += [f"### By {col}", ""] + _table(header, rows)
+        lines += [f"### By {col}", ""]
+        if common:
+            lines += [
+                f"Shared categories: {len(common['categories'])} of {labels.NUM_CATEGORIES}; overall mAP over them: "
+                f"{_pct(common.get('overall_mAP'))}%.",
+                "",
+            ]
+        lines += _table(header, rows)
     return lines
 
 
@@ -245,7 +292,7 @@ def markdown_report(doc: Mapping[str, Any], plots: Mapping[str, str]) -> str:
     summary_header = ["Persons evaluated", "mAP (%)"]
     summary = [str(o["num_persons"]), _pct(o.get("mAP"))]
     if "vad_mae" in o:
-        summary_header += ["V/A/D MAE", "V/A/D CCC"]
+        summary_header += ["V/A/D MAE (1-10 points)", "V/A/D CCC"]
         summary += [number_text(o.get("vad_mae")), number_text(o.get("vad_ccc"))]
     if doc.get("thresholds"):
         summary_header += ["F1 macro (%)", "F1 micro (%)"]

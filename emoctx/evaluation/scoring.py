@@ -82,12 +82,13 @@ def score_records(
         root: dataset root the records' image paths are relative to.
         batch_size: persons per forward pass.
         num_workers: data-loading processes (0: in this process).
-        device: where to run; default the GPU when available, else the CPU.
+        device: where to run (:func:`emoctx.hardware.resolve_device`); default the GPU when available, else
+            the CPU.
         mask_subject: mask the person out of the scene; default what the model was trained with
             (``info.preprocessing``).
         max_side: decode images with their longest side at most this many pixels (``None``: full size);
             default what the model was trained with.
-        progress: show a tqdm progress bar.
+        progress: show a progress bar (log lines away from a terminal, :mod:`emoctx.progress`).
         raw: return the model's raw category outputs (before its sigmoid or clamp; what average precision
             ranks, see :func:`scores_from_raw`) instead of the 0-1 scores.
         outputs: a dict to fill with the face outputs, in records order (NaN where not computed):
@@ -103,10 +104,11 @@ def score_records(
     """
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     from emoctx.data.dataset import EmotionDataset, collate
+    from emoctx.hardware import resolve_device
     from emoctx.models.outputs import scores_from_logits, vad_ratings
+    from emoctx.progress import progress as progress_bar
 
     if batch_size < 1:
         raise EmoctxError(f"batch size must be at least 1, got {batch_size}")
@@ -125,7 +127,7 @@ def score_records(
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )
-    device = torch.device(device or default_device())
+    device = resolve_device(device)
     net = net.to(device).eval()
     has_face = "face" in net.stream_names
     extra: dict[str, np.ndarray] = {}
@@ -136,7 +138,7 @@ def score_records(
         extra["expression"] = np.full((n, len(net.expressions)), np.nan)
     log.info("predicting %d persons on %s (streams %s)", n, device, list(net.stream_names))
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc="predict", unit="batch", disable=not progress, leave=False):
             if "index" not in batch:  # every image of the batch was unreadable
                 continue
             rows = batch["index"].numpy()

@@ -71,6 +71,9 @@ class BoxFileDetector:
         self._index: dict[tuple[tuple[str, ...], int], list[Detection]] = {}
         self._sources: set[tuple[str, ...]] = set()
         self._missing: set[str] = set()
+        # Each entry is indexed under two keys (its path as written, and resolved from the file's folder):
+        # the log counts the file's boxes and its distinct (path, frame) entries, once each.
+        boxes, entries = 0, set()
         for n, row in self._rows():
             key = next((row[c] for c in _KEY_COLUMNS if row.get(c) not in (None, "")), None)
             if key is None:
@@ -81,15 +84,12 @@ class BoxFileDetector:
                 -1 if frame in (None, "") or (isinstance(frame, float) and math.isnan(frame)) else int(frame)
             )
             key = str(key)
+            boxes += 1
+            entries.add((_norm_parts(key), frame))
             for parts in {_norm_parts(key), _norm_parts(str(self.path.parent.resolve() / key))}:
                 self._index.setdefault((parts, frame), []).append(det)
                 self._sources.add(parts)
-        log.info(
-            "%s: %d boxes for %d images/frames",
-            self.path,
-            sum(len(v) for v in self._index.values()),
-            len(self._index),
-        )
+        log.info("%s: %d boxes for %d images/frames", self.path, boxes, len(entries))
 
     def describe(self) -> str:
         """``boxes:<name>@<first 12 hex digits of the file's SHA-256>``, for the resume settings.

@@ -337,6 +337,12 @@ def predict_records(
         raise EmoctxError(
             f"{out}: the merged output of prediction from records is Parquet; name it *.parquet"
         )
+    from emoctx.data.dataset import check_images
+    from emoctx.data.records import read_records
+    from emoctx.training.trainer import check_accelerator, with_progress_bar
+
+    check_accelerator(accelerator)
+    check_images(read_records(records), root, "--root", records)  # a wrong root fails before any model work
     net, info = load_model(model)
     dm = datamodule_for(
         info,
@@ -358,7 +364,7 @@ def predict_records(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
-        callbacks=[writer],
+        callbacks=with_progress_bar([writer], progress),  # log lines away from a terminal
     )
     try:
         start = time.perf_counter()
@@ -375,7 +381,7 @@ def predict_records(
         remove_shards(out)
         n_errors = table.num_rows - table.column("error").null_count
         result = RecordsPrediction(out, table.num_rows, n_errors, duplicates, trainer.world_size, seconds)
-        log.info(
+        log.debug(  # the command prints the same
             "%d people predicted by %d process(es) in %.1f s (%.1f persons/s), %d error(s): %s",
             result.rows,
             result.world_size,

@@ -46,8 +46,11 @@ Output table: one row per person, these columns in this order (:data:`COLUMNS`):
 ``expression_score``  its probability (softmax over the expressions)
 ==================  ==========================================================================================
 
-An image in which no person was found has no row. A file that cannot be read gives one error row: ``source``
-and ``error`` set, every other field null. A video frame that cannot be decoded gives an error row with its
+A photo in which no person was found gives one row with ``person`` null: ``source``, ``frame`` (-1),
+``model``, ``width`` and ``height`` set, the box, scores, categories and V/A/D null, ``error`` null (so every
+photo of a run appears in the table). A video frame in which no person was found gives no row (a long video
+would otherwise give a row per empty frame); ``emoctx predict`` counts such frames. A file that cannot be read
+gives one error row: ``source`` and ``error`` set, every other field null. A video frame that cannot be decoded gives an error row with its
 ``frame`` set too; frames missing at the end of a video (fewer than its header announces) give one error row
 whose ``frame`` is the first missing one. A person whose box cannot be used (outside the image) gives a row
 with its box and ``error`` set and null predictions. In tracked videos with smoothing on, the probabilities,
@@ -273,7 +276,10 @@ class ImageResult:
     source_done: bool = True
 
     def to_rows(self, decimals: int | None = None) -> list[dict[str, Any]]:
-        """Rows of the output table (:data:`COLUMNS`): one per person, one error row, or none.
+        """Rows of the output table (:data:`COLUMNS`).
+
+        One per person, one error row, one row with ``person`` null for a photo without a person, or none (a
+        video frame without a person).
 
         Args:
             decimals: round floats to this many decimals (``None``: full precision).
@@ -286,6 +292,10 @@ class ImageResult:
                 frame=int(self.frame) if self.frame >= 0 else None,
                 time_s=self._time(decimals) if self.frame >= 0 else None,
             )
+            return [row]
+        if not self.persons and self.frame < 0:  # a photo without a person still has its row
+            row = dict.fromkeys(COLUMNS)
+            row.update(source=self.source, frame=-1, model=self.model, width=self.width, height=self.height)
             return [row]
         rows = []
         for p in self.persons:
@@ -304,6 +314,39 @@ class ImageResult:
 
     def _time(self, decimals: int | None) -> float | None:
         return None if self.frame < 0 or self.time_s is None else _round(self.time_s, decimals)
+
+    def describe(self, top: int = 2) -> str:
+        """One line for a console, as ``yolo predict`` prints one per image.
+
+        ``bus.jpg: 4 persons: #0 engagement 0.81, happiness 0.62 (V 6.1 A 5.2 D 6.0); #1 ...``; ``*`` marks
+        the categories at or above the model's threshold. ``bus.jpg: no person`` and ``x.jpg: error: ...``
+        for the others.
+
+        Args:
+            top: categories shown per person (the most probable).
+        """
+        where = f"{self.source or '<image>'}" + (f" frame {self.frame}" if self.frame >= 0 else "")
+        if self.error is not None:
+            return f"{where}: error: {self.error}"
+        if not self.persons:
+            return f"{where}: no person"
+        parts = []
+        for p in self.persons:
+            label = f"id {p.track_id}" if p.track_id is not None else f"#{p.person}"
+            if p.error is not None:
+                parts.append(f"{label} error: {p.error}")
+                continue
+            cats = ", ".join(
+                f"{'*' if name in p.categories else ''}{name.lower()} {prob:.2f}" for name, prob in p.top(top)
+            )
+            vad = (
+                " ".join(f"{d[0].upper()} {v:.1f}" for d, v in zip(labels.VAD_NAMES, p.vad))
+                if p.vad is not None
+                else ""
+            )
+            parts.append(f"{label} {cats}" + (f" ({vad})" if vad else ""))
+        count = f"{len(self.persons)} person{'s' if len(self.persons) != 1 else ''}"
+        return f"{where}: {count}: " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain values: the image fields and a ``persons`` list of :meth:`PersonResult.to_dict`."""

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from emoctx.errors import EmoctxError
+from emoctx.inference.console import ConsoleLines
 from emoctx.inference.draw import annotate, save_annotated
 from emoctx.inference.predictor import Predictor
 from emoctx.inference.sources import Source, expand_sources, kind_of, reaches
@@ -40,8 +41,8 @@ from emoctx.inference.video import VideoError, VideoWriter, video_info
 from emoctx.inference.writers import (
     DECIMALS,
     PartialLog,
-    format_for,
     is_prediction_table,
+    output_format,
     write_predictions,
 )
 from emoctx.io import OutputLock, check_output_file, printable
@@ -142,12 +143,14 @@ def check_output(
         sources: the sources as given (an image or video they name is an input).
 
     Raises:
-        EmoctxError: ``out`` is a folder or one of the inputs, or an existing file that is not a prediction
-            table (without ``overwrite``).
+        EmoctxError: ``out`` is a folder (or ends in ``/``) or one of the inputs; its suffix is not a table type
+            or disagrees with ``fmt`` (:func:`~emoctx.inference.writers.output_format`); an existing file that
+            is not a prediction table (without ``overwrite``).
     """
     out = check_output_file(out, [i for i in inputs if i is not None])
     if out.is_file() and kind_of(out) is not None and reaches(sources, out):
         raise EmoctxError(f"--out {out} is one of the inputs; it is never written over: choose another file")
+    output_format(out, fmt)
     if out.exists() and not overwrite and not is_prediction_table(out, fmt):
         raise EmoctxError(
             f"{out}: exists and is not a prediction table; it is not replaced. Choose another --out, or pass "
@@ -190,6 +193,7 @@ def predict_to_file(
     annotate_dir: str | os.PathLike | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    lines: int | None = 0,
 ) -> RunSummary:
     """Predict on ``inputs`` and write the table to ``out`` (see the module docstring).
 
@@ -202,6 +206,9 @@ def predict_to_file(
         annotate_dir: write annotated images (``.jpg``) and videos (``.mp4``) here, mirroring the inputs' names.
         progress: show a progress bar (images and frames, with persons per second).
         overwrite: replace an existing ``out`` (and sidecar) even if it is not a prediction table (never an input).
+        lines: print one line per photo (:meth:`ImageResult.describe`: its persons and their top emotions) and
+            per video (frames, persons, tracks) to standard output, beside the progress bar, for this many
+            photos and videos (``None``: every one; ``0``: none), then one line saying the rest are in the table.
 
     Returns:
         A :class:`RunSummary`.
@@ -211,9 +218,9 @@ def predict_to_file(
             resuming with other settings than the interrupted run; a sidecar that lost finished sources.
     """
     out = check_output(out, fmt, overwrite, model_inputs(predictor), inputs)
-    fmt = format_for(out, fmt)
+    fmt = output_format(out, fmt)
     with OutputLock(out, "emoctx predict"):
-        return _predict_locked(predictor, inputs, out, fmt, resume, annotate_dir, progress, overwrite)
+        return _predict_locked(predictor, inputs, out, fmt, resume, annotate_dir, progress, overwrite, lines)
 
 
 def _predict_locked(
@@ -225,8 +232,9 @@ def _predict_locked(
     annotate_dir: str | os.PathLike | None,
     progress: bool,
     overwrite: bool,
+    lines: int | None = 0,
 ) -> RunSummary:
-    from tqdm.auto import tqdm
+    from emoctx.progress import progress as progress_bar
 
     sidecar = PartialLog(out)
     exclude: list[str | os.PathLike] = [sidecar.path, OutputLock(out).path]
@@ -243,7 +251,10 @@ def _predict_locked(
                 )
         specs = [s for s in specs if os.path.realpath(s.path) != here]  # an earlier table among the inputs
     if not specs:
-        raise EmoctxError(f"nothing to predict on in {', '.join(map(str, inputs))}")
+        raise EmoctxError(
+            f"nothing to predict on in {', '.join(map(str, inputs))}: no image or video file there (files of other "
+            "types in folders are skipped; the log names them)"
+        )
     names = _annotation_names(specs) if annotate_dir is not None else {}
     if annotate_dir is not None:
         _check_annotation_targets(specs, names, Path(annotate_dir))
@@ -266,9 +277,10 @@ def _predict_locked(
                 total += 1
         else:
             total += 1
-    bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="predict")
+    bar = progress_bar(total=total, unit="img", disable=not progress, dynamic_ncols=True, desc="predict")
     writers: dict[str, VideoWriter] = {}
     pending: dict[str, list[dict[str, Any]]] = {}
+    console = ConsoleLines(bar, lines)
     start = time.perf_counter()
     try:
         for result in predictor.predict_sources(
@@ -306,6 +318,7 @@ def _predict_locked(
                 sidecar.append(source, pending.pop(source), done=result.source_done)
             if result.source_done and source in writers and writers.pop(source).close() is not None:
                 summary.annotated += 1
+            console.result(result)
             bar.update(1)
             elapsed = time.perf_counter() - start
             bar.set_postfix(persons=summary.persons, persons_s=f"{summary.persons / max(elapsed, 1e-9):.1f}")
@@ -328,7 +341,7 @@ def _predict_locked(
     missing = sorted(getattr(predictor.built_detector, "missing", ()) or ())
     if missing:
         log.warning(
-            "%d image(s) have no entry in the box file, so no person rows: %s%s",
+            "%d image(s) have no entry in the box file, so no persons (one row without a person each): %s%s",
             len(missing),
             ", ".join(missing[:5]),
             " ..." if len(missing) > 5 else "",

@@ -6,8 +6,10 @@ becomes rows of the output table (or one error row), so nothing a user named is 
 
 * image files (``.jpg``, ``.png``, ... see :data:`IMAGE_SUFFIXES`) and video files (:data:`VIDEO_SUFFIXES`)
   are recognised by their extension;
-* a file with another extension, a path that does not exist and a glob that matches nothing give an
-  ``error`` entry with the reason;
+* inside folders and among the files a glob matches, files with another extension (``notes.txt``,
+  ``Thumbs.db``, ``.xmp`` sidecars, a box file kept with the photos) are skipped, as ``yolo predict`` skips
+  them: :func:`expand_sources` logs how many, with examples. A file named on its own with another extension,
+  a path that does not exist and a glob that matches nothing give an ``error`` entry with the reason;
 * inside folders, hidden files and folders (names starting with ``.``) are skipped, and so are paths passed
   in ``exclude`` (the output file and its progress sidecar, the annotation folder);
 * links to folders are followed; a folder reached again through a link (a loop, or a second link to it) is not
@@ -24,6 +26,7 @@ column of the output and the key that ``--resume`` and box files match on.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -56,6 +59,10 @@ VIDEO_SUFFIXES: frozenset[str] = frozenset(
 """File extensions read as videos with OpenCV (case-insensitive)."""
 
 SourceKind = Literal["image", "video", "error"]
+
+log = logging.getLogger(__name__)
+
+_SKIPPED_EXAMPLES = 3  # skipped file names shown in the log line
 
 
 @dataclass(frozen=True)
@@ -241,11 +248,21 @@ def expand_sources(
         exclude: files or folders never to read (compared by resolved path).
 
     Returns:
-        One :class:`Source` per distinct input file, plus one ``error`` entry per unusable argument.
+        One :class:`Source` per distinct image or video file, plus one ``error`` entry per unusable argument
+        (files in folders and globs that are neither are skipped and logged).
     """
     excluded = {os.path.realpath(p) for p in exclude}
     seen: set[str] = set()
     out: list[Source] = []
+    skipped: dict[str, list[str]] = {}  # argument -> files found under it that are neither image nor video
+
+    def add_found(path: str, rel: str, item: str) -> None:
+        """A file found in a folder or by a glob: kept when it is an image or a video, else skipped."""
+        if kind_of(path) is None:
+            if os.path.realpath(path) not in excluded:
+                skipped.setdefault(item, []).append(Path(path).name)
+            return
+        add(_file_source(path, rel))
 
     def add(source: Source) -> None:
         if source.kind == "error" and not os.path.exists(source.path):
@@ -259,17 +276,17 @@ def expand_sources(
         seen.add(key)
         out.append(source)
 
-    def add_folder(folder: str, rel_root: str) -> None:
+    def add_folder(folder: str, rel_root: str, item: str) -> None:
         files, errors = _walk(folder)
         for rel in files:
-            add(_file_source(str(Path(folder) / rel), str(Path(rel_root) / rel)))
+            add_found(str(Path(folder) / rel), str(Path(rel_root) / rel), item)
         for path, reason in errors:
             add(Source(path, "error", Path(path).name, f"{path}: cannot list this folder: {reason}"))
 
     for item in inputs:
         text = os.fspath(item)
         if os.path.isdir(text):
-            add_folder(text, Path(os.path.abspath(text)).name)
+            add_folder(text, Path(os.path.abspath(text)).name, text)
         elif os.path.isfile(text):
             add(_file_source(text, Path(text).name))
         elif _has_magic(text):
@@ -284,11 +301,60 @@ def expand_sources(
             for match in matches:
                 rel = os.path.relpath(match, root) if root else match
                 if os.path.isdir(match):
-                    add_folder(match, rel)
+                    add_folder(match, rel, text)
                 elif not Path(match).name.startswith("."):
-                    add(_file_source(match, rel))
+                    add_found(match, rel, text)
             for path, reason in errors:
                 add(Source(path, "error", Path(path).name, f"{path}: cannot list this folder: {reason}"))
         else:
             add(Source(text, "error", Path(text).name, f"{text}: no such file or folder"))
+    for item, names in skipped.items():
+        more = f" and {len(names) - _SKIPPED_EXAMPLES} more" if len(names) > _SKIPPED_EXAMPLES else ""
+        log.info(
+            "%s: %d file(s) that are neither images nor videos skipped (%s%s)",
+            item,
+            len(names),
+            ", ".join(names[:_SKIPPED_EXAMPLES]),
+            more,
+        )
+    return out
+
+
+def missing_sources(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
+    """The arguments that name nothing.
+
+    ``(argument, reason)`` for each path that does not exist and each glob that matches nothing, with a close
+    name in the same folder where there is one (``photoz``: ``photos``).
+
+    A cheap look before any work: no folder is walked (a ``**`` glob is only checked for its leading folder).
+    """
+    import difflib
+
+    out = []
+    for item in inputs:
+        text = os.fspath(item)
+        if os.path.exists(text):
+            continue
+        if _has_magic(text):
+            if "**" in text:
+                root = _glob_root(text) or "."
+                if os.path.isdir(root):
+                    continue
+                out.append((text, f"{text}: no such folder {root}"))
+            elif not glob.glob(text):
+                out.append((text, f"{text}: no file matches this pattern"))
+            continue
+        parent = os.path.dirname(text.rstrip("/" + os.sep)) or "."
+        name = os.path.basename(text.rstrip("/" + os.sep))
+        try:
+            siblings = os.listdir(parent) if os.path.isdir(parent) else []
+        except OSError:
+            siblings = []
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.75)
+        hint = (
+            f" (did you mean {os.path.join(parent, close[0]) if parent != '.' else close[0]}?)"
+            if close
+            else ""
+        )
+        out.append((text, f"{text}: no such file or folder{hint}"))
     return out

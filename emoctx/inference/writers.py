@@ -71,6 +71,48 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
     return SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
 
 
+def output_format(out: str | os.PathLike, fmt: str | None = None, option: str = "--out") -> str:
+    """The format of an output table, with its name and ``fmt`` checked against each other (before any work).
+
+    The suffix says the format (:data:`SUFFIXES`); ``fmt``, when given too, must agree with it. A name without
+    a suffix is written in ``fmt`` when it is given. A name ending in a path separator names a folder.
+
+    Raises:
+        EmoctxError: a folder name, an unknown suffix, a suffix and ``fmt`` that disagree, or no suffix and no
+            ``fmt``; naming ``option`` and what to write instead.
+    """
+    text = os.fspath(out)
+    path = Path(text)
+    if text.endswith(("/", os.sep)):
+        raise EmoctxError(
+            f"{option} {text} names a folder (it ends in '/'); give the table's file name, e.g. "
+            f"{path / 'predictions.jsonl'}"
+        )
+    if fmt is not None and fmt not in FORMATS:
+        raise EmoctxError(f"unknown output format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    suffix = path.suffix.lower()
+    known = ", ".join(dict.fromkeys(s for s in (".jsonl", ".csv", ".parquet")))
+    if not suffix:
+        if fmt is not None:
+            return fmt
+        raise EmoctxError(
+            f"{option} {text}: the file name says no table type; name it {path.name}.jsonl, {path.name}.csv or "
+            f"{path.name}.parquet (or give --format)"
+        )
+    by_suffix = SUFFIXES.get(suffix)
+    if by_suffix is None:
+        raise EmoctxError(
+            f"{option} {text}: '{path.suffix}' is not a table type emoctx writes ({known}); name it "
+            f"{path.with_suffix('.csv').name}, for example (CSV opens in spreadsheets)"
+        )
+    if fmt is not None and fmt != by_suffix:
+        raise EmoctxError(
+            f"{option} {text} is {by_suffix.upper()} by its name but --format is {fmt}: give one of them, or "
+            f"name the file {path.with_suffix('.' + fmt).name}"
+        )
+    return by_suffix
+
+
 def table_schema() -> pa.Schema:
     """The Arrow schema of the prediction table (Parquet output)."""
     fields = []
@@ -159,7 +201,8 @@ def is_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> bool
 def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
     """Read a table written by :func:`write_predictions` (any format) into the same typed columns.
 
-    ``categories`` comes back as a list of names (``None`` on error rows) in every format.
+    ``categories`` comes back as a list of names (``None`` on error rows and rows without a person) in every
+    format.
     """
     path = Path(path)
     fmt = format_for(path, fmt)
@@ -177,7 +220,7 @@ def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd
         rows = df.astype(object).where(df.notna(), None).to_dict(orient="records")
         for r in rows:
             cats = r.get("categories")
-            if r.get("error") is not None:
+            if r.get("error") is not None or r.get("person") is None:  # an error, or a photo without a person
                 r["categories"] = None
             else:
                 r["categories"] = [c for c in (cats or "").split(CATEGORY_SEPARATOR) if c]

@@ -267,7 +267,7 @@ class EmotionModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         """Log the learning rate of the head."""
         if self.backbones_frozen():
-            log.info("epoch %d: backbones frozen (head warm-up)", self.current_epoch)
+            log.info("epoch %d: backbones frozen (head warm-up)", self.current_epoch + 1)  # counted from 1
         if self.trainer.optimizers:
             self.log(
                 "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, on_step=False
@@ -316,6 +316,7 @@ class EmotionModule(pl.LightningModule):
                 on_step=stage == "train",
                 on_epoch=True,
                 sync_dist=stage != "train",
+                prog_bar=stage == "train" and k == "loss",  # the bar shows the training loss
             )
         skipped = int(batch.get("skipped", 0))
         if skipped:
@@ -365,7 +366,9 @@ class EmotionModule(pl.LightningModule):
     def _log_metrics(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         values = metrics.compute()
-        self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in values.items() if k != "mAP"}, sync_dist=False)
+        if "mAP" in values:  # shown in the progress bar too
+            self.log(f"{stage}/mAP", float(values["mAP"]), sync_dist=False, prog_bar=True)
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -426,7 +429,8 @@ class EmotionModule(pl.LightningModule):
         """
         from emoctx.checkpoint import describe
 
-        training = dict(self.hparams)
+        # Keys Lightning's tools add for themselves (e.g. LightningCLI's "_instantiator") are not settings.
+        training = {k: v for k, v in self.hparams.items() if not str(k).startswith("_")}
         if self.data_settings is not None:
             training["data"] = dict(self.data_settings)
         if self.selected_checkpoint is not None:

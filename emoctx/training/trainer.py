@@ -9,6 +9,10 @@ a CPU with AVX2 only, bf16 arithmetic is emulated and far slower than fp32. ``"a
 
 Any value Lightning accepts (``32-true``, ``bf16-mixed``, ...) is used as given. The precision a run trained
 with is stored in its model file (``training["precision"]``).
+
+The progress bar follows where it is drawn (:mod:`emoctx.training.progress`): in a terminal, tqdm's bar with
+the loss and ``val/mAP``; elsewhere (a log file, a pipe), a log line every quarter of an epoch or every
+minute. A progress bar given in ``callbacks``, or ``enable_progress_bar=False``, is respected.
 """
 
 from __future__ import annotations
@@ -20,6 +24,16 @@ import pytorch_lightning as pl
 import torch
 
 log = logging.getLogger(__name__)
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertisements (``💡 Tip: ... try installing ...``) from the run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        return "Tip:" not in str(record.msg)
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
 
 AUTO = "auto"
 
@@ -57,6 +71,39 @@ def auto_precision(accelerator: Any = AUTO) -> str:
     return "32-true"
 
 
+def check_accelerator(accelerator: Any) -> None:
+    """Refuse a GPU on a machine without one in one line (Lightning's own error is a long traceback)."""
+    if (
+        isinstance(accelerator, str)
+        and accelerator.lower() in ("gpu", "cuda")
+        and not torch.cuda.is_available()
+    ):
+        from emoctx.errors import EmoctxError
+
+        raise EmoctxError(
+            f"trainer.accelerator {accelerator}: this machine has no CUDA GPU that torch {torch.__version__} can "
+            "use; train on the CPU with --device cpu (or trainer.accelerator: cpu in the config), or --device "
+            "auto to take a GPU where there is one"
+        )
+
+
+def with_progress_bar(callbacks: Any, enabled: bool | None = True) -> list[Any] | None:
+    """``callbacks`` with emoctx's progress bar for where it is drawn, unless one is given or bars are off."""
+    from pytorch_lightning.callbacks import ProgressBar
+
+    from emoctx.progress import is_terminal
+    from emoctx.training.progress import LogProgressBar, TerminalProgressBar
+
+    if enabled is False:
+        return callbacks
+    callbacks = (
+        [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    )
+    if not any(isinstance(cb, ProgressBar) for cb in callbacks):
+        callbacks.append(TerminalProgressBar() if is_terminal() else LogProgressBar())
+    return callbacks
+
+
 class Trainer(pl.Trainer):
     """:class:`pytorch_lightning.Trainer` that also takes ``precision="auto"`` (resolved by the hardware).
 
@@ -66,8 +113,10 @@ class Trainer(pl.Trainer):
 
     def __init__(self, *args: Any, precision: PrecisionInput = None, **kwargs: Any) -> None:
         requested = precision
+        check_accelerator(kwargs.get("accelerator", AUTO))
         if precision == AUTO:
             precision = auto_precision(kwargs.get("accelerator", AUTO))
             log.info("precision auto: %s", precision)
+        kwargs["callbacks"] = with_progress_bar(kwargs.get("callbacks"), kwargs.get("enable_progress_bar"))
         super().__init__(*args, precision=precision, **kwargs)
         self.requested_precision = requested

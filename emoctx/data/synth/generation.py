@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from emoctx.data.records import records_frame, write_records
 from emoctx.data.synth.render import FaceGeometry, render_image
@@ -41,6 +40,7 @@ from emoctx.data.synth.rules import (
 from emoctx.errors import EmoctxError
 from emoctx.io import atomic_path, atomic_write_text
 from emoctx.labels import SPLITS
+from emoctx.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def generate(
         for i in range(counts[split])
     ]
     rows_by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    bar = tqdm(total=len(tasks), desc="synth images", unit="img", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="synth images", unit="img", disable=not progress)
     try:
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:

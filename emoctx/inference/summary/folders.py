@@ -172,8 +172,9 @@ def _folder_markdown(s: FolderSummary, threshold: float | None) -> str:
         "",
         markdown_table(s.overview),
         "",
-        "Images are those with a row in the table: 'emoctx predict' writes no row for an image in which "
-        "nobody was detected.",
+        "Images are those with a row in the table: 'emoctx predict' gives an image in which nobody was found "
+        "one row without a person, counted here among the images (not among those with people). Files that "
+        "could not be read are counted under errors.",
         "",
         "## Categories",
         "",
@@ -223,19 +224,23 @@ def _categories_figure(categories: pd.DataFrame, n: int, threshold: float | None
         zorder=3,
         label="mean probability (%)",
     )
-    for yi, s, c in zip(y, share, order["people"]):
-        if c:
-            ax.text(s + 0.5, yi, str(int(c)), va="center", fontsize=8)
+    mean_prob = order["mean_probability"].to_numpy(dtype=float) * 100
+    right = float(np.nanmax(np.r_[share, mean_prob, 1.0]))
+    for yi, s, m, c in zip(y, share, mean_prob, order["people"]):
+        if c:  # right of both the bar and the marker, so they never overlap
+            ax.text(np.nanmax([s, m]) + right * 0.02 + 0.3, yi, str(int(c)), va="center", fontsize=8)
     ax.set_yticks(y, order["category"], fontsize=9)
     ax.set_ylim(-0.7, k - 0.3)
-    ax.set_xlim(0, 105)
-    ax.set_xlabel("% of people")
-    rule = "model thresholds" if threshold is None else f"probability >= {threshold:g}"
-    ax.set_title(f"Emotion categories across {n} people ({rule})")
+    ax.set_xlim(0, min(100.0, right * 1.12 + 2))  # to the largest value, not always to 100%
+    ax.set_xlabel("% of people (numbers: people)")
+    rule = "at the model's thresholds" if threshold is None else f"at probability >= {threshold:g}"
+    ax.set_title(f"Share of the {n} people predicted to show each emotion category ({rule})")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     if n == 0:
-        ax.text(50, k / 2, "no people detected", ha="center", fontsize=14, color="gray")
+        ax.text(
+            0.5, 0.5, "no people detected", ha="center", fontsize=14, color="gray", transform=ax.transAxes
+        )
     return fig
 
 
