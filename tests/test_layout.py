@@ -32,6 +32,7 @@ ONE_IDEA = {
     "evaluation/evaluate.py": "emoctx evaluate: a model or a predictions file scored, its face figures included",
     "inference/video.py": "video prediction: frames, tracks, per-track smoothing (the face's V/A too), output",
     "training/module.py": "the LightningModule: steps, the tasks' losses and metrics, parameter groups, face_init",
+    "evaluation/report.py": "report.md: one section per part of the metrics document (faces included), and the printed summary",
     "evaluation/predictions.py": "the predictions table: written, read from any system, paired with the records",
     "annotate/tasks.py": "Label Studio tasks: the photos found, pre-annotated by the model, written as tasks",
 }
