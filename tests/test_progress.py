@@ -121,3 +121,28 @@ def test_a_command_writing_to_a_file_logs_lines_not_redraws(tmp_path):
 )
 def test_the_training_bar_shows_the_loss_and_val_map(metrics, shown):
     assert bar_metrics(metrics) == shown
+
+
+@pytest.mark.parametrize(
+    ("monitor", "values", "line"),
+    [
+        ("val/mAP", [0.5, 0.6321], "val mAP 63.21% (best 63.21%, epoch 2)"),
+        ("val/vad_ccc", [0.41, 0.2], "val vad_ccc 0.2000 (best 0.4100, epoch 1)"),
+    ],
+)
+def test_the_epoch_line_shows_the_figure_that_picks_the_saved_epoch(monitor, values, line):
+    from types import SimpleNamespace
+
+    from emoctx.training.progress import EpochLog
+
+    epochs = EpochLog()
+    trainer = SimpleNamespace(
+        checkpoint_callbacks=[], sanity_checking=False, callback_metrics={}, max_epochs=2, current_epoch=0
+    )
+    epochs.on_train_start(trainer, SimpleNamespace(monitor=monitor))
+    for epoch, value in enumerate(values):
+        trainer.current_epoch = epoch
+        trainer.callback_metrics = {monitor: value, "train/loss_epoch": 1.0}
+        epochs.on_train_epoch_start(trainer, None)
+        epochs.on_validation_end(trainer, None)
+    assert line in epochs.line(trainer)
