@@ -1,0 +1,91 @@
+"""Which engine runs by default on this machine, and what the CPU offers.
+
+The rule (:func:`default_engine`), from measurements side by side in one run (``scripts/bench.py``, model floor,
+ResNet-18 body @128 + ResNet-18 scene @224, batch 32):
+
+* a GPU: ``torch`` with AMP (bf16, or fp16 where the GPU has no bf16);
+* a CPU with native bf16 (AVX512-BF16 or AMX): ``torch`` in bf16 (bf16 weights, BN folded, conv+ReLU fused);
+* a CPU without native bf16: ``onnxruntime`` in fp32. On an AMD EPYC (Zen 3, AVX2, no bf16) ONNX Runtime fp32
+  ran ResNet-18 at 1.59x PyTorch eager fp32 and OpenVINO fp32 at 1.55x, outputs equal to 1.2e-7; ONNX Runtime
+  is a dependency of emoctx, OpenVINO an optional extra. See the README's Performance section for the figures
+  of this rule on a CPU with native bf16, where fp32 engines stand in for a CPU without it.
+
+int8 is never chosen by default: it changes the outputs (within :data:`emoctx.engines.base.TOLERANCES`) and needs
+calibration images; ask for it with ``precision="int8"``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+CPU_FLAGS: tuple[str, ...] = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+)
+"""The CPU features that decide what is fast: AVX2/AVX-512 (fp32), AVX512-BF16/AMX-BF16 (native bf16),
+AVX512-VNNI/AVX-VNNI/AMX-INT8 (int8 dot products)."""
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> dict[str, bool]:
+    """Which of :data:`CPU_FLAGS` this CPU has (all False where ``/proc/cpuinfo`` cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        line = ""
+    present = set(line.split(":", 1)[-1].split())
+    return {flag: flag in present for flag in CPU_FLAGS}
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX-INT8)."""
+    flags = cpu_flags()
+    return flags["avx512_vnni"] or flags["avx_vnni"] or flags["amx_int8"]
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (:func:`emoctx.inference.pipeline.cpu_supports_bf16`)."""
+    from emoctx.inference import pipeline
+
+    return pipeline.cpu_supports_bf16()
+
+
+def default_engine(device: str | torch.device | None = "cpu") -> tuple[str, str]:
+    """``(engine, precision)``: the fastest on ``device`` that changes outputs no more than bf16 does.
+
+    The rule and its figures: see the module docstring.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"``/``None`` (a GPU when there is one).
+    """
+    from emoctx.inference.pipeline import resolve_device
+
+    device = resolve_device(device)
+    if device.type != "cpu":
+        return ("torch", "auto")
+    if native_bf16():
+        return ("torch", "bf16")
+    return ("onnxruntime", "fp32")
+
+
+def resolve_precision(engine: str, precision: str, device: torch.device) -> str:
+    """The precision ``"auto"`` stands for with ``engine`` on ``device`` (other values as given).
+
+    torch and openvino: bf16 where the hardware computes it natively (torch on a GPU: its autocast type),
+    else fp32; onnxruntime: fp32 (ONNX Runtime has no fast bf16 kernels on CPUs).
+    """
+    if precision != "auto":
+        return precision
+    if engine == "onnxruntime":
+        return "fp32"
+    if device.type != "cpu":
+        return "auto"  # torch picks bf16 or fp16 by the GPU
+    return "bf16" if native_bf16() else "fp32"
