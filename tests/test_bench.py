@@ -62,9 +62,25 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf1
     assert res["machine"]["native_bf16"] is False and bench.NO_BF16 in table
 
     floor = res["floor"]["persons_per_s"]
-    assert set(floor) == {"fp32", "fp32 channels-last"}
+    engines = [label for label, _, _ in bench.engine_rows(False, bench.have_openvino())]
+    assert set(floor) == {"fp32", "fp32 channels-last", *engines}
+    assert not any("bf16" in label for label in floor)
     assert all(_positive(rate) for rates in floor.values() for rate in rates.values())
     assert all(set(rates) == {"1", "4"} for rates in floor.values())
+    # Each engine built twice: exported (int8: calibrated) into an empty cache, then from the cache.
+    builds = res["floor"]["engines"]
+    assert set(builds) == set(engines)
+    for e in builds.values():
+        assert e["check"]["max_prob_diff"] <= e["check"]["tolerance"][0]
+        assert e["test_max_prob_diff"] <= e["check"]["tolerance"][0]
+        assert (e["cached"] is True) is (e["engine"] != "torch")
+        assert (e["calibration"] is not None) is (e["precision"] == "int8")
+    assert (
+        builds["engine onnxruntime fp32"]["export_s"] > 0
+        and builds["engine onnxruntime int8"]["quantize_s"] > 0
+    )
+    assert "**Engines: building**" in table and "engine onnxruntime int8" in table
+    assert "CPU flags: avx2" in table
 
     # Every prediction mode predicted every given box, in fp32; the baseline ran beside them.
     pred = res["predict"]
@@ -78,6 +94,10 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf1
     assert "baseline reference" in table and "fp32 shared (default)" in table and "bf16 shared" not in table
 
     assert _positive(res["detector"]["images_per_s"]) and res["detector"]["imgsz"] == 640
+    detectors = res["detector"]["engines"]
+    assert set(detectors) == set(bench.detector_engines(bench.have_openvino()))
+    assert all(_positive(d["images_per_s"]) for d in detectors.values())
+    assert all(d["export_s"] > 0 for e, d in detectors.items() if e != "torch")
     for when in ("roofline_start", "roofline_end"):
         assert _positive(res[when]["fp32"]) and res[when]["bf16"] is None
     assert "Matrix multiply (128x128" in table and "bf16 not measured" in table
@@ -111,6 +131,14 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf1
         for r in entry["modes"].values():
             assert 0 < r["mAP_fp32"] <= 1
             assert r["mAP_bf16"] is None and r["max_abs_prob_diff"] is None
+        # int8 beside fp32 on the same inputs; the fp32 engine reproduces PyTorch
+        rows = entry["int8"]["rows"]
+        assert {"PyTorch fp32", "onnxruntime fp32", "onnxruntime int8"} <= set(rows)
+        assert rows["onnxruntime fp32"]["max_prob_diff"] < 1e-5
+        assert rows["onnxruntime fp32"]["mAP"] == pytest.approx(rows["PyTorch fp32"]["mAP"])
+        assert 0 < rows["onnxruntime int8"]["mAP"] <= 1 and rows["onnxruntime int8"]["max_prob_diff"] <= 0.15
+        assert entry["int8"]["calibration"]["count"] == bench.QUICK.calibration_persons
+    assert "**int8 accuracy cost**" in table
     assert res["accuracy"]["persons"] > 0
 
 

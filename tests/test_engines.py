@@ -352,7 +352,7 @@ def test_calibration_identity():
         CalibrationSet.from_batches([{"body": np.zeros((2, 64, 64), np.float32)}])
 
 
-def test_calibration_images_of_the_wrong_size_are_refused(copy_of):
+def test_calibration_images_of_the_wrong_size_are_refused(copy_of, exports):
     path = copy_of()
     wrong = CalibrationSet.from_batches(
         [{"body": torch.zeros(2, 3, 32, 32), "scene": torch.zeros(2, 3, 96, 96)}], name="wrong"
@@ -391,3 +391,81 @@ def test_auto_builds_the_default_engine(model, monkeypatch):
     monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: True)
     built = build_engine(model)
     assert (built.name, built.precision) == ("torch", "bf16") and built.input_dtype == torch.bfloat16
+
+
+def test_one_openvino_core_for_the_process(model, tmp_path):
+    """OpenVINO engines built and dropped in any order leave the process able to take signals (each OpenVINO
+    core installs an alternate signal stack and frees it when it goes; cores dropped out of order left a freed
+    one, and the next signal, such as a data-loading worker ending, killed the process)."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import gc, os, signal
+        from emoctx.engines import build_engine
+        received = []
+        signal.signal(signal.SIGUSR1, lambda *_: received.append(1))
+        first = build_engine({str(model)!r}, "openvino", "fp32")
+        second = build_engine({str(model)!r}, "openvino", "fp32")
+        del first
+        gc.collect()
+        del second
+        gc.collect()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("signals received:", len(received))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "signals received: 1" in done.stdout
+
+
+# -------------------------------------------------------------------------------------------------- detector
+@pytest.fixture(scope="module")
+def yolo_weights(tmp_path_factory):
+    from emoctx.inference.detect import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    path = tmp_path_factory.mktemp("yolo") / "det.pt"
+    YOLO("yolo11n.yaml").save(path)
+    return path
+
+
+def test_detector_export_is_cached_beside_its_weights_and_loads_safely(yolo_weights, monkeypatch):
+    from emoctx.engines import detector as detector_module
+    from emoctx.inference.detect import UltralyticsDetector
+
+    calls = []
+    real = detector_module._export
+    monkeypatch.setattr(detector_module, "_export", lambda *a: calls.append(a) or real(*a))
+    path = detector_module.export_detector(yolo_weights, "onnxruntime", imgsz=64)
+    again = detector_module.export_detector(yolo_weights, "onnxruntime", imgsz=64)
+    assert path == again and len(calls) == 1 and path.endswith(".onnx")
+    digest = cache_module.file_sha256(yolo_weights)[:12]
+    assert path.startswith(str(yolo_weights.parent / "det.pt.engines" / digest))
+    assert sorted(p.name for p in yolo_weights.parent.iterdir()) == ["det.pt", "det.pt.engines"]
+
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    found = UltralyticsDetector(path, imgsz=64).detect([image, image])  # ultralytics' ONNX Runtime backend
+    assert len(found) == 2 and all(isinstance(f, list) for f in found)
+    assert detector_module.export_detector(yolo_weights, "torch") == str(yolo_weights)
+
+
+def test_detector_openvino_export_of_an_architecture(tmp_path):
+    from emoctx.engines.detector import export_detector
+    from emoctx.inference.detect import UltralyticsDetector
+
+    with pytest.raises(EmoctxError, match="give a folder to export into"):
+        export_detector("yolo11n.yaml", "openvino", imgsz=64)
+    path = export_detector("yolo11n.yaml", "openvino", imgsz=64, out=tmp_path)
+    assert path.endswith("_openvino_model.xml") and (tmp_path / "metadata.yaml").is_file()
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    assert len(UltralyticsDetector(path, imgsz=64).detect([image])) == 1  # ultralytics' OpenVINO backend
+    with pytest.raises(EmoctxError, match="unknown detector engine"):
+        export_detector("yolo11n.yaml", "tensorrt", out=tmp_path)

@@ -30,15 +30,20 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 TOLERANCES: dict[str, tuple[float, float]] = {
     "fp32": (1e-4, 1e-3),
     "bf16": (0.05, 0.25),
-    "int8": (0.1, 0.5),
+    "int8": (0.15, 0.75),
 }
-"""Largest accepted difference from the network in PyTorch fp32, per precision: (category probability, V/A/D on
-the 1-10 scale), on the check batch (:func:`check_inputs`). fp32 engines compute the same function in another
-order of operations (measured: below 1e-6); bf16 rounds every activation to 8 significant bits (measured
-on the bench's random-init ResNet-18 pair: 0.003 probability, 0.02 V/A/D; trained synth models up to 0.008
-probability); int8 rounds activations and weights to 256 levels (measured: see ``scripts/bench.py``'s
-accuracy table). A larger difference means the engine does not compute this model faithfully (an exporter
-or runtime defect, a graph from another model): it is refused."""
+"""Largest accepted difference from the network in PyTorch fp32 on the check batch (:func:`check_inputs`), per
+precision: (category probability, V/A/D on the 1-10 scale). A larger difference means the engine does not
+compute this model faithfully (an exporter or runtime defect, graphs of another model, calibration images
+unlike the model's inputs), and the engine is refused. Measured on the check batch (probability, V/A/D):
+
+* fp32 engines compute the same function in another order of operations: below 1e-6 and 1e-5;
+* bf16 keeps 8 significant bits of every activation: 0.006 and 0.021 (``configs/synth_tiny.yaml`` trained on
+  EMOTIC-synth), 0.001 and 0.028 (a ResNet-18 pair trained on it);
+* int8 (:mod:`emoctx.engines.graphs`): 0.035 and 0.07 (the tiny model), 0.033 and 0.15 (the ResNet-18 pair);
+  over the 834 test persons of EMOTIC-synth the tiny model's largest differences were 0.095 and 0.13, with
+  its mAP unchanged (+0.03 points).
+"""
 
 
 @dataclass

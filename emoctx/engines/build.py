@@ -16,7 +16,7 @@ from emoctx.engines import calibration as calib
 from emoctx.engines.base import ENGINES, PRECISIONS, Engine, check_engine
 from emoctx.engines.cache import EngineCache, short_hash
 from emoctx.engines.choice import default_engine, has_vnni, resolve_precision
-from emoctx.engines.graphs import export_graphs, quantize_encoders
+from emoctx.engines.graphs import QUANTIZATION, export_graphs, quantize_encoders
 from emoctx.engines.runtimes import OnnxRuntimeEngine, OpenVinoEngine, import_runtime, runtime_version
 from emoctx.engines.torch_engine import TorchEngine
 from emoctx.errors import EmoctxError
@@ -180,7 +180,7 @@ def _build_exported(
         assert calibration is not None
         reduce_range = not has_vnni()
         q_versions = _versions("onnxruntime")
-        key = f"onnx-int8-op{opset}-{short_hash(q_versions)}-cal{calibration.digest[:12]}"
+        key = f"onnx-int8-op{opset}-{short_hash([q_versions, QUANTIZATION])}-cal{calibration.digest[:12]}"
         key += "-r7" if reduce_range else ""
 
         def quantize(folder: Path) -> dict[str, Any]:

@@ -11,8 +11,12 @@ per person, the head on the gathered features. Exported with torch's dynamo expo
 int8 (:func:`quantize_encoders`): post-training static quantisation with ONNX Runtime's ``quantize_static``:
 QDQ format (the graph stays standard ONNX, with QuantizeLinear/DequantizeLinear pairs around each quantised
 operation; ONNX Runtime and OpenVINO both run it as integer arithmetic), weights int8 per output channel,
-activations uint8 with ranges calibrated (min/max) on the caller's preprocessed images. Only the encoders are
-quantised: the head is a few small matrix products, where int8 would cost accuracy and save nothing.
+activations uint8 with ranges calibrated on the caller's preprocessed images: the 99.99th percentile of each
+activation's magnitude (:data:`QUANTIZATION`; on a ResNet-18 pair trained on EMOTIC-synth it lost 0.01 mAP
+points where the minimum/maximum ranges lost 0.46, and entropy ranges the same 0.46). The histograms are built
+one calibration batch at a time (ONNX Runtime otherwise holds every activation of every calibration image
+in memory at once). Only the encoders are quantised: the head is a few small matrix products, where int8
+would cost accuracy and save nothing.
 Activations are uint8 because ONNX Runtime's x86 kernels for uint8 x int8 products are its fast ones (int8 x
 int8 ran no faster than fp32 here); on CPUs without VNNI instructions those kernels can saturate, so weights
 are quantised to 7 bits there (``reduce_range``), as ONNX Runtime advises.
@@ -38,7 +42,18 @@ ENCODER_OUTPUT = "features"
 HEAD_OUTPUTS = ("logits", "vad")
 HEAD_FILE = "head.onnx"
 CALIBRATION_BATCH = 16
-"""Images per calibration run (ONNX Runtime keeps only each activation's minimum and maximum per run)."""
+"""Images per calibration run: the activations of one run are held in memory while their histograms are made."""
+QUANTIZATION: dict[str, Any] = {
+    "tool": "onnxruntime.quantization.quantize_static",
+    "format": "QDQ",
+    "weights": "int8, per channel",
+    "activations": "uint8",
+    "calibration_method": "Percentile",
+    "percentile": 99.99,
+    "quantized": "encoders",
+    "kept_fp32": "head",
+}
+"""The quantisation settings (recorded in the cache manifest; part of its key)."""
 
 
 def encoder_file(stream: str) -> str:
@@ -145,24 +160,29 @@ def quantize_encoders(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
+        """The calibration batches, served a range at a time (``set_range``: one histogram update each)."""
+
         def __init__(self, arrays: list[np.ndarray]):
-            chunks = [
-                a[i : i + CALIBRATION_BATCH] for a in arrays for i in range(0, len(a), CALIBRATION_BATCH)
+            self._chunks = [
+                np.ascontiguousarray(a[i : i + CALIBRATION_BATCH], dtype=np.float32)
+                for a in arrays
+                for i in range(0, len(a), CALIBRATION_BATCH)
             ]
-            self._it = iter(chunks)
+            self._it = iter(self._chunks)
+
+        def __len__(self) -> int:
+            return len(self._chunks)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter(self._chunks[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self._it, None)
-            return None if x is None else {ENCODER_INPUT: np.ascontiguousarray(x, dtype=np.float32)}
+            return None if x is None else {ENCODER_INPUT: x}
 
     settings = {
-        "tool": "onnxruntime.quantization.quantize_static",
-        "format": "QDQ",
-        "weights": "int8, per channel" + (", 7-bit range" if reduce_range else ""),
-        "activations": "uint8",
-        "calibration_method": "MinMax",
-        "quantized": list(streams),
-        "kept_fp32": ["head"],
+        **QUANTIZATION,
+        "weights": QUANTIZATION["weights"] + (", 7-bit range" if reduce_range else ""),
     }
     for stream in streams:
         prepared = folder / f".{stream}.prepared.onnx"
@@ -176,7 +196,10 @@ def quantize_encoders(
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.Percentile,
+            # one histogram update per calibration batch (the option's name says MinMax; it applies to every
+            # calibration method)
+            extra_options={"CalibPercentile": QUANTIZATION["percentile"], "CalibStridedMinMax": 1},
         )
         prepared.unlink()
         log.info("%s encoder quantised to int8", stream)
