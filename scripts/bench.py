@@ -127,7 +127,7 @@ FULL = Plan(
     rounds=3,
     floor_batch=32,
     floor_reps=(10, 2),
-    floor_rounds=3,
+    floor_rounds=5,
     calibration_persons=128,
     baseline_persons=80,
     detector_images=24,
@@ -416,25 +416,27 @@ def measure_floor(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, 
     def forward(m: Any, x: dict[str, torch.Tensor]) -> Any:
         return m.head({n: m.encode(n, x[n]).float() for n in sizes})
 
-    def measure(variant: str, warmup: bool) -> dict[str, float]:
+    def measure(variant: str) -> dict[str, float]:
         m, _, _, autocast = variants[variant]
         out = {}
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             for batch, reps in zip(batches, plan.floor_reps, strict=True):
                 x = inputs[variant, batch]
-                out[str(batch)] = time_call(lambda m=m, x=x: forward(m, x), reps, warmup)
+                out[str(batch)] = time_call(lambda m=m, x=x: forward(m, x), reps, warmup=False)
             x = inputs[variant, plan.floor_batch]
             for n in sizes:  # each stream alone at the same batch (the head costs next to nothing)
-                out[n] = time_call(lambda m=m, n=n, x=x: m.encode(n, x[n]), plan.floor_reps[1], warmup)
+                out[n] = time_call(lambda m=m, n=n, x=x: m.encode(n, x[n]), plan.floor_reps[1], warmup=False)
         return out
 
-    for variant in variants:  # warm-up: first-call caches, kernel selection
-        measure(variant, warmup=True)
+    for variant, (m, _, _, autocast) in variants.items():  # warm-up: first-call caches, kernel selection
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for batch in batches:
+                forward(m, inputs[variant, batch])
     rounds: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     order = list(variants)
     for r in range(plan.floor_rounds):
         for variant in order if r % 2 == 0 else order[::-1]:
-            rounds[variant].append(measure(variant, warmup=False))
+            rounds[variant].append(measure(variant))
         say(f"floor round {r + 1}/{plan.floor_rounds} done")
     out: dict[str, Any] = {
         "persons_per_s": {},
@@ -1132,9 +1134,10 @@ def render_floor(res: dict[str, Any], add: Callable[[str], None]) -> None:
     add("")
     add(
         f"**Model floor** ({ARCH_NAMES[plan['arch']]}; preprocessed tensors, `torch.inference_mode`; each row "
-        f"measured in turn, {floor.get('rounds', 1)} round(s), the order reversed every other round, median of "
-        f"the rounds, each the median of {plan['floor_reps'][1]}-{plan['floor_reps'][0]} repeats after a "
-        f"warm-up. x fp32 / x bf16: batch-{b} rate over that of the network as `emoctx predict` runs it in "
+        f"measured in turn after a warm-up of every row, {floor.get('rounds', 1)} round(s), the order reversed "
+        f"every other round; median of the rounds, each the median of {plan['floor_reps'][0]} repeats at batch 1 "
+        f"and {plan['floor_reps'][1]} at batch {b}. x fp32 / x bf16: batch-{b} rate over that of the network as "
+        "`emoctx predict` runs it in "
         "fp32 (the default on CPUs without native bf16) / in bf16 (the default with it), in this run)"
     )
     add("")
@@ -1164,8 +1167,10 @@ def render_floor(res: dict[str, Any], add: Callable[[str], None]) -> None:
         )
         add("")
         add(
-            "**Engines: building** (first build: export, and for int8 calibration and quantisation, into an "
-            "empty cache; again: the same engine from the cache; both include the check against PyTorch fp32)"
+            "**Engines: building** (first build: into an empty cache, in the order of the rows: the fp32 graphs "
+            "are exported by the first exported engine and shared by the others, the int8 graphs calibrated and "
+            "quantised by the first int8 engine; again: the same engine from the cache; each includes loading "
+            "the model file and the check against PyTorch fp32)"
         )
         add("")
         add(

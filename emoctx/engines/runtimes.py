@@ -4,7 +4,8 @@ Both run on the CPU, with as many compute threads as PyTorch uses (``torch.get_n
 physical core unless set otherwise), so that an engine is compared with PyTorch on the same cores:
 
 * ONNX Runtime: ``intra_op_num_threads`` = that number, ``inter_op_num_threads`` = 1, sequential execution, all
-  graph optimisations;
+  graph optimisations, and threads that sleep rather than spin between runs (each of the three sessions has
+  its own threads, which otherwise keep the cores busy while the next session runs);
 * OpenVINO: ``INFERENCE_NUM_THREADS`` = that number, ``PERFORMANCE_HINT`` = ``LATENCY`` (one stream: the
   predictor calls one batch at a time), and ``INFERENCE_PRECISION_HINT`` set to the precision asked for:
   OpenVINO otherwise computes in bf16 on its own on CPUs that have it (an "fp32" engine must not).
@@ -117,6 +118,9 @@ class OnnxRuntimeEngine(_Exported):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
+        # Each session has its own threads; spinning after a run, they took the cores from the next session's
+        # (ResNet-18 pair at batch 1: 38 ms per person with spinning, 13 ms without; batch 32: 403 and 314 ms).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
         def session(file: str) -> Any:
             return ort.InferenceSession(str(self.folder / file), options, providers=["CPUExecutionProvider"])
