@@ -671,7 +671,9 @@ def measure_detector(plan: Plan, root: Path, work: Path) -> dict[str, Any]:
         export_s[engine] = time.perf_counter() - start
         detectors[engine] = UltralyticsDetector(exported, device="cpu")
     for d in detectors.values():
-        d.detect(images[:2])  # warm-up (model fusion, first-call caches, graph compilation)
+        # warm-up at the measured batch size: model fusion, first-call caches, and the exported runtimes'
+        # preparation for each new input shape (OpenVINO compiles, ONNX Runtime sizes its memory)
+        d.detect(images)
     runs: dict[str, list[float]] = {e: [] for e in detectors}
     found: dict[str, int] = {}
     for r in range(plan.rounds):

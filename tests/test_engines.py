@@ -384,6 +384,20 @@ def test_default_engine_follows_the_hardware(monkeypatch):
     assert default_engine("cuda") == ("torch", "auto")  # decided without touching a GPU
 
 
+def test_default_detector_engine(monkeypatch):
+    import importlib.util
+
+    from emoctx.engines import default_detector_engine
+
+    assert default_detector_engine("cuda") == "torch"
+    real = importlib.util.find_spec
+    assert default_detector_engine("cpu") == ("openvino" if real("openvino") else "onnxruntime")
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a)
+    )
+    assert default_detector_engine("cpu") == "onnxruntime"
+
+
 def test_auto_builds_the_default_engine(model, monkeypatch):
     monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: False)
     built = build_engine(model)  # a CPU without native bf16: onnxruntime fp32

@@ -25,7 +25,7 @@ An engine stands in for the network where the predictor calls it, with the same 
 from emoctx.engines.base import ENGINES, PRECISIONS, TOLERANCES, Engine, EngineCheck, check_inputs
 from emoctx.engines.build import ENGINE_PRECISIONS, build_engine
 from emoctx.engines.calibration import CalibrationSet
-from emoctx.engines.choice import cpu_flags, default_engine
+from emoctx.engines.choice import cpu_flags, default_detector_engine, default_engine
 
 __all__ = [
     "ENGINES",
@@ -38,5 +38,6 @@ __all__ = [
     "build_engine",
     "check_inputs",
     "cpu_flags",
+    "default_detector_engine",
     "default_engine",
 ]
