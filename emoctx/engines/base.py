@@ -40,9 +40,12 @@ unlike the model's inputs), and the engine is refused. Measured on the check bat
 * fp32 engines compute the same function in another order of operations: below 1e-6 and 1e-5;
 * bf16 keeps 8 significant bits of every activation: 0.006 and 0.021 (``configs/synth_tiny.yaml`` trained on
   EMOTIC-synth), 0.001 and 0.028 (a ResNet-18 pair trained on it);
-* int8 (:mod:`emoctx.engines.graphs`): 0.035 and 0.07 (the tiny model), 0.033 and 0.15 (the ResNet-18 pair);
-  over the 834 test persons of EMOTIC-synth the tiny model's largest differences were 0.095 and 0.13, with
-  its mAP unchanged (+0.03 points).
+* int8 (:mod:`emoctx.engines.graphs`): 0.024 to 0.037 and 0.06 to 0.10 (the tiny model, trained 2 and 6
+  epochs), 0.033 and 0.15 (the ResNet-18 pair).
+
+Single persons can move more than the check batch does: over the EMOTIC-synth test persons int8 moved a
+probability by up to 0.095 (tiny model, 6 epochs) and 0.22 (2 epochs), V/A/D by up to 0.82, while the mAP
+moved by -0.05 to +0.35 points and the V/A/D MAE by less than 0.002 (``scripts/bench.py``'s int8 table).
 """
 
 

@@ -1,17 +1,26 @@
 """Which engine runs by default on this machine, and what the CPU offers.
 
-The rule (:func:`default_engine`), from measurements side by side in one run (``scripts/bench.py``, model floor,
-ResNet-18 body @128 + ResNet-18 scene @224, batch 32):
+The rule (:func:`default_engine`):
 
 * a GPU: ``torch`` with AMP (bf16, or fp16 where the GPU has no bf16);
 * a CPU with native bf16 (AVX512-BF16 or AMX): ``torch`` in bf16 (bf16 weights, BN folded, conv+ReLU fused);
-* a CPU without native bf16: ``onnxruntime`` in fp32. On an AMD EPYC (Zen 3, AVX2, no bf16) ONNX Runtime fp32
-  ran ResNet-18 at 1.59x PyTorch eager fp32 and OpenVINO fp32 at 1.55x, outputs equal to 1.2e-7; ONNX Runtime
-  is a dependency of emoctx, OpenVINO an optional extra. See the README's Performance section for the figures
-  of this rule on a CPU with native bf16, where fp32 engines stand in for a CPU without it.
+* a CPU without native bf16: ``onnxruntime`` in fp32.
+
+The figures it rests on, model floor of the ResNet-18 pair (body @128 + scene @224) at batch 32, measured side
+by side in one run (``scripts/bench.py``, alternating rounds):
+
+* on an AMD EPYC without native bf16 (Zen 3, AVX2): ONNX Runtime fp32 1.59x PyTorch eager fp32, OpenVINO fp32
+  1.55x, outputs equal to 1.2e-7: on that class ONNX Runtime is the fastest, and it is a dependency of emoctx
+  (OpenVINO is an optional extra);
+* on the 2-core AMD EPYC with native bf16 (AVX-512, AVX512-BF16, VNNI), fp32 standing in for a CPU without
+  bf16: ONNX Runtime fp32 100.7 persons/s and OpenVINO fp32 101.5, PyTorch fp32 as ``emoctx predict`` runs it
+  78.4 (1.29x for both) and eager 47.2 (2.1x); in bf16, PyTorch as ``emoctx predict`` runs it 151.2 and
+  OpenVINO bf16 189.8 (1.26x). PyTorch stays the default there until the whole prediction (decoding, the
+  model's threads beside the main process) has been measured with OpenVINO; ``engine="openvino"`` asks for it.
 
 int8 is never chosen by default: it changes the outputs (within :data:`emoctx.engines.base.TOLERANCES`) and needs
-calibration images; ask for it with ``precision="int8"``.
+calibration images; ask for it with ``precision="int8"`` (measured on that CPU: ONNX Runtime int8 316 persons/s,
+OpenVINO int8 387, against 78 for PyTorch fp32 and 151 for PyTorch bf16).
 """
 
 from __future__ import annotations
@@ -59,9 +68,7 @@ def native_bf16() -> bool:
 
 
 def default_engine(device: str | torch.device | None = "cpu") -> tuple[str, str]:
-    """``(engine, precision)``: the fastest on ``device`` that changes outputs no more than bf16 does.
-
-    The rule and its figures: see the module docstring.
+    """``(engine, precision)`` to run on ``device`` by default (the rule and its figures: the module docstring).
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"``/``None`` (a GPU when there is one).
@@ -96,7 +103,7 @@ def default_detector_engine(device: str | torch.device | None = "cpu") -> str:
 
     On a GPU, PyTorch (ultralytics' own). On a CPU, OpenVINO where it is installed, else ONNX Runtime: measured
     side by side (``scripts/bench.py``, yolo11n at 640, batch 8, on the 2-core AMD EPYC with native bf16),
-    OpenVINO ran at 4.6x PyTorch and ONNX Runtime at 2.7x. (ultralytics runs an OpenVINO detector in
+    OpenVINO ran at 4.2x PyTorch and ONNX Runtime at 2.4x. (ultralytics runs an OpenVINO detector in
     OpenVINO's default precision: bf16 on CPUs with native bf16, fp32 elsewhere.)
     """
     import importlib.util
