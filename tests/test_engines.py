@@ -370,6 +370,9 @@ def test_missing_openvino_names_the_extra(copy_of, exports, monkeypatch):
     with pytest.raises(EmoctxError, match=r"pip install 'emoctx\[openvino\]'"):
         build_engine(path, "openvino", "fp32")
     assert exports == [] and not (path.parent / "model.safetensors.engines").exists()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # a dependency, missing only from a broken install
+    with pytest.raises(EmoctxError, match="install it with pip install onnxruntime"):
+        build_engine(path, "onnxruntime", "fp32")
 
 
 # ------------------------------------------------------------------------------------------ default rule

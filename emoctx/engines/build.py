@@ -135,7 +135,6 @@ def build_engine(
     if engine == "torch":
         reference = copy.deepcopy(net).float().cpu()  # the torch engine prepares (changes) the network
         built: Engine = TorchEngine(net, precision, device)
-        built.info["build_seconds"] = round(time.perf_counter() - start, 3)
     else:
         built = _build_exported(
             model, net, engine, precision, calibration, cache_dir, threads, opset or DEFAULT_OPSET

@@ -27,14 +27,18 @@ from emoctx.errors import EmoctxError
 
 log = logging.getLogger(__name__)
 
-EXTRA = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+INSTALL = {
+    "openvino": "pip install 'emoctx[openvino]'",  # an optional extra
+    "onnxruntime": "pip install onnxruntime",  # a dependency of emoctx: missing only from a broken install
+}
+"""How to install each exported engine's runtime."""
 
 
 def import_runtime(engine: str) -> Any:
-    """Import the runtime of ``engine``, or explain which extra installs it.
+    """Import the runtime of ``engine``, or explain how to install it (naming the extra, where it is one).
 
     Raises:
-        EmoctxError: the package is not installed (naming the pip command).
+        EmoctxError: the package is not installed.
     """
     try:
         if engine == "openvino":
@@ -45,10 +49,9 @@ def import_runtime(engine: str) -> Any:
 
         return onnxruntime
     except ImportError as e:
-        extra = EXTRA[engine]
         raise EmoctxError(
-            f"the {engine} engine needs the '{extra}' package, which is not installed ({e}); install it with "
-            f"pip install 'emoctx[{extra}]' (or choose another --engine)"
+            f"the {engine} engine needs the '{engine}' package, which is not installed ({e}); install it with "
+            f"{INSTALL[engine]} (or choose another --engine)"
         ) from None
 
 
@@ -57,7 +60,7 @@ def runtime_version(engine: str) -> str | None:
     from importlib import metadata
 
     try:
-        return metadata.version(EXTRA.get(engine, engine))
+        return metadata.version(engine)
     except metadata.PackageNotFoundError:
         return None
 
