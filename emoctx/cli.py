@@ -8,6 +8,7 @@ so that ``emoctx --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -57,9 +58,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_given(argv: list[str]) -> str | None:
+    """The first argument that is not one of the top-level options: the command the user typed."""
+    for arg in argv:
+        if arg in ("-h", "--help", "--version"):
+            return None  # argparse answers these before looking at the command
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def check_command(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuse an unknown command with the close matches among :data:`COMMANDS` (``predcit``: ``predict``).
+
+    argparse's own message lists every command; a close match is what a typo needs.
+    """
+    given = _command_given(argv)
+    if given is None or given in COMMANDS:
+        return
+    close = difflib.get_close_matches(given, COMMANDS, n=2, cutoff=0.6)
+    hint = " or ".join(f"'{c}'" for c in close)
+    parser.error(
+        f"unknown command '{given}'"
+        + (f"; did you mean {hint}?" if close else "")
+        + f" (commands: {', '.join(COMMANDS)}; run 'emoctx --help')"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``emoctx`` console script; returns the exit status."""
     parser = build_parser()
+    check_command(parser, list(sys.argv[1:] if argv is None else argv))
     # Commands that wrap another parser (train: LightningCLI) receive the arguments they do not declare.
     args, extra = parser.parse_known_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to repeat the command in messages
@@ -73,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (EmoctxError, FileNotFoundError) as e:
-        print(f"emoctx {args.command}: error: {printable(str(e))}", file=sys.stderr)
+        message = e.for_cli() if isinstance(e, EmoctxError) else str(e)
+        print(f"emoctx {args.command}: error: {printable(message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"emoctx {args.command}: interrupted", file=sys.stderr)

@@ -8,14 +8,26 @@ refused with a message naming the field, instead of (for example) asking for a 7
 Rules:
 
 * The description is a JSON object with ``format: "emoctx-model"`` and a positive integer ``format_version``
-  no newer than this emoctx reads.
+  no newer than this emoctx reads (:data:`FORMAT_VERSION`).
 * Known fields have strict types and ranges: ``network`` (required; what :meth:`EmotionNet.from_config` reads),
   ``streams`` (required; the input size, mean and std of each stream of ``network``, and the same values),
-  ``categories`` and ``vad`` (the canonical ones), ``score_activation`` (``sigmoid`` or ``clamp``),
-  ``thresholds`` (null, or known category slugs mapped to a number in 0-1 or null), ``training`` (an object;
-  its ``mask_subject`` entries are booleans), ``emoctx_version`` (a string), ``torch_version`` and
-  ``timm_version`` (strings, or null where not recorded); a stream's ``resize`` is one of
-  :data:`RESIZES` and ``network.vad_output`` one of :data:`VAD_OUTPUTS`.
+  ``preprocessing`` (required from format v2; see below), ``categories`` and ``vad`` (the canonical ones),
+  ``score_activation`` (``sigmoid`` or ``clamp``), ``thresholds`` (null, or known category slugs mapped to a
+  number in 0-1 or null), ``training`` (an object; its ``mask_subject`` and ``data.mask_subject`` entries are
+  booleans: format v1 says there whether the subject was masked), ``emoctx_version`` (a string),
+  ``torch_version`` and ``timm_version`` (strings, or null where not recorded); ``network.vad_output`` is one of
+  :data:`VAD_OUTPUTS`.
+* ``preprocessing`` (:class:`emoctx.data.preprocess.PreprocessCfg`): ``streams`` names the network's streams in
+  its order, each with ``region`` (:data:`REGIONS`), ``input_size`` ``[height, width]`` and ``mean``/``std``
+  equal to the stream's in ``streams``, ``resize`` (:data:`RESIZES`) and ``mask`` (null, or a box region other
+  than the stream's own); ``max_side`` is null or a whole number of pixels up to :data:`MAX_DECODE_SIDE`.
+* Format v1 (no ``preprocessing``; still read, its preprocessing derived by
+  :meth:`PreprocessCfg.from_v1`) kept each stream's resize rule in ``streams.<name>.resize``; from v2 it is in
+  ``preprocessing`` only.
+* The face stream's fields: ``network.face`` (only with a stream named ``face``) is an object with
+  ``attention`` (one of :data:`FACE_ATTENTIONS`), ``landmarks`` (one of :data:`FACE_LANDMARKS`) and ``sigma``
+  (a number in (0, 1]); ``network.modality_dropout`` maps streams of the network to probabilities in [0, 1);
+  ``network.expressions`` is a list of 1 to :data:`MAX_EXPRESSIONS` distinct names of at most 64 characters.
 * Input sizes are at most :data:`MAX_INPUT_SIZE` pixels, fused widths at most :data:`MAX_HIDDEN`, and a model
   has at most :data:`MAX_STREAMS` streams, each with three channel means and standard deviations (RGB).
 * ``network.streams.<name>.kwargs`` go to ``timm.create_model``: their values must be JSON scalars or flat
@@ -40,12 +52,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from emoctx import __version__, labels
+from emoctx.data.preprocess import BOX_REGIONS, REGIONS, RESIZES
 from emoctx.errors import EmoctxError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "emoctx-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""v2: the ``preprocessing`` field (v1 files are read, their preprocessing derived from ``streams`` and
+``training``)."""
 
 MAX_INPUT_SIZE = 2048
 """Largest accepted input side of a stream, in pixels (the common backbones take 224-518)."""
@@ -55,6 +70,8 @@ MAX_STREAMS = 8
 """Most streams a model may have."""
 MAX_DEPTH = 64
 """Deepest nesting accepted in free-form values (recorded training settings, unknown fields)."""
+MAX_DECODE_SIDE = 65536
+"""Largest accepted ``preprocessing.max_side``."""
 
 KNOWN_FIELDS: tuple[str, ...] = (
     "format",
@@ -67,17 +84,35 @@ KNOWN_FIELDS: tuple[str, ...] = (
     "score_activation",
     "thresholds",
     "training",
+    "preprocessing",
     "torch_version",
     "timm_version",
 )
 """Top-level fields this emoctx reads; others are kept as additive fields (see the module docstring)."""
 
 SCORE_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "clamp")
-_NETWORK_KEYS = ("streams", "fusion", "hidden", "dropout", "fusion_kwargs", "vad_output")
+_NETWORK_KEYS = (
+    "streams",
+    "fusion",
+    "hidden",
+    "dropout",
+    "fusion_kwargs",
+    "vad_output",
+    "face",
+    "modality_dropout",
+    "expressions",
+)
+FACE_STREAM = "face"  # emoctx.models.face.FACE_STREAM
+FACE_ATTENTIONS: tuple[str, ...] = ("landmarks", "none")  # emoctx.models.face.ATTENTIONS
+FACE_LANDMARKS: tuple[str, ...] = ("coco5",)  # emoctx.models.face.LANDMARKS
+_FACE_KEYS = ("attention", "landmarks", "sigma")
+MAX_EXPRESSIONS = 64  # emoctx.models.network.MAX_EXPRESSIONS
 VAD_OUTPUTS: tuple[str, ...] = ("internal", "tenths")  # emoctx.models.network.VAD_OUTPUTS
-RESIZES: tuple[str, ...] = ("area", "bilinear")  # emoctx.data.transforms.RESIZES
 _STREAM_CONFIG_KEYS = ("backbone", "pretrained", "input_size", "mean", "std", "drop_path", "kwargs")
-_STREAM_SPEC_KEYS = ("input_size", "mean", "std", "backbone", "resize")
+_STREAM_SPEC_KEYS = ("input_size", "mean", "std", "backbone")
+_STREAM_SPEC_KEYS_V1 = (*_STREAM_SPEC_KEYS, "resize")
+_PREPROCESS_KEYS = ("streams", "max_side")
+_STREAM_PREPROCESS_KEYS = ("region", "input_size", "mean", "std", "resize", "mask")
 _STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # timm.create_model keyword arguments that read files, folders or the network, or replace the weight source.
 _FILE_WORDS = ("path", "file", "dir", "url", "hub", "cfg", "checkpoint", "pretrained", "cache", "download")
@@ -238,9 +273,48 @@ class _Checker:
             raise self.fail(
                 "network.vad_output", f"must be one of {list(VAD_OUTPUTS)}, got {_kind(net['vad_output'])}"
             )
+        if net.get("face") is not None:
+            self.face(net["face"], streams)
+        if net.get("modality_dropout") is not None:
+            drop = self.mapping(net["modality_dropout"], "network.modality_dropout")
+            for name, p in drop.items():
+                if name not in streams:
+                    raise self.fail(
+                        f"network.modality_dropout.{name}",
+                        f"names no stream of the network ({list(streams)})",
+                    )
+                self.number(p, f"network.modality_dropout.{name}", 0.0, 1.0)
+                if p >= 1.0:
+                    raise self.fail(
+                        f"network.modality_dropout.{name}", "must be below 1 (a stream always dropped)"
+                    )
+        if net.get("expressions") is not None:
+            names = net["expressions"]
+            if not isinstance(names, (list, tuple)) or not 1 <= len(names) <= MAX_EXPRESSIONS:
+                raise self.fail(
+                    "network.expressions",
+                    f"must be a list of 1 to {MAX_EXPRESSIONS} names, got {_kind(names)}",
+                )
+            for i, name in enumerate(names):
+                self.string(name, f"network.expressions[{i}]", 64)
+            if len(set(names)) != len(names):
+                raise self.fail("network.expressions", "names a class twice")
         return net
 
-    def streams(self, value: Any, network: Mapping[str, Any]) -> None:
+    def face(self, value: Any, streams: Mapping[str, Any]) -> None:
+        face = self.mapping(value, "network.face")
+        if FACE_STREAM not in streams:
+            raise self.fail("network.face", f"is given, but the network has no '{FACE_STREAM}' stream")
+        self.keys(face, "network.face", _FACE_KEYS)
+        for key, allowed in (("attention", FACE_ATTENTIONS), ("landmarks", FACE_LANDMARKS)):
+            if key in face and face[key] not in allowed:
+                raise self.fail(
+                    f"network.face.{key}", f"must be one of {list(allowed)}, got {_kind(face[key])}"
+                )
+        if "sigma" in face:
+            self.number(face["sigma"], "network.face.sigma", 0.0, 1.0, lo_open=True)
+
+    def streams(self, value: Any, network: Mapping[str, Any], version: int) -> Mapping[str, Any]:
         specs = self.mapping(value, "streams")
         built = network["streams"]
         if list(specs) != list(built):
@@ -248,7 +322,12 @@ class _Checker:
         for name, spec in specs.items():
             where = f"streams.{name}"
             spec = self.mapping(spec, where)
-            self.keys(spec, where, _STREAM_SPEC_KEYS, required=("input_size", "mean", "std"))
+            if version >= 2 and "resize" in spec:
+                raise self.fail(
+                    f"{where}.resize", "is not read from format v2: the resize rule is in preprocessing"
+                )
+            known = _STREAM_SPEC_KEYS_V1 if version < 2 else _STREAM_SPEC_KEYS
+            self.keys(spec, where, known, required=("input_size", "mean", "std"))
             size = self.input_size(spec["input_size"], f"{where}.input_size")
             mean = self.channels(spec["mean"], f"{where}.mean", positive=False)
             std = self.channels(spec["std"], f"{where}.std", positive=True)
@@ -266,6 +345,48 @@ class _Checker:
                         f"{where}.{key}",
                         f"is {got}, but network.streams.{name}.{key} is {want}: the file is inconsistent",
                     )
+        return specs
+
+    def preprocessing(self, value: Any, specs: Mapping[str, Any]) -> None:
+        prep = self.mapping(value, "preprocessing")
+        self.keys(prep, "preprocessing", _PREPROCESS_KEYS, required=("streams",))
+        streams = self.mapping(prep["streams"], "preprocessing.streams")
+        if list(streams) != list(specs):
+            raise self.fail(
+                "preprocessing.streams", f"names {list(streams)}, but the network has streams {list(specs)}"
+            )
+        for name, stream in streams.items():
+            where = f"preprocessing.streams.{name}"
+            stream = self.mapping(stream, where)
+            self.keys(
+                stream, where, _STREAM_PREPROCESS_KEYS, required=("region", "input_size", "mean", "std")
+            )
+            region = stream["region"]
+            if region not in REGIONS:
+                raise self.fail(f"{where}.region", f"must be one of {list(REGIONS)}, got {_kind(region)}")
+            size = stream["input_size"]
+            if not isinstance(size, (list, tuple)) or len(size) != 2:
+                raise self.fail(f"{where}.input_size", f"must be [height, width], got {_kind(size)}")
+            hw = [self.integer(v, f"{where}.input_size[{i}]", 1, MAX_INPUT_SIZE) for i, v in enumerate(size)]
+            mean = self.channels(stream["mean"], f"{where}.mean", positive=False)
+            std = self.channels(stream["std"], f"{where}.std", positive=True)
+            resize = stream.get("resize", "area")
+            if resize not in RESIZES:
+                raise self.fail(f"{where}.resize", f"must be one of {list(RESIZES)}, got {_kind(resize)}")
+            mask = stream.get("mask")
+            if mask is not None and (mask not in BOX_REGIONS or mask == region):
+                allowed = [r for r in BOX_REGIONS if r != region]
+                raise self.fail(f"{where}.mask", f"must be null or one of {allowed}, got {_kind(mask)}")
+            spec = specs[name]
+            for key, got in (("input_size", hw), ("mean", mean), ("std", std)):
+                if _as_list(spec[key]) != _as_list(got):
+                    raise self.fail(
+                        f"{where}.{key}",
+                        f"is {got}, but streams.{name}.{key} is {spec[key]}: the file is inconsistent",
+                    )
+        max_side = prep.get("max_side")
+        if max_side is not None:
+            self.integer(max_side, "preprocessing.max_side", 1, MAX_DECODE_SIDE)
 
     def categories(self, value: Any) -> None:
         if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
@@ -309,7 +430,7 @@ class _Checker:
     def training(self, value: Any) -> None:
         training = self.mapping(value, "training")
         self.json_value(training, "training")
-        for section in ("", "data", "preprocessing"):
+        for section in ("", "data"):
             part = training.get(section) if section else training
             if isinstance(part, Mapping) and "mask_subject" in part:
                 flag = part["mask_subject"]
@@ -371,7 +492,11 @@ def validate_description(
     check.categories(meta["categories"])
     check.vad(meta["vad"])
     network = check.network(meta["network"])
-    check.streams(meta["streams"], network)
+    specs = check.streams(meta["streams"], network, version)
+    if "preprocessing" in meta:
+        check.preprocessing(meta["preprocessing"], specs)
+    elif version >= 2:
+        raise check.fail("preprocessing", "is missing: the file does not say how to prepare the inputs")
     activation = meta.get("score_activation", "sigmoid")
     if activation not in SCORE_ACTIVATIONS:
         raise check.fail(

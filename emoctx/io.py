@@ -7,13 +7,17 @@ written down.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from emoctx.errors import EmoctxError
 
@@ -23,21 +27,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     If the body raises, the temporary file is removed and ``path`` keeps its previous content (or stays absent).
+    The file gets the permissions a new file gets from ``open()`` (:func:`default_file_mode`), whatever the
+    body's writer gave it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+    mode = default_file_mode()
+    os.chmod(tmp_path, mode)  # mkstemp creates 0600; give the file the permissions open() would
     try:
         yield tmp_path
+        # Again after the body: a writer may have replaced the file with one of its own making (safetensors'
+        # save_file creates a new file with mode 0600), and model files are shared with colleagues too.
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def default_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: ``0o666`` less the process's umask (``0o644`` usually)."""
+    umask = os.umask(0)  # the only way to read the umask is to set it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -52,16 +67,82 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def read_jsonl(path: str | os.PathLike, error: type[Exception] = ValueError) -> list[Any]:
-    """The JSON values of a JSON-lines file (blank lines skipped); a bad line raises ``error`` naming it."""
-    rows = []
+def _hash_file(digest: Any, path: str | os.PathLike) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file's content (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    _hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def tree_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file, or of a folder: the relative path and content of each file, in order.
+
+    A folder's digest covers every file under it, sorted by path, each as its ``/``-separated relative path,
+    a NUL byte and its content (model exports such as OpenVINO's are folders).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode("utf-8", "surrogateescape") + b"\0")
+        _hash_file(digest, file)
+    return digest.hexdigest()
+
+
+def jsonable(value: Any, text: Callable[[str], str] | None = None) -> Any:
+    """A copy of ``value`` made of JSON types only, the one rule every JSON writer of emoctx follows.
+
+    Mappings become dicts with string keys; lists, tuples and numpy arrays become lists; numpy scalars become
+    Python numbers and booleans; NaN and infinities become ``None`` (JSON has neither: ``null`` is "undefined");
+    paths become strings; strings pass through ``text`` when it is given (the prediction table escapes the
+    undecodable bytes of file names, :func:`printable`). Any other object becomes its ``__dict__`` (recorded
+    settings objects), or else its ``repr``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        value = str(value)  # a str subclass (torch's TorchVersion) as a plain string
+        return text(value) if text is not None else value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, text) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v, text) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "__dict__"):
+        return jsonable(vars(value), text)
+    return repr(value)
+
+
+def read_jsonl(
+    path: str | os.PathLike, error: type[Exception] = ValueError, numbered: bool = False
+) -> list[Any]:
+    """The JSON values of a JSON-lines file (blank lines skipped); a bad line raises ``error`` naming it.
+
+    With ``numbered``, each value comes as ``(line number, value)`` (lines counted from 1).
+    """
+    rows: list[Any] = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    value = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise error(f"{path}: line {n}: not valid JSON ({e.msg})") from e
+                rows.append((n, value) if numbered else value)
     return rows
 
 

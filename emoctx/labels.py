@@ -10,6 +10,9 @@ Everything else in emoctx imports from here. Nothing else spells out the categor
 * ``vad_to_model`` / ``vad_from_model``: the conversion between the 1-10 annotation scale and the model's
   internal 0-1 scale. The model predicts and the losses compare on the internal scale; everything a user
   reads (records, predictions, metrics) is on the 1-10 scale.
+* ``EXPRESSIONS``: the eight discrete facial expressions of face data sets (AffectNet's classes 0-7, in its
+  order), the auxiliary task of face models; ``vad_from_signed`` maps the -1..1 valence/arousal of such data
+  sets onto the 1-10 scale.
 """
 
 from __future__ import annotations
@@ -104,6 +107,11 @@ VAD_MAX: float = 10.0
 VAD_MID: float = (VAD_MIN + VAD_MAX) / 2  # 5.5: the scale's midpoint (used by SAGR)
 VAD_RANGE: float = VAD_MAX - VAD_MIN
 
+EXPRESSIONS: tuple[str, ...] = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
+"""Facial expression classes in AffectNet's order (its codes 0-7)."""
+NUM_EXPRESSIONS: int = len(EXPRESSIONS)
+EXPRESSION_INDEX: dict[str, int] = {e: i for i, e in enumerate(EXPRESSIONS)}
+
 GENDERS: tuple[str, ...] = ("Male", "Female")
 AGES: tuple[str, ...] = ("Kid", "Teenager", "Adult")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -134,6 +142,14 @@ def vad_to_model(x):
 def vad_from_model(x):
     """Map V/A/D from the model's internal 0-1 scale back to the 1-10 annotation scale."""
     return x * VAD_RANGE + VAD_MIN
+
+
+def vad_from_signed(x):
+    """Map valence/arousal from the -1..1 scale of face data sets (AffectNet) onto 1-10: ``5.5 + 4.5 x``.
+
+    -1 becomes 1, 0 the midpoint 5.5, 1 becomes 10.
+    """
+    return VAD_MID + (VAD_RANGE / 2) * x
 
 
 def vad_points_to_model(points: float) -> float:

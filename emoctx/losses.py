@@ -23,8 +23,21 @@ Continuous:
 
 * ``deadzone``: squared error, ignored where ``|yhat - y|`` is under one point of the 1-10 scale (Kosti et al.).
 * ``smoothl1`` (Huber with its quadratic zone one scale point wide), ``l1``, ``l2``.
+* ``ccc``: ``1 - CCC`` per dimension (Lin's concordance correlation between the predictions and the ratings of
+  the batch), summed over the dimensions: the loss of the affect literature, which measures agreement by CCC
+  (EmoNet among them). A batch statistic: ``reduction`` does not apply, and it does not depend on ``scale``
+  (CCC is the same in points and on the internal scale); a dimension with fewer than two ratings in the batch
+  adds 0.
+* ``emonet``: EmoNet's regression loss (Toisoul et al., 2021): squared error + ``(1 - PCC)`` + ``(1 - CCC)``,
+  per dimension, summed. With ``combine="shake"`` each of the three terms gets its own coefficient drawn
+  uniformly in [0, 1] at every training step (their shake-shake regularisation of the regression terms).
 
-:class:`EmotionLoss` combines both with fixed weights, or with a random convex mix per training step ("shake").
+Expressions (an auxiliary discrete task of face models, after EmoNet): :func:`expression_loss`, the
+cross-entropy of the expression logits against one class per person (``-1``: none, left out).
+
+:class:`EmotionLoss` combines the tasks with fixed weights, or with a random convex mix per training step
+("shake": for the categories and V/A/D, ``a`` and ``1 - a`` with ``a ~ U(0, 1)``; with the expression task,
+weights drawn uniformly over the simplex of the tasks whose fixed weight is not 0).
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emoctx.deprecation import moved
 from emoctx.errors import EmoctxError
 from emoctx.labels import NUM_CATEGORIES, VAD_RANGE, vad_points_to_model
 
@@ -220,6 +234,93 @@ def l2_continuous_loss(
     return _reduce_masked(((pred - target) * _scale_factor(scale)) ** 2, mask, reduction)
 
 
+def _ccc_pcc(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per dimension: Lin's CCC and Pearson's r over the rated persons (population moments), and whether defined.
+
+    A dimension is defined with at least two ratings; its values are 0 otherwise (and where a variance is 0,
+    the correlation is 0). Differentiable in ``pred``.
+    """
+    w = mask.float()
+    pred = torch.where(mask, pred, torch.zeros_like(pred))  # a prediction where no rating is, is not read
+    target = torch.where(mask, target, torch.zeros_like(target))
+    n = w.sum(dim=0)
+    defined = n >= 2
+    n = n.clamp(min=1.0)
+    mp = (w * pred).sum(dim=0) / n
+    mt = (w * target).sum(dim=0) / n
+    dp, dt = (pred - mp) * w, (target - mt) * w
+    vp, vt = (dp**2).sum(dim=0) / n, (dt**2).sum(dim=0) / n
+    cov = (dp * dt).sum(dim=0) / n
+    eps = torch.finfo(torch.float32).eps
+    ccc = 2.0 * cov / (vp + vt + (mp - mt) ** 2).clamp(min=eps)
+    pcc = cov / (vp * vt).clamp(min=eps).sqrt()
+    zero = torch.zeros_like(ccc)
+    return torch.where(defined, ccc, zero), torch.where(defined, pcc, zero), defined
+
+
+def ccc_continuous_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    scale: str = "0-1",
+) -> torch.Tensor:
+    """``sum_d (1 - CCC_d)`` over the batch's rated persons (see the module docstring).
+
+    ``reduction`` and ``scale`` are checked and otherwise not used: CCC is computed over the batch and does not
+    change with the scale.
+    """
+    _check_option("reduction", reduction, REDUCTIONS)
+    _scale_factor(scale)
+    pred, target, mask = _masked(pred, target, mask)
+    ccc, _, defined = _ccc_pcc(pred, target, mask)
+    return torch.where(defined, 1.0 - ccc, torch.zeros_like(ccc)).sum()
+
+
+def emonet_continuous_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    scale: str = "0-1",
+    coefficients: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """EmoNet's ``a * MSE + b * (1 - PCC) + c * (1 - CCC)``, each summed over the dimensions.
+
+    The squared error follows ``reduction`` and ``scale`` as :func:`l2_continuous_loss`; the correlations are
+    batch statistics. ``coefficients`` are ``(a, b, c)`` (shake-shake draws them in training).
+    """
+    mse = l2_continuous_loss(pred, target, mask, reduction=reduction, scale=scale)
+    pred, target, mask = _masked(pred, target, mask)
+    ccc, pcc, defined = _ccc_pcc(pred, target, mask)
+    zero = torch.zeros_like(ccc)
+    k = torch.as_tensor(coefficients, dtype=torch.float32, device=pred.device)
+    one_minus_pcc = torch.where(defined, 1.0 - pcc, zero).sum()
+    one_minus_ccc = torch.where(defined, 1.0 - ccc, zero).sum()
+    return k[0] * mse + k[1] * one_minus_pcc + k[2] * one_minus_ccc
+
+
+NO_EXPRESSION = -1
+"""The expression target of a person without an expression label (left out of :func:`expression_loss`)."""
+
+
+def expression_loss(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of expression logits ``[B, E]`` against class indices ``[B]`` (``-1``: no label, left out).
+
+    ``"mean"`` averages over the labelled persons (0 when there are none, not NaN), ``"sum"`` adds them up.
+    """
+    _check_option("reduction", reduction, REDUCTIONS)
+    target = target.long()
+    labelled = target != NO_EXPRESSION
+    err = F.cross_entropy(logits.float(), target.clamp(min=0), reduction="none")
+    err = torch.where(labelled, err, torch.zeros_like(err))
+    if reduction == "sum":
+        return err.sum()
+    return err.sum() / labelled.sum().clamp(min=1)
+
+
 DISCRETE_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "emotic": emotic_discrete_loss,
     "bce": bce_discrete_loss,
@@ -229,19 +330,13 @@ CONTINUOUS_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "smoothl1": smoothl1_continuous_loss,
     "l1": l1_continuous_loss,
     "l2": l2_continuous_loss,
+    "ccc": ccc_continuous_loss,
+    "emonet": emonet_continuous_loss,
 }
 DISCRETE_WEIGHTS: tuple[str, ...] = ("batch", "dataset", "none")
 COMBINES: tuple[str, ...] = ("fixed", "shake")
-SCORE_ACTIVATIONS: dict[str, str] = {"emotic": "clamp", "bce": "sigmoid"}
-
-
-def scores_from_logits(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    """Turn category outputs into 0-1 scores: ``"sigmoid"`` or ``"clamp"`` (for linearly regressed outputs)."""
-    if activation == "sigmoid":
-        return torch.sigmoid(logits)
-    if activation == "clamp":
-        return logits.clamp(0.0, 1.0)
-    raise EmoctxError(f"unknown score activation '{activation}'; choose 'sigmoid' or 'clamp'")
+SCORE_ACTIVATION_OF_LOSS: dict[str, str] = {"emotic": "clamp", "bce": "sigmoid"}
+"""The score activation (:data:`emoctx.models.outputs.SCORE_ACTIVATIONS`) that fits each discrete loss."""
 
 
 def _choose(kind: str, value: str, options: Sequence[str]) -> str:
@@ -270,6 +365,8 @@ class EmotionLoss(nn.Module):
         continuous_scale: ``"0-1"`` (default) or ``"1-10"``: where the V/A/D loss compares (see the module
             docstring). ``reduction="sum"`` with ``continuous_scale="1-10"`` is the common PyTorch baseline's
             recipe.
+        expression_weight: Fixed weight of the expression cross-entropy (:func:`expression_loss`); 0 (default)
+            leaves the task out. With it, :meth:`forward` needs the expression logits and targets.
     """
 
     def __init__(
@@ -282,6 +379,7 @@ class EmotionLoss(nn.Module):
         weights: Sequence[float] = (0.5, 0.5),
         reduction: str = "mean",
         continuous_scale: str = "0-1",
+        expression_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.discrete = _choose("discrete loss", discrete, list(DISCRETE_LOSSES))
@@ -297,6 +395,11 @@ class EmotionLoss(nn.Module):
                 f"loss: 'weights' must be two non-negative numbers (discrete, continuous), got {weights}"
             )
         self.weights = (float(weights[0]), float(weights[1]))
+        if not float(expression_weight) >= 0.0:
+            raise EmoctxError(
+                f"loss: 'expression_weight' must be a non-negative number, got {expression_weight}"
+            )
+        self.expression_weight = float(expression_weight)
         if self.discrete_weights == "dataset":
             if category_counts is None:
                 raise EmoctxError("loss: discrete_weights='dataset' needs the training-set 'category_counts'")
@@ -321,7 +424,7 @@ class EmotionLoss(nn.Module):
     @property
     def score_activation(self) -> str:
         """How to turn this loss's category outputs into 0-1 scores: ``"sigmoid"`` (bce) or ``"clamp"`` (emotic)."""
-        return SCORE_ACTIVATIONS[self.discrete]
+        return SCORE_ACTIVATION_OF_LOSS[self.discrete]
 
     def category_weights(self, target: torch.Tensor) -> torch.Tensor | None:
         """The per-category weights for a batch of multi-hot targets ``[B, C]`` (``None`` for ``"none"``)."""
@@ -338,6 +441,8 @@ class EmotionLoss(nn.Module):
         categories: torch.Tensor,
         vad_target: torch.Tensor,
         vad_mask: torch.Tensor | None = None,
+        expression_logits: torch.Tensor | None = None,
+        expression_target: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the joint loss.
 
@@ -347,27 +452,65 @@ class EmotionLoss(nn.Module):
             categories: Multi-hot targets ``[B, C]``.
             vad_target: V/A/D targets ``[B, 3]`` (internal scale; NaN where missing).
             vad_mask: ``[B, 3]``, True where a rating is present; ``None`` derives it from NaN.
+            expression_logits: Expression outputs ``[B, E]`` (needed when ``expression_weight > 0``).
+            expression_target: Expression class per person ``[B]`` (``-1``: none).
 
         Returns:
-            ``{"loss", "discrete", "continuous"}`` scalar tensors.
+            ``{"loss", "discrete", "continuous"}`` scalar tensors, and ``"expression"`` with that task.
         """
         discrete = DISCRETE_LOSSES[self.discrete](
             logits, categories, self.category_weights(categories), reduction=self.reduction
         )
+        shaking = self.combine == "shake" and self.training
+        options = {}
+        if self.continuous == "emonet" and shaking:
+            options["coefficients"] = torch.rand(3, device=vad.device)
         continuous = CONTINUOUS_LOSSES[self.continuous](
-            vad, vad_target, vad_mask, reduction=self.reduction, scale=self.continuous_scale
+            vad, vad_target, vad_mask, reduction=self.reduction, scale=self.continuous_scale, **options
         )
-        if self.combine == "shake" and self.training:
+        out = {"discrete": discrete, "continuous": continuous}
+        if self.expression_weight > 0:
+            if expression_logits is None or expression_target is None:
+                raise EmoctxError(
+                    "loss: the expression task is on (expression_weight > 0) but no expression logits or targets "
+                    "were given; the network needs 'expressions' configured"
+                )
+            out["expression"] = expression_loss(
+                expression_logits, expression_target, reduction=self.reduction
+            )
+            terms = [
+                (self.weights[0], discrete),
+                (self.weights[1], continuous),
+                (self.expression_weight, out["expression"]),
+            ]
+            if shaking:
+                kept = [value for weight, value in terms if weight > 0]
+                mix = -torch.log(torch.rand(len(kept), device=discrete.device).clamp(min=1e-12))
+                mix = mix / mix.sum()  # uniform over the simplex (a Dirichlet(1, ..., 1) draw)
+                loss = sum(m * value for m, value in zip(mix, kept))
+            else:
+                loss = sum(weight * value for weight, value in terms)
+        elif shaking:
             alpha = torch.rand((), device=discrete.device)
             loss = alpha * discrete + (1.0 - alpha) * continuous
         else:
             loss = self.weights[0] * discrete + self.weights[1] * continuous
-        return {"loss": loss, "discrete": discrete, "continuous": continuous}
+        return {"loss": loss, **out}
 
     def extra_repr(self) -> str:
         """The options, shown when the module is printed."""
         return (
             f"discrete={self.discrete}, continuous={self.continuous}, discrete_weights={self.discrete_weights}, "
             f"combine={self.combine}, weights={self.weights}, reduction={self.reduction}, "
-            f"continuous_scale={self.continuous_scale}"
+            f"continuous_scale={self.continuous_scale}, expression_weight={self.expression_weight}"
         )
+
+
+# Names that moved: scores_from_logits went to emoctx.models.outputs (with the model's other post-processing).
+__getattr__ = moved(
+    __name__,
+    {
+        "scores_from_logits": ("emoctx.models.outputs", "scores_from_logits"),
+        "SCORE_ACTIVATIONS": (__name__, "SCORE_ACTIVATION_OF_LOSS"),
+    },
+)

@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 
 from emoctx import labels
+from emoctx.commands.train import train
 from emoctx.data.synth import category_groups, generate
 from emoctx.io import atomic_write_text
-from emoctx.training.cli import train
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"body + scene": ("body", "scene"), "body only": ("body",), "scene only": ("scene",)}
@@ -43,7 +43,8 @@ def main() -> None:
     rows = {}
     for name, streams in VARIANTS.items():
         cfg = json.loads(json.dumps(base))
-        cfg["model"]["streams"] = {s: cfg["model"]["streams"][s] for s in streams}
+        net_args = cfg["model"]["net"]["init_args"]
+        net_args["streams"] = {s: net_args["streams"][s] for s in streams}
         run = out / name.replace(" + ", "_").replace(" ", "_")
         cfg["trainer"]["default_root_dir"] = str(run)
         cfg["trainer"]["logger"] = False

@@ -68,7 +68,7 @@ NO_BF16 = (
 
 def native_bf16() -> bool:
     """Whether this CPU has native bf16 arithmetic (the detection ``emoctx predict`` uses)."""
-    from emoctx.inference.pipeline import cpu_supports_bf16
+    from emoctx.hardware import cpu_supports_bf16
 
     return cpu_supports_bf16()
 
@@ -257,18 +257,17 @@ def time_call(fn: Callable[[], Any], reps: int, warmup: bool = True) -> float:
 
 # ----------------------------------------------------------------------------------------- model inputs
 def person_dataset(info: Any, root: Path, df: Any) -> Any:
-    """The persons of ``df`` as the model takes them (its sizes and normalisation, no augmentation; the
-    subject masked in the scene where the model was trained so)."""
+    """The persons of ``df`` as the model takes them: its preprocessing (sizes, resize rules, normalisation, the
+    subject masked in the scene where the model was trained so), no augmentation."""
     from emoctx.data.dataset import EmotionDataset
-    from emoctx.data.transforms import build_transform
+    from emoctx.evaluation.scoring import records_transform
 
-    prep: dict[str, Any] = {"mask_subject": info.trained_with_mask}
-    for stream, spec in info.streams.items():
-        prep[f"{stream}_size"] = spec["input_size"]
-        prep[f"{stream}_mean"] = tuple(spec["mean"])
-        prep[f"{stream}_std"] = tuple(spec["std"])
-        prep[f"{stream}_resize"] = spec.get("resize", "area")
-    return EmotionDataset(df.reset_index(drop=True), root, transform=build_transform("none", **prep))
+    return EmotionDataset(
+        df.reset_index(drop=True),
+        root,
+        transform=records_transform(info),
+        max_side=info.preprocessing.max_side,
+    )
 
 
 def person_batches(info: Any, root: Path, df: Any, batch: int = 32) -> Any:
@@ -280,7 +279,7 @@ def person_batches(info: Any, root: Path, df: Any, batch: int = 32) -> Any:
     loader = DataLoader(person_dataset(info, root, df), batch_size=batch, num_workers=0, collate_fn=collate)
     for b in loader:
         if "index" in b:
-            yield {s: b[s] for s in info.streams}, b["index"].numpy()
+            yield {s: b[s] for s in info.preprocessing.streams}, b["index"].numpy()
 
 
 def records_calibration(info: Any, root: Path, df: Any, limit: int, what: str) -> Any:
@@ -384,7 +383,7 @@ def measure_floor(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, 
     """
     import torch
 
-    from emoctx.inference.pipeline import Predictor
+    from emoctx.inference.predictor import Predictor
 
     sizes = {name: size for name, (_, size) in ARCHS[plan.arch].items()}
     variants: dict[str, tuple[Any, Any, torch.memory_format, bool]] = {}
@@ -517,7 +516,7 @@ def run_predict(
         an error in the table), and the seconds the command itself reports for its prediction loop.
     """
     from emoctx.cli import main
-    from emoctx.inference import read_predictions
+    from emoctx.inference import read_prediction_table
 
     argv = ["predict", *sources, "--model", str(model), "--boxes", str(boxes), "--out", str(out)]
     argv += ["--precision", precision, "--scene-mode", scene_mode, "--no-progress", *extra]
@@ -528,7 +527,7 @@ def run_predict(
     seconds = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"emoctx {' '.join(argv)} exited with {status}")
-    table = read_predictions(out)
+    table = read_prediction_table(out)
     persons = int(table["error"].isna().sum())
     line = _RUN_LINE.search(printed.getvalue())
     return seconds, persons, float(line.group(2)) if line else None
@@ -558,7 +557,7 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     if persons != len(sub):
         raise RuntimeError(f"predict returned {persons} persons for {len(sub)} boxes")
     from emoctx.cli import build_parser
-    from emoctx.inference.pipeline import default_workers
+    from emoctx.hardware import default_workers
 
     defaults = build_parser().parse_args(["predict", "x", "--model", "m"])
     workers = default_workers(torch.device("cpu")) if defaults.workers is None else defaults.workers
@@ -723,8 +722,7 @@ def _data_module(plan: Plan, root: Path, records: Path, workers: int) -> Any:
         batch_size=plan.train_batch,
         num_workers=workers,
         augment="light",
-        body_size=sizes["body"],
-        scene_size=sizes["scene"],
+        streams={name: {"input_size": size} for name, size in sizes.items()},
     )
 
 
@@ -734,7 +732,7 @@ def _module(plan: Plan) -> Any:
     from emoctx.training.module import EmotionModule
 
     torch.manual_seed(0)
-    return EmotionModule(streams=streams_of(plan.arch), optimizer="sgd", scheduler="none", channels_last=True)
+    return EmotionModule(build_net(plan.arch).train(), optimizer="sgd", scheduler="none", channels_last=True)
 
 
 def _trainer(precision: str, max_steps: int = -1, callbacks: list | None = None) -> Any:
@@ -870,7 +868,7 @@ def child(kind: str, spec: dict[str, Any]) -> None:
     if kind == "imports":
         import pytorch_lightning  # noqa: F401
 
-        from emoctx.inference import pipeline  # noqa: F401
+        from emoctx.inference import predictor  # noqa: F401
 
         count = 0
     elif kind == "predict":
@@ -947,7 +945,7 @@ def measure_memory(plan: Plan, model: Path, root: Path, work: Path, threads: int
 
 # -------------------------------------------------------------------------------------------- accuracy
 def train_synth_tiny(root: Path, run: Path, epochs: int, mask_subject: bool) -> Path:
-    from emoctx.training.cli import train
+    from emoctx.training.cli import fit as train  # thresholds are not needed here
 
     args = ["--config", str(REPO / "configs" / "synth_tiny.yaml"), "--data.root", str(root)]
     args += ["--trainer.max_epochs", str(epochs), "--trainer.logger", "false"]

@@ -68,3 +68,26 @@ def tiny_model_path(tmp_path_factory):
         hidden=32,
     )
     return save_model(tmp_path_factory.mktemp("m") / "model.safetensors", net, describe(net))
+
+
+@pytest.fixture
+def fresh_log_handlers(monkeypatch):
+    """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and
+    ultralytics' own): a test using this logs to its own captured stderr, not to a closed one from an earlier
+    test (which prints logging errors)."""
+    import logging
+    import sys
+
+    class CurrentStderr:
+        """Writes to whatever ``sys.stderr`` is when a message comes."""
+
+        def write(self, text):
+            return sys.stderr.write(text)
+
+        def flush(self):
+            sys.stderr.flush()
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    for handler in logging.getLogger("ultralytics").handlers:
+        if type(handler) is logging.StreamHandler:
+            monkeypatch.setattr(handler, "stream", CurrentStderr())

@@ -30,9 +30,10 @@ from emoctx.annotate.server import LabelStudioServer, default_environment_dir, r
 from emoctx.cli import main
 from emoctx.data.records import read_records, records_frame, write_records
 from emoctx.errors import EmoctxError
-from emoctx.inference.detect import UltralyticsDetector, import_ultralytics
+from emoctx.inference.detect import UltralyticsDetector
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
-from emoctx.inference.writers import read_predictions, write_predictions
+from emoctx.inference.writers import read_prediction_table, write_predictions
+from emoctx.inference.yolo_weights import import_ultralytics
 
 GOLDEN = Path(__file__).parent / "data" / "label_studio_export.json"
 REPO = Path(__file__).resolve().parents[1]
@@ -182,7 +183,7 @@ def _prediction_rows(root):
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_tasks_from_a_prediction_table(tmp_path, photos, suffix):
     table = write_predictions(_prediction_rows(photos), tmp_path / f"table{suffix}")
-    found, skipped, model = T.photos_from_predictions(read_predictions(table), photos)
+    found, skipped, model = T.photos_from_predictions(read_prediction_table(table), photos)
     assert model == "model.safetensors@abc123"
     assert [(p.image, p.width, p.height, [q.person for q in p.persons]) for p in found] == [
         ("bus.jpg", 810, 1080, [0, 1])
@@ -200,7 +201,7 @@ def test_tasks_from_a_prediction_table(tmp_path, photos, suffix):
     assert ("p1", "valence") not in items and items["p1", "arousal"]["value"]["number"] == 5
     assert ("p1", "categories") not in items  # no category above its threshold: nothing suggested
     assert items["p0", "person"]["score"] == pytest.approx(0.9) and "readonly" not in items["p0", "person"]
-    boxes_only, _, _ = T.photos_from_predictions(read_predictions(table), photos, suggestions=False)
+    boxes_only, _, _ = T.photos_from_predictions(read_prediction_table(table), photos, suggestions=False)
     result = T.make_task(boxes_only[0], photos.name, model)["predictions"][0]["result"]
     assert {r["type"] for r in result} == {"rectanglelabels"}
 

@@ -31,9 +31,9 @@ from emoctx.annotate.client import LabelStudioClient
 from emoctx.annotate.server import read_accounts
 from emoctx.cli import main
 from emoctx.data.records import read_records
-from emoctx.inference.detect import import_ultralytics
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
 from emoctx.inference.writers import write_predictions
+from emoctx.inference.yolo_weights import import_ultralytics
 from emoctx.metrics import agreement_from_records
 
 pytestmark = pytest.mark.labelstudio

@@ -27,6 +27,7 @@ from emoctx import labels
 from emoctx.checkpoint import load_model
 from emoctx.cli import main
 from emoctx.errors import EmoctxError
+from emoctx.io import default_file_mode
 from emoctx.losses import EmotionLoss
 from emoctx.models.baseline import (
     BASELINE_STREAMS,
@@ -35,6 +36,7 @@ from emoctx.models.baseline import (
     read_thresholds,
     thresholds_for_scores,
 )
+from emoctx.models.network import EmotionNet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,7 +160,17 @@ def test_import_gives_the_baselines_outputs(baseline):
     )  # not ImageNet's
     assert info.network["vad_output"] == "tenths" and info.network["fusion"] == "concat"
     assert info.score_activation == "clamp"
-    assert info.training["preprocessing"]["resize"] == "bilinear" and not info.trained_with_mask
+    prep = (
+        info.preprocessing
+    )  # the baseline's inputs: its sizes and statistics, bilinear, whole images, unmasked
+    assert [prep.streams[n].resize for n in prep.streams] == [
+        "bilinear",
+        "bilinear",
+    ] and not prep.mask_subject
+    assert prep.streams["scene"].region == "image" and prep.streams["body"].region == "person"
+    assert prep.streams["body"].input_size == (128, 128) and prep.max_side is None
+    assert prep.streams["body"].mean == pytest.approx(BASELINE_STREAMS["body"]["mean"])
+    assert info.training["baseline_inputs"]["resize"] == "bilinear"
     assert set(info.training["files"]) == {"context", "body", "fusion", "thresholds"}
     assert len(info.training["files"]["fusion"]["sha256"]) == 64
 
@@ -224,6 +236,7 @@ def test_command_line_import(baseline, tmp_path, capsys):
         str(out),
     ]
     assert main(args) == 0
+    assert out.stat().st_mode & 0o777 == default_file_mode()  # readable by others, as any new file
     assert (
         "the baseline's model (scene: resnet18, body: resnet18), with the baseline's thresholds"
         in capsys.readouterr().out
@@ -280,29 +293,30 @@ def test_predict_feeds_the_model_as_the_baseline_did(baseline):
 def test_bilinear_resize_is_cv2s_default():
     from ultralytics.utils import ASSETS
 
-    from emoctx.data.transforms import build_transform
-    from emoctx.inference.pipeline import resize_like_training
+    from emoctx.data.preprocess import PreprocessCfg
+    from emoctx.data.transforms import build_transform, resize_view
 
     image = cv2.cvtColor(cv2.imread(str(ASSETS / "zidane.jpg")), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(resize_like_training(image, (224, 224), "bilinear"), cv2.resize(image, (224, 224)))
-    area = resize_like_training(image, (224, 224))
+    assert np.array_equal(resize_view(image, (224, 224), "bilinear"), cv2.resize(image, (224, 224)))
+    area = resize_view(image, (224, 224))
     assert not np.array_equal(area, cv2.resize(image, (224, 224)))  # emoctx's own models: INTER_AREA
-    prep = {k: (0.0, 0.0, 0.0) if k.endswith("mean") else (1 / 255,) * 3 for k in ("scene_mean", "scene_std")}
-    scene = build_transform("none", scene_size=224, scene_resize="bilinear", **prep)(image, [0, 0, 10, 10])[
-        "scene"
-    ]
+    cfg = PreprocessCfg.for_streams(
+        {"scene": {"input_size": 224, "resize": "bilinear", "mean": (0.0, 0.0, 0.0), "std": (1 / 255,) * 3}}
+    )
+    scene = build_transform(cfg)(image, [0, 0, 10, 10])["scene"]
     assert np.abs(scene.permute(1, 2, 0).numpy() - cv2.resize(image, (224, 224))).max() < 1e-3
 
 
 def test_evaluation_feeds_the_baselines_inputs(baseline):
-    from emoctx.evaluation.inference import _stream_preprocessing
+    from emoctx.evaluation.scoring import records_transform
 
     _, info = load_model(baseline["model"])
-    prep = _stream_preprocessing(info, None)
-    assert prep["scene_size"] == 224 and prep["body_size"] == 128 and prep["mask_subject"] is False
-    assert prep["scene_resize"] == prep["body_resize"] == "bilinear"
-    assert prep["body_mean"] == pytest.approx(BASELINE_STREAMS["body"]["mean"])
-    assert prep["scene_std"] == pytest.approx(BASELINE_STREAMS["scene"]["std"])
+    prep = records_transform(info).cfg
+    assert prep.streams["scene"].input_size == (224, 224) and prep.streams["body"].input_size == (128, 128)
+    assert not prep.mask_subject
+    assert prep.streams["scene"].resize == prep.streams["body"].resize == "bilinear"
+    assert prep.streams["body"].mean == pytest.approx(BASELINE_STREAMS["body"]["mean"])
+    assert prep.streams["scene"].std == pytest.approx(BASELINE_STREAMS["scene"]["std"])
 
 
 def test_head_trains_like_the_baseline(baseline):
@@ -358,11 +372,11 @@ def test_baseline_config_trains_with_the_baselines_recipe(tmp_path):
 
     The streams' ResNet-18s become timm's tiny random test_resnet (the recipe is under test, not the backbones).
     """
+    from emoctx.commands.train import train
     from emoctx.data.synth import generate
-    from emoctx.training.cli import train
 
     cfg = yaml.safe_load((REPO / "configs" / "emotic_baseline_resnet18.yaml").read_text())
-    for stream in cfg["model"]["streams"].values():
+    for stream in cfg["model"]["net"]["init_args"]["streams"].values():
         stream.update(backbone="test_resnet", pretrained=None)
     for split in ("train", "val", "test"):
         cfg["data"].pop(f"{split}_records")
@@ -384,7 +398,9 @@ def test_baseline_config_trains_with_the_baselines_recipe(tmp_path):
     for name, spec in BASELINE_STREAMS.items():
         assert info.streams[name]["input_size"] == spec["input_size"]
         assert info.streams[name]["mean"] == pytest.approx(spec["mean"])
-        assert info.training["data"][f"{name}_std"] == pytest.approx(spec["std"])
+        # the data module normalised each stream with the model's statistics, and the file says so
+        assert info.training["data"]["streams"][name]["std"] == pytest.approx(spec["std"])
+        assert info.preprocessing.streams[name].std == pytest.approx(spec["std"])
     t = info.training
     assert (t["loss_reduction"], t["continuous_scale"], t["continuous_loss"], t["discrete_weights"]) == (
         "sum",
@@ -400,24 +416,23 @@ def test_adam_is_torchs_adam_with_weight_decay_in_the_gradient():
     from emoctx.training.module import EmotionModule
 
     streams = {"scene": {"backbone": "test_resnet", "input_size": 32}, "body": {"backbone": "test_resnet"}}
-    module = EmotionModule(streams=streams, hidden=8, optimizer="adam", lr=0.01, weight_decay=5e-4)
+    module = EmotionModule(EmotionNet(streams, hidden=8), optimizer="adam", lr=0.01, weight_decay=5e-4)
     opt = module.configure_optimizers()["optimizer"]
     assert type(opt) is torch.optim.Adam and opt.defaults["weight_decay"] == 5e-4
     with pytest.raises(EmoctxError, match="unknown vad_output 'tens'"):
-        EmotionModule(streams=streams, hidden=8, vad_output="tens")
+        EmotionNet(streams, hidden=8, vad_output="tens")
 
 
 def test_baseline_augmentation_preset_flips_and_jitters():
+    from emoctx.data.preprocess import PreprocessCfg
     from emoctx.data.transforms import build_transform
 
     image = np.zeros((60, 80, 3), dtype=np.uint8)
     image[:, :40] = (200, 80, 40)  # the left half coloured
     box = [0, 0, 80, 60]
-    plain = build_transform("none", body_size=32, scene_size=32)(image, box)["scene"]
-    outs = [
-        build_transform("baseline", body_size=32, scene_size=32, seed=s)(image, box)["scene"]
-        for s in range(12)
-    ]
+    cfg = PreprocessCfg.for_streams({"body": {"input_size": 32}, "scene": {"input_size": 32}})
+    plain = build_transform(cfg)(image, box)["scene"]
+    outs = [build_transform(cfg, augment="baseline", seed=s)(image, box)["scene"] for s in range(12)]
     flipped = [o for o in outs if o[:, :, :16].abs().sum() < o[:, :, 16:].abs().sum()]
     assert 0 < len(flipped) < len(outs)  # flipped about half of the time
     assert all(

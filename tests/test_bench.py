@@ -31,9 +31,9 @@ def _positive(x) -> bool:
 @pytest.fixture
 def no_native_bf16(monkeypatch):
     """This CPU as one without native bf16 (AVX2 only), where bf16 arithmetic is emulated."""
-    import emoctx.inference.pipeline as pipeline
+    import emoctx.hardware as hardware
 
-    monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
 
 
 FAST_SECTIONS = "floor,predict,detector,training,accuracy"  # the memory section starts processes: slow
@@ -146,7 +146,7 @@ def test_given_model_and_selected_sections(bench, tmp_path, capsys):
     """--model skips the training of the accuracy section; --sections limits the run. bf16 rows are there
     exactly when this CPU has native bf16."""
     from emoctx.checkpoint import describe, save_model
-    from emoctx.inference.pipeline import cpu_supports_bf16
+    from emoctx.hardware import cpu_supports_bf16
 
     net = bench.build_net("tiny")
     model = save_model(tmp_path / "given.safetensors", net, describe(net))
@@ -176,10 +176,10 @@ def test_given_model_and_selected_sections(bench, tmp_path, capsys):
 
 def test_bf16_is_measured_only_where_native(bench, monkeypatch):
     """The machine's matrix multiply, the prediction modes and the training precision follow the detection."""
-    import emoctx.inference.pipeline as pipeline
+    import emoctx.hardware as hardware
 
     for native in (True, False):
-        monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda native=native: native)
+        monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda native=native: native)
         speed = bench.roofline(32, reps=1)
         assert _positive(speed["fp32"]) and (speed["bf16"] is not None) is native
         modes = bench.prediction_modes(native)
@@ -193,12 +193,12 @@ def test_bf16_is_measured_only_where_native(bench, monkeypatch):
 
 def test_memory_section_runs_fresh_processes_in_the_default_precision(bench, tmp_path, monkeypatch):
     """Which processes the memory section starts, and what they are told to run (no process is started)."""
-    import emoctx.inference.pipeline as pipeline
+    import emoctx.hardware as hardware
 
     root = bench.make_data(tmp_path / "synth", (6, 0, 6), (160, 120), seed=0)
     model = bench.save_random_model("tiny", tmp_path / "m.safetensors")
     for native in (False, True):
-        monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda native=native: native)
+        monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda native=native: native)
         jobs = []
 
         def fake_child(kind, spec, jobs=jobs):

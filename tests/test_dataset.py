@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import albumentations as A
@@ -13,8 +14,9 @@ from torch.utils.data import DataLoader
 
 from emoctx.data.datamodule import EmotionDataModule
 from emoctx.data.dataset import EmotionDataset, collate
+from emoctx.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg, PreprocessError
 from emoctx.data.records import category_matrix, records_frame, write_records
-from emoctx.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, PresetError, build_transform
+from emoctx.data.transforms import PairTransform, PresetError, StreamTransform, build_transform
 from emoctx.errors import EmoctxError
 from emoctx.labels import CATEGORIES, NUM_CATEGORIES, vad_to_model
 
@@ -30,6 +32,17 @@ def _scene() -> np.ndarray:
     x1, y1, x2, y2 = (int(v) for v in BOX)
     a[y1:y2, x1:x2] = GREEN
     return a
+
+
+def _cfg(body=32, scene=(H, W), mask=False, **streams) -> PreprocessCfg:
+    """Body + scene preprocessing (ImageNet statistics unless given)."""
+    specs = {
+        name: dict(value) if isinstance(value, dict) else {"input_size": value}
+        for name, value in (("body", body), ("scene", scene))
+    }
+    for name, extra in streams.items():
+        specs.setdefault(name, {}).update(extra)
+    return PreprocessCfg.for_streams(specs, mask_subject=mask)
 
 
 def _rgb(t: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
@@ -72,7 +85,7 @@ def _write_dataset(root, n=6, bad=(), split="train", name=None, sizes=None) -> l
 
 
 def test_flip_moves_person_and_scene_together():
-    t = PairTransform("none", body_size=32, scene_size=(H, W), geometric=[A.HorizontalFlip(p=1.0)])
+    t = build_transform(_cfg(), geometric=[A.HorizontalFlip(p=1.0)])
     out = t(_scene(), BOX)
     body, scene = _rgb(out["body"]), _rgb(out["scene"])
     assert out["body"].shape == (3, 32, 32) and out["scene"].shape == (3, H, W)
@@ -86,7 +99,7 @@ def test_flip_moves_person_and_scene_together():
 
 
 def test_no_flip_keeps_person_on_the_left():
-    out = PairTransform("none", body_size=32, scene_size=(H, W))(_scene(), BOX)
+    out = build_transform(_cfg())(_scene(), BOX)
     scene = _rgb(out["scene"])
     assert scene[1, 30:80, 15:55].mean() > 200 and scene[2, 30:80, W - 55 : W - 15].mean() > 200
     np.testing.assert_allclose(out["box"].numpy(), [10 / W, 0.2, 60 / W, 0.9], atol=1e-6)
@@ -94,7 +107,7 @@ def test_no_flip_keeps_person_on_the_left():
 
 def test_box_pushed_out_falls_back_to_unaugmented_geometry():
     away = A.Affine(translate_px={"x": 190, "y": 0}, p=1.0)
-    t = PairTransform("none", body_size=32, scene_size=(H, W), geometric=[away])
+    t = build_transform(_cfg(), geometric=[away])
     out = t(_scene(), BOX)
     assert t.fallbacks == 1
     assert _rgb(out["body"])[1].mean() > 200  # still the person
@@ -102,7 +115,7 @@ def test_box_pushed_out_falls_back_to_unaugmented_geometry():
 
 
 def test_mask_subject_zeroes_the_person_in_the_scene_only():
-    out = build_transform("none", body_size=32, scene_size=(H, W), mask_subject=True)(_scene(), BOX)
+    out = build_transform(_cfg(mask=True))(_scene(), BOX)
     assert torch.all(out["scene"][:, 20:90, 10:60] == 0)
     assert _rgb(out["scene"])[2, :, 100:].mean() > 200  # the rest of the scene is untouched
     assert _rgb(out["body"])[1].mean() > 200  # the body stream still sees the person
@@ -110,13 +123,10 @@ def test_mask_subject_zeroes_the_person_in_the_scene_only():
 
 def test_per_stream_sizes_and_normalisation():
     t = build_transform(
-        "none",
-        body_size=(48, 32),
-        scene_size=64,
-        body_mean=(0.0, 0.0, 0.0),
-        body_std=(1.0, 1.0, 1.0),
-        scene_mean=(0.5, 0.5, 0.5),
-        scene_std=(0.5, 0.5, 0.5),
+        _cfg(
+            body={"input_size": (48, 32), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
+            scene={"input_size": 64, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+        )
     )
     out = t(_scene(), BOX)
     assert out["body"].shape == (3, 48, 32) and out["scene"].shape == (3, 64, 64)
@@ -128,8 +138,8 @@ def test_per_stream_sizes_and_normalisation():
 
 @pytest.mark.parametrize("preset", ["light", "strong"])
 def test_augmenting_presets_keep_the_person_in_the_body_crop(preset):
-    full = build_transform(preset, body_size=32, scene_size=(H, W), seed=0)
-    geometry_only = PairTransform(preset, body_size=32, scene_size=(H, W), seed=0, photometric=[])
+    full = build_transform(_cfg(), augment=preset, seed=0)
+    geometry_only = build_transform(_cfg(), augment=preset, seed=0, photometric=[])
     outputs = []
     for _ in range(10):
         out = full(_scene(), BOX)
@@ -146,11 +156,71 @@ def test_augmenting_presets_keep_the_person_in_the_body_crop(preset):
 
 def test_unknown_preset_names_the_choices():
     with pytest.raises(PresetError, match="'light'"):
-        build_transform("lite")
-    with pytest.raises(PresetError):
-        build_transform("none", body_size=(0, 3))
+        build_transform(_cfg(), augment="lite")
+    with pytest.raises(PreprocessError, match="positive"):
+        _cfg(body=(0, 3))
     with pytest.raises(ValueError, match="outside"):
-        build_transform("none")(_scene(), (300, 10, 400, 50))
+        build_transform(_cfg())(_scene(), (300, 10, 400, 50))
+
+
+def test_any_set_of_named_streams():
+    """The data side makes whatever streams the preprocessing names: here a masked whole-image 'context' beside an
+    unmasked 'scene' and the body; an unknown stream name needs its region."""
+    cfg = PreprocessCfg.for_streams(
+        {
+            "context": {"input_size": 40, "region": "image"},
+            "body": {"input_size": 24},
+            "scene": {"input_size": (H, W)},
+        }
+    )
+    cfg = PreprocessCfg(
+        streams={**cfg.streams, "context": dataclasses.replace(cfg.streams["context"], mask="person")}
+    )
+    out = build_transform(cfg)(_scene(), BOX)
+    assert list(out) == ["context", "body", "scene", "box"]
+    assert out["context"].shape == (3, 40, 40) and out["body"].shape == (3, 24, 24)
+    assert torch.all(out["context"][:, 8:36, 2:12] == 0)  # the person masked in the context only
+    assert _rgb(out["scene"])[1, 30:80, 15:55].mean() > 200
+    with pytest.raises(PreprocessError, match="'hands'.*region"):
+        PreprocessCfg.for_streams({"hands": {"input_size": 32}})
+    with pytest.raises(PreprocessError, match="mask"):
+        dataclasses.replace(cfg.streams["body"], mask="person")  # a person crop cannot mask the person
+
+
+def test_preprocessing_round_trip_and_v1_derivation():
+    cfg = _cfg(body=(48, 32), mask=True)
+    assert PreprocessCfg.from_dict(cfg.to_dict()) == cfg
+    assert cfg.mask_subject and cfg.streams["scene"].mask == "person" and cfg.streams["body"].mask is None
+    assert not cfg.with_mask(False).mask_subject and cfg.with_mask(False).with_mask(True) == cfg
+    v1 = {
+        "body": {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "backbone": "x"},
+        "scene": {"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "resize": "bilinear"},
+    }
+    # What training wrote in format v1: the datamodule's settings under "data", mask_subject also on top.
+    derived = PreprocessCfg.from_v1(
+        v1, {"data": {"mask_subject": True, "max_side": 800}, "mask_subject": True}
+    )
+    assert derived.mask_subject and derived.max_side == 800
+    assert derived.streams["scene"] == dataclasses.replace(
+        cfg.streams["scene"], input_size=(64, 64), mean=(0.5,) * 3, std=(0.25,) * 3, resize="bilinear"
+    )
+    plain = PreprocessCfg.from_v1(v1, {"data": {"mask_subject": False}})
+    assert not plain.mask_subject and plain.max_side is None and plain.streams["body"].region == "person"
+
+
+def test_deprecated_transform_api_warns_and_gives_the_same_inputs():
+    new = build_transform(_cfg(32, {"input_size": (H, W), "resize": "bilinear"}, mask=True))(_scene(), BOX)
+    with pytest.warns(DeprecationWarning, match="PreprocessCfg"):
+        old = PairTransform(
+            "none", body_size=32, scene_size=(H, W), mask_subject=True, scene_resize="bilinear"
+        )
+    with pytest.warns(DeprecationWarning, match="PreprocessCfg"):
+        positional = build_transform("none", 32, (H, W), mask_subject=True, scene_resize="bilinear")
+    assert isinstance(old, StreamTransform) and old.scene_hw == (H, W) and old.mask_subject
+    for legacy in (old, positional):
+        out = legacy(_scene(), BOX)
+        for name in ("body", "scene", "box"):
+            assert torch.equal(out[name], new[name]), name
 
 
 # -- dataset -----------------------------------------------------------------------------------------------
@@ -159,7 +229,7 @@ def test_unknown_preset_names_the_choices():
 def test_item_shapes_dtypes_labels_and_missing_vad(tmp_path):
     rows = _write_dataset(tmp_path, n=3)
     df = records_frame(rows)
-    ds = EmotionDataset(df, tmp_path, transform=build_transform("none", body_size=64, scene_size=(96, 128)))
+    ds = EmotionDataset(df, tmp_path, transform=build_transform(_cfg(64, (96, 128))))
     assert len(ds) == 3
     item = ds[0]
     assert item["body"].shape == (3, 64, 64) and item["body"].dtype == torch.float32
@@ -178,7 +248,7 @@ def test_item_shapes_dtypes_labels_and_missing_vad(tmp_path):
 
 def test_bad_image_is_skipped_logged_and_counted(tmp_path, caplog):
     rows = _write_dataset(tmp_path, n=4, bad=(2,))
-    ds = EmotionDataset(records_frame(rows), tmp_path, transform=build_transform("none", 32, 48))
+    ds = EmotionDataset(records_frame(rows), tmp_path, transform=build_transform(_cfg(32, 48)))
     loader = DataLoader(ds, batch_size=4, collate_fn=collate)
     with caplog.at_level(logging.WARNING, logger="emoctx.data.dataset"):
         batches = list(loader)
@@ -217,16 +287,14 @@ def test_records_size_of_unrotated_exif_image(tmp_path):
         arousal=5.0,
         dominance=5.0,
     )
-    ds = EmotionDataset(records_frame([row]), tmp_path, transform=build_transform("none", 32, 48))
+    ds = EmotionDataset(records_frame([row]), tmp_path, transform=build_transform(_cfg(32, 48)))
     item = ds[0]
     assert item is not None and _rgb(item["body"])[1].mean() > 200
 
 
 def test_reduced_size_decoding_rescales_boxes(tmp_path):
     rows = _write_dataset(tmp_path, n=1)
-    ds = EmotionDataset(
-        records_frame(rows), tmp_path, transform=build_transform("none", 32, 48), max_side=100
-    )
+    ds = EmotionDataset(records_frame(rows), tmp_path, transform=build_transform(_cfg(32, 48)), max_side=100)
     item = ds[0]
     assert _rgb(item["body"])[1].mean() > 200
     np.testing.assert_allclose(item["box"].numpy(), [10 / W, 0.2, 60 / W, 0.9], atol=0.02)
@@ -244,8 +312,7 @@ def test_datamodule_loaders_and_category_counts(tmp_path):
         batch_size=2,
         num_workers=0,
         augment="light",
-        body_size=32,
-        scene_size=(48, 64),
+        streams={"body": {"input_size": 32}, "scene": {"input_size": [48, 64]}},
     )
     counts = dm.category_counts()
     assert counts.dtype == np.int64 and counts.shape == (NUM_CATEGORIES,)
@@ -259,8 +326,24 @@ def test_datamodule_loaders_and_category_counts(tmp_path):
     val = list(dm.val_dataloader())
     assert [len(v["index"]) for v in val] == [2, 1]
     assert dm.test_dataloader() == []  # no test records: no loader
-    assert dm.preprocessing["scene_size"] == (48, 64)
-    assert build_transform("none", **dm.preprocessing).scene_hw == (48, 64)
+    assert dm.preprocess.streams["scene"].input_size == (48, 64)
+    assert dm.transform("val").view("scene", _scene(), {}).shape == (48, 64, 3)
+
+
+def test_datamodule_streams_and_its_deprecated_size_arguments(tmp_path):
+    _write_dataset(tmp_path, n=2)
+    with pytest.warns(DeprecationWarning, match="streams"):
+        old = EmotionDataModule(root=str(tmp_path), body_size=32, scene_size=(48, 64), mask_subject=True)
+    new = EmotionDataModule(
+        root=str(tmp_path),
+        streams={"body": {"input_size": 32}, "scene": {"input_size": (48, 64)}},
+        mask_subject=True,
+    )
+    assert old.preprocess == new.preprocess and new.preprocess.mask_subject
+    with pytest.warns(DeprecationWarning, match="preprocess"):
+        assert old.preprocessing["scene_size"] == (48, 64) and old.preprocessing["mask_subject"] is True
+    with pytest.raises(EmoctxError, match="data.body_size"):
+        EmotionDataModule(root=str(tmp_path), streams={"body": {"input_size": 32}}, body_size=32)
 
 
 def test_datamodule_limit_and_missing_train_records(tmp_path):
@@ -279,7 +362,11 @@ def test_datamodule_limit_and_missing_train_records(tmp_path):
 def test_datamodule_with_workers_skips_bad_images_and_seeds_each_worker(tmp_path):
     _write_dataset(tmp_path, n=9, bad=(4,))
     dm = EmotionDataModule(
-        root=str(tmp_path), batch_size=1, num_workers=2, augment="strong", body_size=16, scene_size=24
+        root=str(tmp_path),
+        batch_size=1,
+        num_workers=2,
+        augment="strong",
+        streams={"body": {"input_size": 16}, "scene": {"input_size": 24}},
     )
     dm.setup("fit")
     loader = dm.train_dataloader()

@@ -2,6 +2,7 @@
 error without weights, and boxes from CSV/JSONL/Parquet files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ from emoctx import labels
 from emoctx.cli import main
 from emoctx.errors import EmoctxError
 from emoctx.inference import BoxFileDetector, Detection, PersonDetector, Predictor, UltralyticsDetector
-from emoctx.inference.detect import BoxSource, import_ultralytics, resolve_weights
+from emoctx.inference.detect import BoxSource
+from emoctx.inference.yolo_weights import import_ultralytics, resolve_weights
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +85,26 @@ def test_predictor_with_the_yolo_detector(yolo, tiny_model_path, bus):
             x1, y1, x2, y2 = p.box
             assert min(x2 - x1, y2 - y1) >= 20  # min_box in original pixels
             assert p.probabilities.shape == (labels.NUM_CATEGORIES,) or p.error is not None
-        assert list(r.to_frame().columns)[:4] == ["source", "frame", "person", "track_id"]
+        assert list(r.to_frame().columns)[:5] == ["source", "frame", "time_s", "person", "track_id"]
 
 
 def test_offline_without_weights_is_a_clear_error(tiny_model_path, bus, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no yolo11n.pt in the working folder
     with pytest.raises(EmoctxError) as err:
         UltralyticsDetector("yolo11n.pt")
-    message = str(err.value)
-    assert "yolo11n.pt" in message and "--detector-weights PATH" in message and "--boxes FILE" in message
-    with pytest.raises(EmoctxError, match="no such detector weights file"):
+    # The Python API names its own arguments, never the command's options; the command line the reverse.
+    message, cli = str(err.value), err.value.for_cli()
+    assert (
+        "yolo11n.pt" in message and "detector_weights=PATH" in message and "BoxFileDetector(FILE)" in message
+    )
+    assert "--" not in message
+    assert "--detector-weights PATH" in cli and "--boxes FILE" in cli and "detector_weights=" not in cli
+    # Both say where YOLO weights come from and that boxes work for videos too.
+    for text in (message, cli):
+        assert "https://github.com/ultralytics/assets/releases" in text and "photos and videos alike" in text
+    with pytest.raises(EmoctxError, match="no such detector weights file") as err:
         resolve_weights(tmp_path / "missing" / "best.pt")
+    assert "--" not in str(err.value) and "--detector-weights PATH" in err.value.for_cli()
     weights = tmp_path / "mine.pt"
     weights.write_bytes(b"x")
     assert resolve_weights(weights) == str(weights)  # an existing file is used as is
@@ -185,3 +196,153 @@ def test_canonical_records_work_as_a_box_file(tmp_path):
     path = write_records(records_frame([row, dict(row, person=1, x1=100, x2=150)]), tmp_path / "test.parquet")
     found = BoxFileDetector(path).boxes_for("/data/synth/images/beach/test_00001.jpg")
     assert [d.box for d in found] == [(10, 20, 60, 200), (100, 20, 150, 200)]
+
+
+# ------------------------------------------------------------------------------------------- pose and faces
+_FACE_OFFSETS = {0: (0.0, 0.0), 1: (0.5, -0.5), 2: (-0.5, -0.5), 3: (1.0, -0.25), 4: (-1.0, -0.25)}
+
+
+def rig_pose(detector, facing=True):
+    """Random weights made predictable: every anchor a person with a box six strides wide around it, and
+    keypoints at fixed offsets from it (in strides: nose at the anchor, eyes half a stride up and aside, ears
+    a stride aside). ``facing``: nose and eyes visible (a face); otherwise only the ears (a back view)."""
+    head = detector.model.model.model[-1]
+    bins = head.reg_max
+    with torch.no_grad():
+        for branch in head.cv3:
+            branch[-1].bias[0] = 6.0
+        for branch in head.cv2:  # box sides: the distribution of each side peaks at 3 strides
+            conv = branch[-1]
+            conv.weight.zero_()
+            conv.bias.fill_(-10.0)
+            for side in range(4):
+                conv.bias[side * bins + 3] = 10.0
+        for branch in head.cv4:  # keypoint k = (2 * raw + anchor - 0.5) * stride, visibility sigmoid(raw)
+            conv = branch[-1]
+            conv.weight.zero_()
+            for k in range(17):
+                dx, dy = _FACE_OFFSETS.get(k, (0.0, 2.0))
+                conv.bias[3 * k], conv.bias[3 * k + 1] = (dx + 0.5) / 2, (dy + 0.5) / 2
+                seen = (k < 3) if facing else (k in (3, 4))
+                conv.bias[3 * k + 2] = 5.0 if seen or k >= 5 else -5.0
+    return detector
+
+
+def _check_faces(dets, width, height):
+    assert dets and all(d.keypoints is not None and len(d.keypoints) == 17 for d in dets)
+    faces = [d for d in dets if d.face is not None]
+    assert len(faces) >= len(dets) // 2
+    for d in faces:
+        fx1, fy1, fx2, fy2 = d.face.box
+        x1, y1, x2, y2 = d.box
+        assert x1 - 1e-3 <= fx1 < fx2 <= x2 + 1e-3 and y1 - 1e-3 <= fy1 < fy2 <= y2 + 1e-3
+        assert fx1 >= 0 and fx2 <= width and fy1 >= 0 and fy2 <= height
+        assert min(fx2 - fx1, fy2 - fy1) >= 12
+        assert d.face.landmarks == d.keypoints[:5] and d.face.convention == "coco5"
+        assert 0.9 < d.face.score <= 1.0  # nose and eyes seen with sigmoid(5) = 0.993
+    return faces
+
+
+@pytest.fixture(scope="module")
+def small_bus(bus):
+    return np.ascontiguousarray(bus[1][::4, ::4])
+
+
+def test_pose_model_gives_keypoints_and_faces(small_bus):
+    detector = rig_pose(UltralyticsDetector("yolo11n-pose.yaml", imgsz=160))
+    assert detector.task == "pose"
+    height, width = small_bus.shape[:2]
+    dets = detector.detect([small_bus])[0]
+    faces = _check_faces(dets, width, height)
+    # each face is the one the keypoints' rule gives (emoctx.faces)
+    from emoctx.faces import face_from_keypoints
+
+    d = faces[0]
+    assert d.face == face_from_keypoints(d.keypoints, d.box, (width, height))
+    # moved to the original image's pixels together with the box (the pipeline shrinks large photos)
+    big = d.scaled(4.0, 4.0)
+    assert big.box == pytest.approx(tuple(4 * v for v in d.box))
+    assert big.face.box == pytest.approx(tuple(4 * v for v in d.face.box))
+    assert big.keypoints[7] == pytest.approx(
+        (4 * d.keypoints[7][0], 4 * d.keypoints[7][1], d.keypoints[7][2])
+    )
+    assert Detection((1, 2, 3, 4)).scaled(2, 2) == Detection((2, 4, 6, 8))
+    # tracking keeps them
+    tracked = detector.track(small_bus)
+    assert tracked and all(t.track_id is not None for t in tracked)
+    _check_faces(tracked, width, height)
+    # back views: keypoints, no faces
+    back = rig_pose(UltralyticsDetector("yolo11n-pose.yaml", imgsz=160), facing=False).detect([small_bus])[0]
+    assert back and all(d.keypoints is not None and d.face is None for d in back)
+
+
+def test_segment_and_detect_models_give_persons_without_faces(yolo, small_bus):
+    segment = UltralyticsDetector("yolo11n-seg.yaml", imgsz=160)
+    with torch.no_grad():
+        for branch in segment.model.model.model[-1].cv3:
+            branch[-1].bias[0] = 6.0
+    assert segment.task == "segment"
+    dets = segment.detect([small_bus])[0]
+    assert dets and all(d.keypoints is None and d.face is None for d in dets)
+    plain = yolo.detect([small_bus])[0]
+    assert plain and all(d.keypoints is None and d.face is None for d in plain)
+
+
+def test_models_of_tasks_without_persons_are_refused():
+    with pytest.raises(EmoctxError, match="a 'classify' model gives no person boxes"):
+        UltralyticsDetector("yolo11n-cls.yaml")
+
+
+def test_exported_pose_models_file_and_folder(tmp_path, monkeypatch, small_bus):
+    """ONNX (a file; its name says nothing of its task) and OpenVINO (an export folder) read as ultralytics
+    exports them, keypoints and faces included."""
+    monkeypatch.chdir(tmp_path)
+    detector = rig_pose(UltralyticsDetector("yolo11n-pose.yaml", imgsz=160))
+    onnx = tmp_path / "people.onnx"
+    Path(detector.model.export(format="onnx", imgsz=160, simplify=False)).rename(onnx)
+    folder = Path(detector.model.export(format="openvino", imgsz=160))
+    assert folder.is_dir() and resolve_weights(folder) == str(folder)
+    height, width = small_bus.shape[:2]
+    found = {}
+    for weights in (onnx, folder):
+        exported = UltralyticsDetector(weights, imgsz=160)
+        assert exported.task == "pose"  # from the export's metadata
+        found[weights.suffix] = exported.detect([small_bus, small_bus])
+        assert len(found[weights.suffix]) == 2
+        _check_faces(found[weights.suffix][0], width, height)
+    a, b = found[".onnx"][0], found[""][0]
+    assert len(a) == len(b)
+    for da, db in zip(a, b):
+        assert np.allclose(da.box, db.box, atol=0.5) and np.allclose(da.face.box, db.face.box, atol=0.5)
+    # the resume settings tell export folders apart by their content
+    described = UltralyticsDetector(folder, imgsz=160).describe()
+    assert described.startswith(f"yolo:{folder.name}@")
+    (folder / "metadata.yaml").write_text((folder / "metadata.yaml").read_text() + "\n# changed\n")
+    assert UltralyticsDetector(folder, imgsz=160).describe() != described
+
+
+@pytest.mark.parametrize("name", ["net_saved_model", "net_paddle_model"])
+def test_tensorflow_and_paddle_export_folders_are_refused(tmp_path, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\0")
+    (folder / "metadata.yaml").write_text("task: pose\n")
+    with pytest.raises(EmoctxError, match="detectors are refused"):
+        UltralyticsDetector(folder)
+
+
+def test_detections_are_matched_to_given_persons_one_to_one():
+    from emoctx.inference.detect import match_detections
+
+    found = [
+        Detection((0, 0, 10, 20), 0.9),
+        Detection((100, 0, 110, 20), 0.8),
+        Detection((1, 0, 11, 20), 0.7),
+    ]
+    boxes = [(0.5, 0, 10.5, 20), (50, 50, 60, 60), (0, 0, 10, 20)]
+    matched = match_detections(boxes, found)
+    # the two overlapping detections go one to each of the two boxes they overlap; nothing near (50, 50)
+    assert matched[1] is None and {id(matched[0]), id(matched[2])} == {id(found[0]), id(found[2])}
+    assert matched[2] is found[0]  # the exact box gets the exact detection (largest total overlap)
+    assert match_detections(boxes, found, min_iou=0.99) == [None, None, found[0]]
+    assert match_detections([], found) == [] and match_detections(boxes, []) == [None, None, None]

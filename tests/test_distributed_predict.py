@@ -19,10 +19,10 @@ from emoctx.data.records import read_records, write_records
 from emoctx.data.synth import generate
 from emoctx.errors import EmoctxError
 from emoctx.inference.distributed import datamodule_for, merge_shards, predict_records, shard_path
-from emoctx.inference.export import ScoringNet
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
 from emoctx.models.backbones import StreamConfig
 from emoctx.models.network import EmotionNet
+from emoctx.models.outputs import ScoringNet
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "predict-records"
@@ -94,6 +94,11 @@ def test_single_process_writes_every_record(setup, single):
         scores, vad = ScoringNet(net, info.score_activation)(batch["body"], batch["scene"])
     np.testing.assert_allclose(single.loc[good, list(PROB_COLUMNS)].to_numpy(), scores.numpy(), atol=1e-5)
     np.testing.assert_allclose(single.loc[good, list(labels.VAD_NAMES)].to_numpy(), vad.numpy(), atol=1e-4)
+    # The dominant category is the most probable of those listed in 'categories', as 'emoctx predict' gives it.
+    for _, row in single.loc[good].iterrows():
+        listed = list(row["categories"])
+        probs = {c: row[f"p_{s}"] for c, s in zip(labels.CATEGORIES, labels.SLUGS, strict=True)}
+        assert row["dominant_category"] == (max(listed, key=probs.get) if listed else None)
 
 
 def test_two_ddp_processes_give_every_record_once_and_the_same_values(setup, single):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from emoctx import labels
+from emoctx import hardware, labels
 from emoctx.checkpoint import describe, load_model, save_model
 from emoctx.engines import (
     TOLERANCES,
@@ -29,8 +29,8 @@ from emoctx.engines.base import outputs_on_scales
 from emoctx.engines.choice import resolve_precision
 from emoctx.engines.runtimes import OnnxRuntimeEngine
 from emoctx.errors import EmoctxError
-from emoctx.inference import pipeline
-from emoctx.inference.pipeline import Predictor, cpu_supports_bf16
+from emoctx.hardware import cpu_supports_bf16
+from emoctx.inference.predictor import Predictor
 
 NATIVE_BF16 = cpu_supports_bf16()
 needs_native_bf16 = pytest.mark.skipif(not NATIVE_BF16, reason="bf16 is emulated on this CPU")
@@ -68,7 +68,7 @@ def exports(model, monkeypatch):
     entry = next(p for p in (model.parent / (model.name + ".engines")).glob("*/onnx-fp32-*") if p.is_dir())
     calls = []
 
-    def fake_export(net, folder, opset, what="model"):
+    def fake_export(net, preprocessing, folder, opset, what="model"):
         calls.append(folder)
         for f in entry.iterdir():
             if f.suffix == ".onnx":
@@ -100,7 +100,7 @@ def test_engine_matches_pytorch_fp32(model, engine, precision):
         assert built.check.max_prob_diff < 1e-5
 
     # Another batch (another size: the batch dimension is dynamic), through encode and head.
-    inputs = check_inputs(load_model(model)[1].streams, batch=5, seed=7)
+    inputs = check_inputs(load_model(model)[1].preprocessing, batch=5, seed=7)
     features = {s: built.encode(s, x.to(built.input_dtype)) for s, x in inputs.items()}
     assert all(f.dtype == torch.float32 and f.shape[0] == 5 and f.ndim == 2 for f in features.values())
     out = built.head(features)
@@ -303,7 +303,7 @@ def _calibration(streams, name="synthetic", seeds=range(4)):
 def test_int8_within_tolerance_with_its_calibration_recorded(model, engine):
     import json
 
-    streams = load_model(model)[1].streams
+    streams = load_model(model)[1].preprocessing
     calibration = _calibration(streams)
     built = build_engine(model, engine, "int8", calibration=calibration)
     assert built.precision == "int8" and built.check.passed
@@ -323,7 +323,7 @@ def test_int8_within_tolerance_with_its_calibration_recorded(model, engine):
 
 
 def test_int8_from_the_cache_reads_no_calibration_images(model):
-    streams = load_model(model)[1].streams
+    streams = load_model(model)[1].preprocessing
     calibration = _calibration(streams)
     first = build_engine(model, "onnxruntime", "int8", calibration=calibration)
 
@@ -377,10 +377,10 @@ def test_missing_openvino_names_the_extra(copy_of, exports, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ default rule
 def test_default_engine_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     assert default_engine("cpu") == ("torch", "bf16")
     assert resolve_precision("openvino", "auto", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
     assert default_engine("cpu") == ("onnxruntime", "fp32")
     assert resolve_precision("torch", "auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("openvino", "auto", torch.device("cpu")) == "fp32"
@@ -402,10 +402,10 @@ def test_default_detector_engine(monkeypatch):
 
 
 def test_auto_builds_the_default_engine(model, monkeypatch):
-    monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
     built = build_engine(model)  # a CPU without native bf16: onnxruntime fp32
     assert (built.name, built.precision) == ("onnxruntime", "fp32") and built.info["cached"] is True
-    monkeypatch.setattr(pipeline, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
     built = build_engine(model)
     assert (built.name, built.precision) == ("torch", "bf16") and built.input_dtype == torch.bfloat16
 
@@ -444,7 +444,7 @@ def test_one_openvino_core_for_the_process(model, tmp_path):
 # -------------------------------------------------------------------------------------------------- detector
 @pytest.fixture(scope="module")
 def yolo_weights(tmp_path_factory):
-    from emoctx.inference.detect import import_ultralytics
+    from emoctx.inference.yolo_weights import import_ultralytics
 
     import_ultralytics()
     from ultralytics import YOLO

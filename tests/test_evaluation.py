@@ -21,10 +21,11 @@ from emoctx.evaluation import (
     calibrate_model,
     evaluate_model,
     evaluate_predictions,
-    predict_records,
-    read_predictions,
+    read_scored_predictions,
+    score_records,
 )
-from emoctx.evaluation.inference import SCORE_COLUMNS
+from emoctx.evaluation.predictions import SCORE_COLUMNS
+from emoctx.io import default_file_mode
 from emoctx.metrics import mean_average_precision
 from emoctx.models.network import EmotionNet
 
@@ -76,13 +77,11 @@ def evaluated(calibrated, synth, tmp_path_factory):
     return out
 
 
-def test_predict_records_marks_unreadable_images(model_file, synth):
+def test_score_records_marks_unreadable_images(model_file, synth):
     net, info = load_model(model_file)
     records = read_records(synth / "annotations" / "test.parquet").head(6).copy()
     records.loc[2, "image"] = "images/missing.jpg"
-    scores, vad, valid = predict_records(
-        net, info, records, synth, batch_size=4, num_workers=0, progress=False
-    )
+    scores, vad, valid = score_records(net, info, records, synth, batch_size=4, num_workers=0, progress=False)
     assert scores.shape == (6, labels.NUM_CATEGORIES) and vad.shape == (6, labels.NUM_VAD)
     assert valid.tolist() == [True, True, False, True, True, True]
     assert np.isnan(scores[2]).all() and np.isnan(vad[2]).all()
@@ -90,13 +89,14 @@ def test_predict_records_marks_unreadable_images(model_file, synth):
     assert ((ok >= 0) & (ok <= 1)).all()
     assert ((vad[valid] >= labels.VAD_MIN) & (vad[valid] <= labels.VAD_MAX)).all()
     # Same inputs, same outputs: the batch size does not change a person's prediction.
-    again, _, _ = predict_records(net, info, records, synth, batch_size=1, num_workers=0, progress=False)
+    again, _, _ = score_records(net, info, records, synth, batch_size=1, num_workers=0, progress=False)
     np.testing.assert_allclose(again[valid], ok, rtol=1e-5, atol=1e-6)
 
 
 def test_calibrate_stores_thresholds_in_the_model(calibrated, model_file):
     _, info = load_model(calibrated)
     assert set(info.thresholds) == set(labels.SLUGS)
+    assert calibrated.stat().st_mode & 0o777 == default_file_mode()  # readable by others, as any new file
     assert info.training["threshold_calibration"]["rule"] == "f1"
     assert info.training["threshold_calibration"]["num_persons"] > 0
     assert info.training["note"] == "test"  # the training description is kept
@@ -255,16 +255,16 @@ def test_predictions_file_problems_are_named(evaluated, synth, tmp_path):
     renamed = preds.rename(columns={"p_happiness": "happiness"})
     renamed.to_csv(tmp_path / "renamed.csv", index=False)
     with pytest.raises(EmoctxError, match="missing column.*p_happiness.*found 'happiness'"):
-        read_predictions(tmp_path / "renamed.csv")
+        read_scored_predictions(tmp_path / "renamed.csv")
     nan = preds.copy()
     nan.loc[3, "p_anger"] = np.nan
     nan.to_parquet(tmp_path / "nan.parquet")
     with pytest.raises(EmoctxError, match=r"'p_anger'.*row\(s\) 3"):
-        read_predictions(tmp_path / "nan.parquet")
+        read_scored_predictions(tmp_path / "nan.parquet")
     partial_vad = preds.drop(columns=["dominance"])
     partial_vad.to_parquet(tmp_path / "vad.parquet")
     with pytest.raises(EmoctxError, match="all three V/A/D columns or none"):
-        read_predictions(tmp_path / "vad.parquet")
+        read_scored_predictions(tmp_path / "vad.parquet")
     # The output of 'emoctx predict' names the image 'source'; a row with an error has no prediction.
     emoctx_style = preds.rename(columns={"image": "source"}).assign(error=None)
     emoctx_style.loc[4, "error"] = "cannot read image"
@@ -295,20 +295,20 @@ def test_evaluator_messages_say_what_is_wrong(evaluated, synth, tmp_path, caplog
     # A missing category column is not "closely matched" by another category's column...
     preds.drop(columns=["p_yearning"]).to_csv(tmp_path / "no_yearning.csv", index=False)
     with pytest.raises(EmoctxError, match="missing column.*p_yearning") as e:
-        read_predictions(tmp_path / "no_yearning.csv")
+        read_scored_predictions(tmp_path / "no_yearning.csv")
     assert "close matches" not in str(e.value) and "p_suffering" not in str(e.value)
     # ... but a misspelt one is suggested, and score columns that name no category are warned about.
     preds.rename(columns={"p_yearning": "p_yearnig"}).to_csv(tmp_path / "typo.csv", index=False)
     with pytest.raises(EmoctxError, match="'p_yearning' \\(found 'p_yearnig'\\)"):
-        read_predictions(tmp_path / "typo.csv")
+        read_scored_predictions(tmp_path / "typo.csv")
     caplog.clear()
     preds.assign(p_joy=0.5).to_csv(tmp_path / "extra.csv", index=False)
-    read_predictions(tmp_path / "extra.csv")
+    read_scored_predictions(tmp_path / "extra.csv")
     assert "p_joy" in caplog.text and "name no category" in caplog.text
     # Raw score columns come all together or not at all.
     preds.drop(columns=["raw_anger"]).to_parquet(tmp_path / "raw.parquet")
     with pytest.raises(EmoctxError, match="25 of the 26 raw score columns.*raw_anger"):
-        read_predictions(tmp_path / "raw.parquet")
+        read_scored_predictions(tmp_path / "raw.parquet")
 
 
 def test_model_agrees_like_the_annotator_it_copies(synth, tmp_path):
@@ -347,7 +347,7 @@ def test_evaluate_model_on_missing_root_is_a_clear_error(model_file, synth, tmp_
 
 
 def test_training_stores_thresholds_fitted_on_val(synth, tmp_path):
-    from emoctx.training.cli import train
+    from emoctx.commands.train import train
 
     args = [
         "--config", str(Path(__file__).resolve().parents[1] / "configs" / "synth_tiny.yaml"), "--data.root", str(synth), "--trainer.max_epochs", "1",
@@ -362,22 +362,12 @@ def test_training_stores_thresholds_fitted_on_val(synth, tmp_path):
     assert calibration["num_persons"] == len(read_records(synth / "annotations" / "val.parquet"))
 
 
-@pytest.mark.parametrize(
-    ("training", "masked"),
-    [
-        ({}, False),
-        ({"mask_subject": True}, True),
-        ({"data": {"mask_subject": True}}, True),
-        ({"preprocessing": {"mask_subject": True}}, True),
-        ({"data": {"mask_subject": False}}, False),
-    ],
-)
-def test_evaluation_masks_the_subject_as_training_did(training, masked):
-    """Evaluation and prediction read 'was the subject masked in training' from one place."""
-    from emoctx.evaluation.inference import _stream_preprocessing
+def test_evaluation_masks_the_subject_as_the_model_says_unless_told_otherwise(model_file):
+    """Evaluation builds its transform from the model's preprocessing; an explicit choice wins."""
+    from emoctx.evaluation.scoring import records_transform
 
-    spec = {"input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-    info = ModelInfo(network={}, streams={"body": spec, "scene": spec}, training=training)
-    assert info.trained_with_mask is masked
-    assert _stream_preprocessing(info, None)["mask_subject"] is masked
-    assert _stream_preprocessing(info, not masked)["mask_subject"] is (not masked)  # an explicit choice wins
+    _, info = load_model(model_file)
+    assert not info.preprocessing.mask_subject
+    assert not records_transform(info).cfg.mask_subject
+    masked = records_transform(info, mask_subject=True).cfg
+    assert masked.mask_subject and masked == info.preprocessing.with_mask(True)

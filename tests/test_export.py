@@ -3,6 +3,7 @@
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from emoctx import labels
 from emoctx.checkpoint import describe, load_model, save_model
 from emoctx.cli import main
 from emoctx.commands import export as export_command
+from emoctx.data.preprocess import PreprocessCfg
 from emoctx.data.transforms import build_transform
 from emoctx.errors import EmoctxError
 from emoctx.inference import export
@@ -34,10 +36,20 @@ def exported(tmp_path_factory):
         hidden=32,
     )
     thresholds = {s: 0.3 for s in labels.SLUGS}
-    model = save_model(d / "model.safetensors", net, describe(net, thresholds=thresholds))
+    masked = PreprocessCfg.for_streams(net.stream_specs(), mask_subject=True)  # as configs/emotic_strong.yaml
+    model = save_model(
+        d / "model.safetensors", net, describe(net, thresholds=thresholds, preprocessing=masked)
+    )
     out = d / "model.onnx"
     assert main(["export", str(model), "--out", str(out)]) == 0
     return model, out
+
+
+def test_exported_file_is_readable_by_others(exported):
+    from emoctx.io import default_file_mode
+
+    _, onnx_file = exported
+    assert onnx_file.stat().st_mode & 0o777 == default_file_mode()
 
 
 def _session(path):
@@ -80,6 +92,10 @@ def test_metadata_describes_the_model(exported):
         "std": info.streams["body"]["std"],
     }
     assert meta["streams"]["scene"]["input_size"] == 96
+    # How each input is made, the subject masking of this model included.
+    assert meta["preprocessing"] == info.preprocessing.to_dict()
+    assert meta["preprocessing"]["streams"]["scene"]["mask"] == "person"
+    assert meta["preprocessing"]["streams"]["body"]["region"] == "person"
     assert meta["score_activation"] == "sigmoid" and meta["vad_names"] == list(labels.VAD_NAMES)
     assert meta["emoctx"]["network"] == info.network  # the full description, enough to rebuild the network
     # onnxruntime sees the same metadata (the documented way to read it)
@@ -97,7 +113,7 @@ def test_metadata_is_strict_json_with_null_for_never_predicted():
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
 
-    json_keys = ("emoctx", "streams", "categories", "thresholds", "vad_names")
+    json_keys = ("emoctx", "preprocessing", "streams", "categories", "thresholds", "vad_names")
     decoded = {k: json.loads(meta[k], parse_constant=refuse) for k in json_keys}
     assert decoded["thresholds"][3] is None and decoded["thresholds"][0] == pytest.approx(0.4)
     assert decoded["emoctx"]["thresholds"][labels.SLUGS[3]] is None
@@ -117,17 +133,21 @@ def test_check_reports_differences_and_fails_beyond_tolerance(exported):
         export.check_onnx(onnx_path, reference, info, batches=(1,))
 
 
-def test_documented_onnxruntime_example_runs(exported, tmp_path, monkeypatch, capsys):
-    _, onnx_path = exported
+def _documented_recipe() -> str:
+    """The indented literal block after the "Running with onnxruntime" paragraph of the export module."""
     doc = export.__doc__
-    # The indented literal block after the "Running with onnxruntime" paragraph.
     after = doc[doc.index("Running with onnxruntime") :].split("::\n", 1)[1].splitlines()
     block = []
     for line in after:
         if line.strip() and not line.startswith("    "):
             break
         block.append(line)
-    code = textwrap.dedent("\n".join(block))
+    return textwrap.dedent("\n".join(block))
+
+
+def test_documented_onnxruntime_example_runs(exported, tmp_path, monkeypatch, capsys):
+    model, onnx_path = exported
+    code = _documented_recipe()
     rng = np.random.default_rng(0)
     cv2.imwrite(str(tmp_path / "photo.jpg"), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
     monkeypatch.chdir(tmp_path)
@@ -141,21 +161,25 @@ def test_documented_onnxruntime_example_runs(exported, tmp_path, monkeypatch, ca
     vad = [float(v) for v in re.findall(r"\d+\.\d+", printed[printed.index("]") + 1 :])]
     assert len(vad) == 3 and all(labels.VAD_MIN <= v <= labels.VAD_MAX for v in vad)
 
-    # The example's preprocessing is emoctx's own (the transform training and prediction use).
-    streams = namespace["streams"]
-    transform = build_transform(
-        "none",
-        body_size=streams["body"]["input_size"],
-        scene_size=streams["scene"]["input_size"],
-        body_mean=streams["body"]["mean"],
-        body_std=streams["body"]["std"],
-        scene_mean=streams["scene"]["mean"],
-        scene_std=streams["scene"]["std"],
-    )
+    # The example's preprocessing is emoctx's own (the transform training and prediction use), masking
+    # included: this model was trained with the subject masked out of the scene.
+    _, info = load_model(model)
+    assert info.preprocessing.mask_subject
+    assert namespace["streams"] == info.preprocessing.to_dict()["streams"]
     box = (namespace["x1"], namespace["y1"], namespace["x2"], namespace["y2"])
-    ours = transform(namespace["image"], box)
+    ours = build_transform(info.preprocessing)(namespace["image"], box)
     for name in ("body", "scene"):
         np.testing.assert_allclose(namespace["feeds"][name][0], ours[name].numpy(), atol=1e-5, rtol=0)
+    masked = (namespace["feeds"]["scene"][0] == 0).all(axis=0)
+    assert masked.sum() > 100 and torch.equal(torch.from_numpy(masked), (ours["scene"] == 0).all(dim=0))
+
+
+def test_readme_onnx_recipe_is_the_documented_one():
+    """The README's onnxruntime recipe is the one tested above (the export module's), line for line."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### ONNX") :]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block.strip() == _documented_recipe().strip()
 
 
 def test_command_defaults_match_the_library():

@@ -19,9 +19,9 @@ from emoctx.losses import (
     emotic_discrete_loss,
     l1_continuous_loss,
     l2_continuous_loss,
-    scores_from_logits,
     smoothl1_continuous_loss,
 )
+from emoctx.models.outputs import scores_from_logits
 
 
 def batch(b: int = 4, seed: int = 0):

@@ -4,7 +4,6 @@ model files, training checkpoints for --resume, and detector weights), genuine u
 import json
 import logging
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +21,7 @@ from emoctx.models.network import EmotionNet
 MARKER_NAME = "code-ran.txt"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_log_handlers(monkeypatch):
-    """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and
-    ultralytics' own): each test here logs to its own captured stderr, not to a closed one from an earlier
-    test (which prints logging errors)."""
-    monkeypatch.setattr(logging.getLogger(), "handlers", [])
-    for handler in logging.getLogger("ultralytics").handlers:
-        if type(handler) is logging.StreamHandler:
-            monkeypatch.setattr(handler, "stream", _CurrentStderr())
-
-
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is when a message comes."""
-
-    def write(self, text):
-        return sys.stderr.write(text)
-
-    def flush(self):
-        sys.stderr.flush()
+pytestmark = pytest.mark.usefixtures("fresh_log_handlers")
 
 
 def write_marker(path):
@@ -131,6 +112,33 @@ def _with(meta, dotted, value):
         ("score_activation", "softmax", "'score_activation' must be one of"),
         ("training", "lots", "'training' must be an object"),
         ("training.mask_subject", "false", "'training.mask_subject' must be true or false"),
+        ("preprocessing", ..., "'preprocessing' is missing"),
+        ("preprocessing.streams.body.region", ..., "'preprocessing.streams.body' lacks 'region'"),
+        (
+            "preprocessing.streams.scene.region",
+            "hands",
+            "'preprocessing.streams.scene.region' must be one of",
+        ),
+        (
+            "preprocessing.streams.scene.mask",
+            "image",
+            "'preprocessing.streams.scene.mask' must be null or one of",
+        ),
+        (
+            "preprocessing.streams.body.mask",
+            "person",
+            "'preprocessing.streams.body.mask' must be null or one of []",
+        ),
+        ("preprocessing.streams.body.resize", "cubic", "'preprocessing.streams.body.resize' must be one of"),
+        (
+            "preprocessing.streams.body.input_size",
+            [64, 64],
+            "'preprocessing.streams.body.input_size' is [64, 64], but streams.body.input_size is 32",
+        ),
+        ("preprocessing.streams.body.input_size", 32, "must be [height, width]"),
+        ("preprocessing.max_side", 0, "'preprocessing.max_side' must be a whole number from 1"),
+        ("preprocessing.streams", {"body": {}}, "'preprocessing.streams' names ['body'], but the network"),
+        ("streams.body.resize", "area", "'streams.body.resize' is not read from format v2"),
         ("vad.max", 100, "V/A/D scale 1.0-100 differs"),
         ("categories", "Affection", "'categories' must be a list of category names"),
         ("emoctx_version", 7, "'emoctx_version' must be a non-empty string"),
@@ -142,6 +150,46 @@ def test_every_description_field_is_checked(tmp_path, small, field, value, messa
     with pytest.raises(EmoctxError) as err:
         load_model(path)
     assert message in str(err.value) and str(path) in str(err.value), str(err.value)
+
+
+def _v1(meta, training):
+    """The description as emoctx wrote it in format v1: no preprocessing, the resize rule in streams."""
+    old = _with(_with(meta, "preprocessing", ...), "format_version", 1)
+    old["streams"]["scene"]["resize"] = "bilinear"
+    old["training"] = training
+    return old
+
+
+def test_format_v1_files_still_load_with_their_preprocessing(tmp_path, small):
+    """A v1 file (what training wrote before the preprocessing field) loads, its preprocessing derived from what
+    v1 held; saved again (as calibrate does) it is a v2 file with the same preprocessing."""
+    net, meta = small
+    assert meta["format_version"] == 2 and "resize" not in meta["streams"]["scene"]
+    written = {"data": {"mask_subject": True, "max_side": 640, "batch_size": 4}, "mask_subject": True}
+    path = _file(tmp_path, net, _v1(meta, written), "v1.safetensors")
+    _, info = load_model(path)
+    prep = info.preprocessing
+    assert info.format_version == 1 and prep.mask_subject and prep.max_side == 640
+    assert prep.streams["scene"].resize == "bilinear" and prep.streams["body"].resize == "area"
+    assert prep.streams["scene"].mask == "person" and prep.streams["body"].region == "person"
+    assert prep.streams["scene"].input_size == (48, 48)
+    again = save_model(tmp_path / "v2.safetensors", net, info)
+    _, info2 = load_model(again)
+    assert (
+        info2.format_version == 2 and info2.preprocessing == prep and "resize" not in info2.streams["scene"]
+    )
+    plain = _file(tmp_path, net, _v1(meta, {"data": {"mask_subject": False}}), "v1plain.safetensors")
+    assert not load_model(plain)[1].preprocessing.mask_subject
+    # v1 files knew no regions: a stream they cannot name is a clear error
+    odd = _v1(meta, {})
+    odd["network"]["streams"]["hands"] = odd["network"]["streams"].pop("body")
+    odd["streams"] = {"scene": odd["streams"]["scene"], "hands": odd["streams"]["body"]}
+    odd["network"]["streams"] = {
+        "scene": odd["network"]["streams"]["scene"],
+        "hands": odd["network"]["streams"]["hands"],
+    }
+    with pytest.raises(EmoctxError, match="stream 'hands': no region"):
+        load_model(_file(tmp_path, net, odd, "v1odd.safetensors"))
 
 
 def test_malformed_descriptions_are_clear_errors(tmp_path, small, capsys):
@@ -228,7 +276,7 @@ def yolo_files(tmp_path_factory):
     from copy import deepcopy
     from datetime import datetime
 
-    from emoctx.inference.detect import import_ultralytics
+    from emoctx.inference.yolo_weights import import_ultralytics
 
     import_ultralytics()
     from ultralytics import YOLO
@@ -273,7 +321,7 @@ def yolo_files(tmp_path_factory):
 
 
 def test_genuine_ultralytics_files_of_every_task_load_safely(yolo_files):
-    from emoctx.inference.detect import load_yolo
+    from emoctx.inference.yolo_weights import load_yolo
 
     image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
     for kind, task in (("detect", "detect"), ("pose", "pose"), ("segment", "segment"), ("trainer", "detect")):
@@ -282,12 +330,12 @@ def test_genuine_ultralytics_files_of_every_task_load_safely(yolo_files):
         assert len(model.predict(image, imgsz=64, verbose=False, device="cpu")) == 1
     exported = load_yolo(str(yolo_files["torchscript"]))
     assert len(exported.predict(image, imgsz=64, verbose=False, device="cpu")) == 1
-    # only a detection model finds persons for emoctx
+    # detection, pose and segmentation models all find persons for emoctx
     from emoctx.inference.detect import UltralyticsDetector
 
     assert UltralyticsDetector(yolo_files["trainer"]).describe().startswith("yolo:trained.pt@")
-    with pytest.raises(EmoctxError, match="a 'pose' model; person detection needs a detection model"):
-        UltralyticsDetector(yolo_files["pose"])
+    for task in ("pose", "segment"):
+        assert UltralyticsDetector(yolo_files[task]).task == task
 
 
 def test_hostile_detector_weights_run_no_code(tmp_path, tiny_model_path, monkeypatch, capsys):
@@ -347,3 +395,89 @@ def test_validator_knows_the_values_the_code_writes():
 
     assert description.RESIZES == RESIZES
     assert description.VAD_OUTPUTS == VAD_OUTPUTS
+    from emoctx.data.preprocess import BOX_REGIONS, REGIONS
+    from emoctx.losses import SCORE_ACTIVATION_OF_LOSS
+    from emoctx.models.outputs import SCORE_ACTIVATIONS
+
+    assert description.SCORE_ACTIVATIONS == SCORE_ACTIVATIONS
+    assert set(SCORE_ACTIVATION_OF_LOSS.values()) <= set(SCORE_ACTIVATIONS)
+    assert description.REGIONS == REGIONS and description.BOX_REGIONS == BOX_REGIONS
+
+
+# ------------------------------------------------------------------------------- sharing and foreign files
+def _mode(path):
+    return Path(path).stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_model_files_get_the_permissions_of_any_new_file(tmp_path, small, umask, expected):
+    """safetensors creates its files 0600: colleagues on a shared server could not load them."""
+    import os
+
+    net, meta = small
+    previous = os.umask(umask)
+    try:
+        path = save_model(tmp_path / "model.safetensors", net, meta)
+        assert _mode(path) == expected
+        save_model(path, net, meta)  # rewritten in place (calibrate does it) keeps them
+        assert _mode(path) == expected
+    finally:
+        os.umask(previous)
+
+
+def test_files_that_are_not_emoctx_models_get_a_clear_message(tmp_path, small, tiny_model_path, capsys):
+    net, meta = small
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # the start of an ONNX protobuf
+    whole = tmp_path / "whole_module.pt"
+    torch.save(torch.nn.Linear(2, 2), whole)  # a pickled module, as many projects save them
+    state = tmp_path / "state_dict.pth"
+    torch.save({"weight": torch.zeros(2)}, state)
+    run = tmp_path / "run"
+    save_model(run / "model.safetensors", net, meta)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = {
+        onnx: [
+            "an ONNX file, not an emoctx model file",
+            "'emoctx export'",
+            "onnxruntime",
+            "model.safetensors",
+        ],
+        whole: [
+            "not an emoctx model file",
+            "pickled Python object (torch.nn.modules.linear.Linear)",
+            "import-baseline",
+        ],
+        state: ["not an emoctx model file", "no 'emoctx' description", "emoctx train"],
+        run: [f"its model file is {run / 'model.safetensors'}"],
+        empty: ["is a folder, not an emoctx model file", "make demo"],
+    }
+    for path, expected in cases.items():
+        with pytest.raises(EmoctxError) as err:
+            load_model(path)
+        message = str(err.value)
+        for text in expected:
+            assert text in message, (path.name, message)
+        # PyTorch's advice to load with weights_only=False (running the file's code) is never passed on.
+        assert "weights_only" not in message and "will likely succeed" not in message, message
+    # The command line prints it on one line, without a traceback.
+    out, boxes = tmp_path / "o.jsonl", tmp_path / "boxes.csv"
+    boxes.write_text("source,x1,y1,x2,y2\na.jpg,1,1,20,40\n")
+    status = main(["predict", str(tmp_path), "--model", str(onnx), "--boxes", str(boxes), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith("emoctx predict: error: ") and "ONNX" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_missing_model_file_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_model(tmp_path / "runs" / "demo" / "train" / "model.safetensors")
+    message = str(err.value)
+    assert "no such model file" in message
+    # train on EMOTIC, import the common baseline's model, or the demo's model for a try
+    assert (
+        "emoctx convert" in message and "emoctx train --config configs/emotic_kosti_resnet18.yaml" in message
+    )
+    assert "emoctx import-baseline" in message and "'make demo'" in message
+    assert "runs/demo/train/model.safetensors" in message

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from emoctx.commands import places365 as command
 from emoctx.errors import EmoctxError
+from emoctx.io import default_file_mode
 from emoctx.models import EmotionNet, StreamConfig
 from emoctx.models.places365 import PLACES365_CLASSES, convert_places365, extract_state_dict
 
@@ -146,7 +147,7 @@ def test_command(tmp_path, reference, capsys):
     command.add_arguments(parser)
     assert command.run(parser.parse_args([str(src), "--arch", "resnet18"])) == 0
     out = tmp_path / "resnet18_places365.safetensors"
-    assert out.is_file()
+    assert out.is_file() and out.stat().st_mode & 0o777 == default_file_mode()  # readable by others
     assert f"{out}: {len(reference) - 2} tensors for timm 'resnet18', dropped 2" in capsys.readouterr().out
     with pytest.raises(EmoctxError, match="not found"):
         command.run(parser.parse_args([str(tmp_path / "absent.pth.tar")]))

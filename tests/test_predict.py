@@ -3,6 +3,7 @@ scene sharing against per-person forwards, bf16 against fp32, and a real photo w
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -15,18 +16,27 @@ from PIL import Image
 from emoctx import labels
 from emoctx.checkpoint import describe, load_model, save_model
 from emoctx.cli import main
+from emoctx.data.preprocess import PreprocessCfg
 from emoctx.data.transforms import build_transform
 from emoctx.errors import EmoctxError
-from emoctx.inference import COLUMNS, BoxFileDetector, Detection, Predictor, read_predictions, results_frame
-from emoctx.inference.detect import import_ultralytics
+from emoctx.inference import (
+    COLUMNS,
+    BoxFileDetector,
+    Detection,
+    Predictor,
+    read_prediction_table,
+    results_frame,
+)
+from emoctx.inference.results import PersonResult
 from emoctx.inference.writers import PartialLog
+from emoctx.inference.yolo_weights import import_ultralytics
 from emoctx.models.backbones import StreamConfig
 from emoctx.models.network import EmotionNet
 
 PROB_COLUMNS = [f"p_{s}" for s in labels.SLUGS]
 
 
-def _save_model(path, training=None, thresholds=None):
+def _save_model(path, training=None, thresholds=None, mask_subject=False):
     torch.manual_seed(0)
     net = EmotionNet(
         {
@@ -35,7 +45,8 @@ def _save_model(path, training=None, thresholds=None):
         },
         hidden=32,
     )
-    return save_model(path, net, describe(net, training=training, thresholds=thresholds))
+    prep = PreprocessCfg.for_streams(net.stream_specs(), mask_subject=mask_subject)
+    return save_model(path, net, describe(net, training=training, thresholds=thresholds, preprocessing=prep))
 
 
 def _scene(rng, w=320, h=240, people=()):
@@ -104,7 +115,7 @@ def reference(folder, model_path, tmp_path_factory):
 
 
 def test_folder_jsonl_columns_and_values(reference, folder, model_path):
-    df = read_predictions(reference)
+    df = read_prediction_table(reference)
     assert list(df.columns) == list(COLUMNS)
     ok = df[df["error"].isna()]
     layout = folder["layout"]
@@ -136,10 +147,29 @@ def test_folder_jsonl_columns_and_values(reference, folder, model_path):
         ]
         assert row["categories"] == expected
         assert labels.CATEGORIES[0] in row["categories"]
+        # the dominant category: the most probable of those at or above their threshold
+        probs = {c: row[f"p_{s}"] for c, s in zip(labels.CATEGORIES, labels.SLUGS, strict=True)}
+        assert row["dominant_category"] == max(expected, key=probs.get)
+    assert ok["time_s"].isna().all()  # photos have no time
+
+
+def test_dominant_category_is_the_most_probable_predicted_one():
+    probs = np.full(labels.NUM_CATEGORIES, 0.1)
+    probs[labels.CATEGORY_INDEX["Anger"]] = (
+        0.95  # most probable, but below its (high) threshold: not predicted
+    )
+    probs[labels.CATEGORY_INDEX["Peace"]] = 0.6
+    probs[labels.CATEGORY_INDEX["Esteem"]] = 0.7
+    person = PersonResult(
+        0, (0, 0, 10, 10), probabilities=probs, vad=np.ones(3), categories=["Peace", "Esteem"]
+    )
+    assert person.dominant == "Esteem" and person.to_dict()["dominant_category"] == "Esteem"
+    person.categories = []  # nothing reaches its threshold: no dominant category
+    assert person.dominant is None and person.to_dict()["dominant_category"] is None
 
 
 def test_bad_files_give_error_rows_and_the_rest_goes_on(reference, folder):
-    df = read_predictions(reference)
+    df = read_prediction_table(reference)
     errors = df[df["error"].notna()].set_index(df[df["error"].notna()]["source"].map(lambda s: Path(s).name))
     assert set(errors.index) == {"corrupt.jpg", "empty.jpg", "notes.jpg", "data.xyz"}
     for name in ("corrupt.jpg", "empty.jpg", "notes.jpg", "data.xyz"):
@@ -158,11 +188,11 @@ def test_bad_files_give_error_rows_and_the_rest_goes_on(reference, folder):
 
 
 def test_csv_and_parquet_match_jsonl(reference, folder, model_path, tmp_path):
-    ref = read_predictions(reference)
+    ref = read_prediction_table(reference)
     for suffix in ("csv", "parquet"):
         out = tmp_path / f"out.{suffix}"
         assert _predict(folder, model_path, out, "--workers", "0") == 0
-        df = read_predictions(out)
+        df = read_prediction_table(out)
         assert list(df.columns) == list(COLUMNS)
         pd.testing.assert_frame_equal(df, ref, check_exact=False, rtol=1e-9)
     raw = pd.read_csv(tmp_path / "out.csv")
@@ -171,7 +201,7 @@ def test_csv_and_parquet_match_jsonl(reference, folder, model_path, tmp_path):
     # --format overrides the suffix
     out = tmp_path / "table.txt"
     assert _predict(folder, model_path, out, "--workers", "0", "--format", "csv") == 0
-    assert out.read_text().startswith("source,frame,person,track_id,x1")
+    assert out.read_text().startswith("source,frame,time_s,person,track_id,x1")
 
 
 def test_resume_after_interruption_equals_uninterrupted(reference, folder, model_path, tmp_path, monkeypatch):
@@ -194,12 +224,12 @@ def test_resume_after_interruption_equals_uninterrupted(reference, folder, model
     with open(sidecar, "a") as f:
         f.write('{"source": "half-written line of a killed run", "done": tr')  # no newline: cut mid-write
 
-    import emoctx.inference.pipeline as pipeline
+    import emoctx.inference.decode as decode
 
     decoded = []
-    real_read = pipeline.read_image
+    real_read = decode.read_image
     monkeypatch.setattr(
-        pipeline, "read_image", lambda path, **kw: decoded.append(Path(path).name) or real_read(path, **kw)
+        decode, "read_image", lambda path, **kw: decoded.append(Path(path).name) or real_read(path, **kw)
     )
     assert _predict(folder, model_path, out, "--workers", "0", "--resume") == 0
     assert not sidecar.exists()
@@ -277,17 +307,7 @@ def test_python_api_in_memory(model_path):
 
 def _manual_forward(predictor, image, boxes, mask_subject):
     """The training transform (preset none) per person and a plain forward: what the model saw in training."""
-    streams = predictor.info.streams
-    transform = build_transform(
-        "none",
-        body_size=streams["body"]["input_size"],
-        scene_size=streams["scene"]["input_size"],
-        body_mean=streams["body"]["mean"],
-        body_std=streams["body"]["std"],
-        scene_mean=streams["scene"]["mean"],
-        scene_std=streams["scene"]["std"],
-        mask_subject=mask_subject,
-    )
+    transform = build_transform(predictor.info.preprocessing.with_mask(mask_subject))
     items = [transform(image, b) for b in boxes]
     batch = {k: torch.stack([it[k] for it in items]) for k in ("body", "scene")}
     net, _ = load_model(predictor.model_path)  # the plain network, as training saved it
@@ -315,7 +335,7 @@ def test_shared_and_masked_scenes_match_per_person_forwards(model_path):
 
 
 def test_scene_mode_auto_follows_training(tmp_path):
-    masked = _save_model(tmp_path / "masked.safetensors", training={"data": {"mask_subject": True}})
+    masked = _save_model(tmp_path / "masked.safetensors", mask_subject=True)
     plain = _save_model(tmp_path / "plain.safetensors", training={"lr": 0.1})
     assert Predictor(masked, num_workers=0).scene_mode == "masked"
     assert Predictor(plain, num_workers=0).scene_mode == "shared"
@@ -338,15 +358,18 @@ def test_bf16_close_to_fp32(model_path):
     assert 0 < diff < 0.02
 
 
-def test_real_photo_with_given_boxes_and_annotations(model_path, tmp_path):
+def test_real_photo_with_given_boxes_and_annotations(model_path, tmp_path, caplog):
     bus = import_ultralytics().utils.ASSETS / "bus.jpg"
     boxes = tmp_path / "bus_boxes.jsonl"
     people = [[50, 400, 245, 905], [220, 405, 345, 860], [670, 380, 810, 875], [0, 550, 60, 875]]
     boxes.write_text("".join(json.dumps({"source": "bus.jpg", "box": b}) + "\n" for b in people))
     out, ann = tmp_path / "bus.parquet", tmp_path / "annotated"
     argv = ["predict", str(bus), "--model", str(model_path), "--boxes", str(boxes), "--out", str(out)]
-    assert main([*argv, "--annotate", str(ann), "--no-progress", "--max-side", "640"]) == 0
-    df = read_predictions(out)
+    with caplog.at_level(logging.INFO, logger="emoctx.inference.runner"):
+        assert main([*argv, "--annotate", str(ann), "--no-progress", "--max-side", "640"]) == 0
+    # the run says that the annotated copy is smaller than the photo (the legend on it says so too)
+    assert "1 annotated image(s)/video(s) are drawn at the size the images were decoded at" in caplog.text
+    df = read_prediction_table(out)
     assert len(df) == 4 and df["error"].isna().all()
     assert (df["width"].iloc[0], df["height"].iloc[0]) == Image.open(
         bus
@@ -370,7 +393,7 @@ def test_globs_missing_paths_and_exit_status(folder, model_path, tmp_path, capsy
         main([*argv, "--boxes", str(folder["boxes"]), "--out", str(out), "--no-progress", "--workers", "0"])
         == 0
     )
-    df = read_predictions(out)
+    df = read_prediction_table(out)
     names = {Path(s).name for s in df["source"]}
     assert "c.png" not in names and "d.jpg" in names  # the glob picks .jpg files at any depth
     assert df[df["source"].str.endswith("missing.jpg")]["error"].str.contains("no such file").all()
@@ -410,19 +433,19 @@ def test_summary_option_writes_tables_and_plots(folder, model_path, tmp_path, ca
     assert "summary file(s)" in capsys.readouterr().out
     for name in ("summary.md", "categories.png", "vad.png"):
         assert (summary / name).stat().st_size > 0
-    persons = int(read_predictions(out)["error"].isna().sum())
+    persons = int(read_prediction_table(out)["error"].isna().sum())
     assert str(persons) in (summary / "summary.md").read_text()
 
 
 def test_default_workers_follow_the_free_cores(monkeypatch):
     """Decoding processes default to the cores torch's threads leave free (at most 2; 2 beside a GPU), and the
     command's --workers default defers to that."""
-    import emoctx.inference.pipeline as pipeline
+    import emoctx.hardware as hardware
     from emoctx.cli import build_parser
 
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 4)
     for threads, expected in ((4, 0), (3, 1), (1, 2)):
-        monkeypatch.setattr(pipeline.torch, "get_num_threads", lambda t=threads: t)
-        assert pipeline.default_workers(torch.device("cpu")) == expected
-    assert pipeline.default_workers(torch.device("cuda")) == 2
+        monkeypatch.setattr(hardware.torch, "get_num_threads", lambda t=threads: t)
+        assert hardware.default_workers(torch.device("cpu")) == expected
+    assert hardware.default_workers(torch.device("cuda")) == 2
     assert build_parser().parse_args(["predict", "x", "--model", "m"]).workers is None

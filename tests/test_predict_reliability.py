@@ -4,9 +4,7 @@ full disk."""
 
 import errno
 import hashlib
-import logging
 import os
-import sys
 from pathlib import Path
 
 import cv2
@@ -15,35 +13,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import emoctx.inference.pipeline as pipeline
+import emoctx.inference.decode as decode
+import emoctx.inference.predictor as predictor_module
 from emoctx.cli import main
-from emoctx.inference import BoxFileDetector, Detection, Predictor, read_predictions
+from emoctx.inference import BoxFileDetector, Detection, Predictor, read_prediction_table
 from emoctx.inference.runner import predict_to_file
 from emoctx.inference.sources import expand_sources
 from emoctx.inference.video import decode_frames
 from emoctx.inference.writers import PartialLog
 from emoctx.io import OutputLock
 
-
-@pytest.fixture(autouse=True)
-def _fresh_log_handlers(monkeypatch):
-    """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and
-    ultralytics' own): each test here logs to its own captured stderr, not to a closed one from an earlier
-    test (which prints logging errors)."""
-    monkeypatch.setattr(logging.getLogger(), "handlers", [])
-    for handler in logging.getLogger("ultralytics").handlers:
-        if type(handler) is logging.StreamHandler:
-            monkeypatch.setattr(handler, "stream", _CurrentStderr())
-
-
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is when a message comes."""
-
-    def write(self, text):
-        return sys.stderr.write(text)
-
-    def flush(self):
-        sys.stderr.flush()
+pytestmark = pytest.mark.usefixtures("fresh_log_handlers")
 
 
 # persons per image: uneven, so that an uninterrupted run's batches of 2 straddle the group boundary at 8 images
@@ -113,7 +93,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
     assert main(_argv(photos, tiny_model_path, out)) == 0
     assert second["status"] == 2
     assert "is being written by another run (emoctx predict (process" in second["err"], second["err"]
-    df = read_predictions(out)
+    df = read_prediction_table(out)
     assert len(df) == sum(PERSONS) + 1  # every person and the corrupt file: nothing lost
     assert not out.with_name("t.jsonl.lock").exists() and not out.with_name("t.jsonl.partial").exists()
     with OutputLock(out):  # taken again once released; the lock file names the holder meanwhile
@@ -145,7 +125,7 @@ def test_out_never_replaces_an_input_or_a_foreign_file(
     before = photo.read_bytes()
     loads = []
     monkeypatch.setattr(
-        pipeline, "load_model", lambda *a, **k: loads.append(a) or pytest.fail("model loaded")
+        predictor_module, "load_model", lambda *a, **k: loads.append(a) or pytest.fail("model loaded")
     )
     for out, extra, message in [
         (photo, (), "is one of the inputs"),
@@ -171,7 +151,7 @@ def test_out_never_replaces_an_input_or_a_foreign_file(
     )
     assert "would be written over the input" in capsys.readouterr().err and photo.read_bytes() == before
     assert main(_argv(photos, tiny_model_path, notes, "--overwrite")) == 0  # asked for
-    assert len(read_predictions(notes)) == sum(PERSONS) + 1
+    assert len(read_prediction_table(notes)) == sum(PERSONS) + 1
     assert main(_argv(photos, tiny_model_path, notes)) == 0  # a previous table is replaced without asking
     # a file in the way of the progress file is not replaced either
     other = tmp_path / "o.csv"
@@ -183,7 +163,7 @@ def test_out_never_replaces_an_input_or_a_foreign_file(
     inside = photos["folder"] / "table.csv"
     assert main(_argv(photos, tiny_model_path, inside)) == 0
     assert main(_argv(photos, tiny_model_path, inside)) == 0
-    assert not read_predictions(inside)["source"].str.endswith("table.csv").any()
+    assert not read_prediction_table(inside)["source"].str.endswith("table.csv").any()
 
 
 # ----------------------------------------------------------------------------------------------- item 5
@@ -210,6 +190,8 @@ def test_damaged_and_missing_video_frames_are_reported_and_the_rest_decoded(tiny
     assert [f.index for f in got["damaged.avi"] if f.pixels is not None] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     [bad] = [f for f in got["damaged.avi"] if f.error]
     assert bad.index == 4 and "frame 4: cannot be decoded" in bad.error
+    # every frame, decoded or not, has its time from the header's 10 frames per second
+    assert [f.time_s for f in got["damaged.avi"]] == pytest.approx([k / 10 for k in range(10)])
     # the frames after the damaged one keep their indices: the same pictures as in the intact file
     intact = {f.index: f.pixels for f in decode_frames(tmp_path / "ok.avi")}
     assert all(np.array_equal(f.pixels, intact[f.index]) for f in got["damaged.avi"] if f.pixels is not None)
@@ -240,7 +222,7 @@ def test_damaged_and_missing_video_frames_are_reported_and_the_rest_decoded(tiny
         str(tiny_model_path),
     ]
     assert main([*argv, "--boxes", str(boxes), "--out", str(out), "--no-progress", "--smooth", "off"]) == 0
-    df = read_predictions(out)
+    df = read_prediction_table(out)
     for name, good, errors in (
         ("damaged.avi", [0, 1, 2, 3, 5, 6, 7, 8, 9], [4]),
         ("short.avi", list(range(6)), [6]),
@@ -306,7 +288,7 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
     for suffix in ("jsonl", "csv", "parquet"):
         out = tmp_path / f"n.{suffix}"
         predict_to_file(Predictor(tiny_model_path, Fixed(), num_workers=0), [folder], out, progress=False)
-        df = read_predictions(out)
+        df = read_prediction_table(out)
         names = ["a1.jpg", "a2.jpg", "bad\\xff.jpg", "caf\\xe9.jpg", "plain.jpg", "z1.jpg"]
         assert [Path(s).name for s in df["source"]] == names
         error = df[df["error"].notna()]["error"].iloc[0]
@@ -325,8 +307,8 @@ def test_file_names_that_are_not_utf8_are_written_escaped(tiny_model_path, tmp_p
         predict_to_file(predictor, [folder], out, progress=False)
     monkeypatch.undo()
     decoded = []
-    real = pipeline.read_image
-    monkeypatch.setattr(pipeline, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
+    real = decode.read_image
+    monkeypatch.setattr(decode, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
     predict_to_file(predictor, [folder], out, resume=True, progress=False)
     assert decoded == ["plain.jpg", "z1.jpg"]  # the group with the two undecodable names was found done
     assert out.read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
@@ -385,8 +367,8 @@ def test_resume_mid_group_ends_byte_identical(photos, tiny_model_path, tmp_path,
     assert main(_argv(photos, tiny_model_path, out)) == 130
     monkeypatch.undo()
     decoded = []
-    real = pipeline.read_image
-    monkeypatch.setattr(pipeline, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
+    real = decode.read_image
+    monkeypatch.setattr(decode, "read_image", lambda p, **kw: decoded.append(Path(p).name) or real(p, **kw))
     assert main(_argv(photos, tiny_model_path, out, "--resume")) == 0
     assert decoded == [
         "p08.jpg",

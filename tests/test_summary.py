@@ -7,8 +7,10 @@ import pytest
 from emoctx import labels
 from emoctx.cli import main
 from emoctx.errors import EmoctxError
+from emoctx.inference.colours import track_colour, track_colour_float
 from emoctx.inference.results import COLUMNS, PROB_COLUMNS
-from emoctx.inference.summary import read_predictions, summarize, summarize_folder, summarize_video
+from emoctx.inference.summary import read_summary_table, summarize, summarize_folder, summarize_video
+from emoctx.inference.summary import videos as summary_module
 from emoctx.inference.writers import write_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,7 +105,7 @@ def test_folder_summary_with_a_fixed_threshold(folder_table, tmp_path):
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_every_table_format_reads_back_to_the_same_summary(folder_table, tmp_path, suffix):
     path = write_predictions(folder_table, tmp_path / f"predictions{suffix}")
-    df = read_predictions(path)
+    df = read_summary_table(path)
     assert df.loc[df["source"] == "a.jpg", "categories"].iloc[0] == ["Happiness", "Engagement"]
     s = summarize_folder(df, tmp_path / "summary")
     assert s.categories.set_index("category").loc["Happiness", "people"] == 3
@@ -130,14 +132,17 @@ def test_video_summary_timelines_and_tracks(tmp_path):
     assert len({p.name for p in s.timelines.values()}) == 2
     for png in s.timelines.values():
         assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 20_000
+    assert s.tracks["tracked"].all()
     t = s.tracks.set_index(["source", "track"])
-    one, two = t.loc[("cam1/clip.mp4", "track 1")], t.loc[("cam1/clip.mp4", "track 2")]
+    one, two = t.loc[("cam1/clip.mp4", 1)], t.loc[("cam1/clip.mp4", 2)]
     assert (one["frames"], one["first_frame"], one["last_frame"]) == (20, 0, 38)
     assert (two["frames"], two["first_frame"]) == (15, 10)
     assert one["valence"] == pytest.approx(6.0) and two["arousal"] == pytest.approx(7.0)
     assert one["top_categories"].startswith("Engagement 0.90")
     assert list(s.errors["source"]) == ["cam3/broken.mp4"]
-    assert pd.read_csv(tmp_path / "tracks.csv").shape[0] == 3  # cam2 is too short for track 2
+    written = pd.read_csv(tmp_path / "tracks.csv")
+    assert written.shape[0] == 3  # cam2 is too short for track 2
+    assert written["track"].dtype.kind == "i" and sorted(written["track"]) == [1, 1, 2]  # ids, not "track 1"
     assert "cam3/broken.mp4" in (tmp_path / "video_summary.md").read_text()
 
 
@@ -145,7 +150,7 @@ def test_untracked_video_uses_person_index(tmp_path):
     rng = np.random.default_rng(2)
     rows = [_person("v.mp4", f, p, rng, strong=["Peace"]) for f in range(3) for p in range(2)]
     s = summarize_video(pd.DataFrame(rows, columns=list(COLUMNS)), tmp_path)
-    assert sorted(s.tracks["track"]) == ["person 0", "person 1"]
+    assert sorted(s.tracks["track"]) == [0, 1] and not s.tracks["tracked"].any()
     assert (s.tracks["frames"] == 3).all()
 
 
@@ -172,4 +177,58 @@ def test_a_records_file_is_not_a_prediction_table(folder_table, tmp_path):
     people[list(PROB_COLUMNS)] = np.nan  # person rows without probabilities and without an error
     path = write_predictions(people, tmp_path / "not_predictions.parquet")
     with pytest.raises(EmoctxError, match="neither probabilities nor an error"):
-        read_predictions(path)
+        read_summary_table(path)
+
+
+def _video_file(path, fps, frames=20):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (64, 48))
+    for k in range(frames):
+        writer.write(np.full((48, 64, 3), 10 * k, np.uint8))
+    writer.release()
+    return path
+
+
+def test_video_timelines_in_seconds_from_the_table_or_the_video_file(tmp_path):
+    rng = np.random.default_rng(4)
+    # time_s in the table (as 'emoctx predict' writes it): 12.5 frames per second.
+    rows = _video_rows("clip.mp4", rng)
+    for r in rows:
+        r["time_s"] = r["frame"] / 12.5
+    s = summarize_video(pd.DataFrame(rows, columns=list(COLUMNS)), tmp_path / "a")
+    one = s.tracks.set_index("track").loc[1]
+    assert (one["first_s"], one["last_s"]) == (0.0, pytest.approx(38 / 12.5))
+    assert summary_module.frame_rate("clip.mp4", pd.DataFrame(rows)) == pytest.approx(12.5)
+    # No time_s (an older table): the frame rate comes from the video file when it is there ...
+    video = _video_file(tmp_path / "real.mp4", fps=8)
+    rows = _video_rows(str(video), rng)
+    s = summarize_video(pd.DataFrame(rows, columns=list(COLUMNS)), tmp_path / "b")
+    one = s.tracks.set_index("track").loc[1]
+    assert one["last_s"] == pytest.approx(38 / 8)
+    # ... and without either, frames only.
+    rows = _video_rows(str(tmp_path / "gone.mp4"), rng)
+    s = summarize_video(pd.DataFrame(rows, columns=list(COLUMNS)), tmp_path / "c")
+    assert s.tracks["first_s"].isna().all() and s.tracks["first_frame"].notna().all()
+
+
+def test_timeline_colours_are_the_annotated_video_colours(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = [_person("v.mp4", f, t, rng, track_id=t) for f in range(4) for t in (3, 7, 12)]
+    people = summary_module.normalise_predictions(pd.DataFrame(rows, columns=list(COLUMNS)))
+    people["track"], people["tracked"] = summary_module._track_ids(people)
+    tracks = summary_module._track_stats(people, top_k=3)
+    fig = summary_module._timeline_figure("v.mp4", people, tracks, top_k=3, max_tracks=6)
+    lines = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    for t in (3, 7, 12):
+        assert tuple(lines[f"track {t}"][:3]) == pytest.approx(track_colour_float(t))
+        # the same colour as the annotated video draws for that track id
+        assert tuple(round(c * 255) for c in lines[f"track {t}"][:3]) == track_colour(t)
+
+
+def test_summarize_names_an_unsupported_table_type(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes\n")
+    assert main(["summarize", str(readme), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "'.md' is not a prediction table type" in err and ".jsonl" in err and "not valid JSON" not in err

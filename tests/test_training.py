@@ -16,9 +16,11 @@ import yaml
 
 from emoctx import labels
 from emoctx.checkpoint import load_model, save_model
+from emoctx.commands.train import train
 from emoctx.data.synth import generate
 from emoctx.errors import EmoctxError
-from emoctx.training.cli import train
+from emoctx.io import default_file_mode
+from emoctx.models.network import EmotionNet
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "synth_tiny.yaml")
@@ -54,10 +56,10 @@ def _inputs(net, n=3):
 
 def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")  # the config's wandb logger, offline: files only, no network
-    import emoctx.inference.pipeline
+    import emoctx.hardware
 
     # A CPU without native bf16: the config's precision "auto" trains in fp32, and the model file says so.
-    monkeypatch.setattr(emoctx.inference.pipeline, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(emoctx.hardware, "cpu_supports_bf16", lambda: False)
     run = tmp_path / "run"
     results = train(_args(synth_root, run, "--trainer.max_epochs", "1", logger=True))
     assert 0.0 <= results["test/mAP"] <= 1.0
@@ -65,10 +67,11 @@ def test_train_writes_self_describing_model(synth_root, tmp_path, monkeypatch):
     assert any(k.startswith("test/ap/") for k in results)
     assert list((run / "wandb").glob("offline-run-*")), "wandb logged offline into the run folder"
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model"]["streams"]["body"]["backbone"] == "test_resnet"
+    assert saved["model"]["net"]["init_args"]["streams"]["body"]["backbone"] == "test_resnet"
 
     net, info = load_model(run / "model.safetensors")
     assert info.categories == list(labels.CATEGORIES) and info.score_activation == "sigmoid"
+    assert (run / "model.safetensors").stat().st_mode & 0o777 == default_file_mode()  # readable by others
     assert info.streams["body"]["input_size"] == 64 and info.streams["scene"]["input_size"] == 128
     assert info.training["optimizer"] == "adamw"
     assert info.training["precision"] == "32-true" and info.training["precision_requested"] == "auto"
@@ -145,7 +148,7 @@ def test_weight_decay_spares_biases_and_norms():
         "scene": {"backbone": "test_resnet", "input_size": 32},
     }
     module = EmotionModule(
-        streams=streams, hidden=16, optimizer="adamw", weight_decay=0.05, backbone_lr_scale=0.1
+        EmotionNet(streams, hidden=16), optimizer="adamw", weight_decay=0.05, backbone_lr_scale=0.1
     )
     groups = module.param_groups()
     seen = [id(p) for g in groups for p in g["params"]]
@@ -167,7 +170,7 @@ def test_weight_decay_spares_biases_and_norms():
             assert g["lr"] == pytest.approx(0.001 if name.startswith("backbones.") else 0.01), name
     # The paper's recipe decays every parameter, as the authors' code did.
     plain = EmotionModule(
-        streams=streams, hidden=16, weight_decay=0.05, filter_bias_and_bn=False
+        EmotionNet(streams, hidden=16), weight_decay=0.05, filter_bias_and_bn=False
     ).param_groups()
     assert {g["weight_decay"] for g in plain} == {0.05}
 
@@ -175,7 +178,7 @@ def test_weight_decay_spares_biases_and_norms():
 def test_warmup_cosine_schedule_is_the_closed_form():
     import math
 
-    from emoctx.training.module import warmup_cosine
+    from emoctx.training.optim import warmup_cosine
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
     total, warmup = 20, 5
@@ -198,11 +201,11 @@ def test_warmup_cosine_schedule_is_the_closed_form():
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    import emoctx.inference.pipeline
+    import emoctx.hardware
     from emoctx.training.trainer import Trainer, auto_precision
 
     for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
-        monkeypatch.setattr(emoctx.inference.pipeline, "cpu_supports_bf16", lambda n=native: n)
+        monkeypatch.setattr(emoctx.hardware, "cpu_supports_bf16", lambda n=native: n)
         assert auto_precision("cpu") == expected
         trainer = Trainer(accelerator="cpu", precision="auto", logger=False, enable_checkpointing=False)
         assert trainer.precision == expected and trainer.requested_precision == "auto"
@@ -338,7 +341,7 @@ def test_loaded_network_is_complete_and_equal(tmp_path, arch, size):
 
 def _random_init_config(src: str, dst: Path) -> str:
     cfg = yaml.safe_load((REPO / "configs" / src).read_text())
-    for stream in cfg["model"]["streams"].values():
+    for stream in cfg["model"]["net"]["init_args"]["streams"].values():
         stream["pretrained"] = None  # no downloads in tests: same architecture, random weights
     for split in ("train", "val", "test"):
         cfg["data"].pop(f"{split}_records", None)
@@ -352,7 +355,7 @@ def test_paper_config_trains_and_evaluate_gives_the_same_map(synth_root, tmp_pat
     1e-6, because all three rank the raw outputs; the clamped scores would tie persons and give another AP."""
     from emoctx import cli
     from emoctx.data.records import category_matrix, read_records
-    from emoctx.evaluation.inference import RAW_COLUMNS, SCORE_COLUMNS
+    from emoctx.evaluation.predictions import RAW_COLUMNS, SCORE_COLUMNS
     from emoctx.metrics import mean_average_precision
 
     config = _random_init_config("emotic_kosti_resnet18.yaml", tmp_path / "kosti.yaml")
@@ -480,7 +483,7 @@ def test_compile_option_matches_eager():
     from emoctx.training.module import EmotionModule
 
     module = EmotionModule(
-        streams={"body": {"backbone": "test_resnet", "input_size": 32}}, hidden=16, compile=True
+        EmotionNet({"body": {"backbone": "test_resnet", "input_size": 32}}, hidden=16), compile=True
     )
     module.eval()
     x = {"body": torch.randn(2, 3, 32, 32)}
@@ -488,3 +491,26 @@ def test_compile_option_matches_eager():
         compiled, eager = module(x), module.net(x)
     torch.testing.assert_close(compiled["logits"], eager["logits"], rtol=1e-4, atol=1e-4)
     assert "_forward" not in dict(module.named_modules())  # the compiled wrapper adds no state-dict keys
+
+
+def test_network_overrides_and_configs_from_before_the_injection(synth_root, tmp_path):
+    """model.net.init_args.* overrides reach the network; a config with the network's arguments flat under
+    model (as before the network was injected) trains the same network, with a deprecation warning."""
+    from emoctx.training.cli import fit
+
+    quick = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--skip_test"]
+    new = fit(_args(synth_root, tmp_path / "new", *quick, "--model.net.init_args.hidden", "40"))
+    _, info = load_model(new["model_path"])
+    assert info.network["hidden"] == 40 and info.training["hidden"] == 40
+
+    cfg = yaml.safe_load(Path(TINY).read_text())
+    cfg["model"].update(cfg["model"].pop("net")["init_args"])  # streams, fusion, hidden, dropout under model
+    old_config = tmp_path / "old.yaml"
+    old_config.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(DeprecationWarning, match="EmotionModule\\(streams, fusion, hidden, dropout\\)"):
+        old = fit(_args(synth_root, tmp_path / "old", *quick, "--model.hidden", "40", config=str(old_config)))
+    _, old_info = load_model(old["model_path"])
+    assert old_info.network == info.network
+    assert {
+        k: v for k, v in old_info.training.items() if k in ("streams", "fusion", "hidden", "dropout")
+    } == {k: v for k, v in info.training.items() if k in ("streams", "fusion", "hidden", "dropout")}

@@ -11,9 +11,19 @@ import torch
 
 from emoctx import labels
 from emoctx.cli import main
-from emoctx.inference import Predictor, read_predictions
+from emoctx.inference import BoxFileDetector, Predictor, read_prediction_table, video
 from emoctx.inference.detect import UltralyticsDetector
-from emoctx.inference.video import IoUTracker, TrackSmoother, read_frames
+from emoctx.inference.draw import draw_scale
+from emoctx.inference.video import (
+    FALLBACK_FOURCC,
+    IoUTracker,
+    TrackSmoother,
+    VideoWriter,
+    choose_fourcc,
+    mp4_fourcc,
+    read_frames,
+    video_fourcc,
+)
 
 PROB_COLUMNS = [f"p_{s}" for s in labels.SLUGS]
 N_FRAMES = 10
@@ -67,7 +77,7 @@ def _run(clip, tiny_model_path, out, *extra, source=None):
     assert (
         main([*argv, "--out", str(out), "--no-progress", "--workers", "0", "--batch-size", "8", *extra]) == 0
     )
-    return read_predictions(out)
+    return read_prediction_table(out)
 
 
 def test_read_frames_and_stride(clip):
@@ -108,6 +118,20 @@ def test_tracks_keep_their_id_and_smoothing_off_gives_per_frame_values(clip, tin
         ]
 
 
+def test_the_predictor_gives_each_video_frame_its_time(clip, tiny_model_path):
+    """time_s comes from the Python API (the frame rate read once per video), not only from 'emoctx predict'."""
+    predictor = Predictor(
+        tiny_model_path, detector=BoxFileDetector(clip["boxes"]), num_workers=0, video_stride=3
+    )
+    results = list(predictor.predict_sources([str(clip["video"]), str(clip["media"] / "still.jpg")]))
+    video = [r for r in results if r.frame >= 0]
+    assert [r.frame for r in video] == [0, 3, 6, 9] and all(r.persons for r in video)
+    assert [r.time_s for r in video] == pytest.approx([0.0, 0.3, 0.6, 0.9])
+    assert [r.to_rows()[0]["time_s"] for r in video] == pytest.approx([0.0, 0.3, 0.6, 0.9])
+    [still] = [r for r in results if r.frame < 0]
+    assert still.time_s is None and still.to_rows()[0]["time_s"] is None
+
+
 def test_stride_no_track_and_annotated_video(clip, tiny_model_path, tmp_path):
     ann = tmp_path / "annotated"
     df = _run(
@@ -122,6 +146,8 @@ def test_stride_no_track_and_annotated_video(clip, tiny_model_path, tmp_path):
     )
     assert sorted(set(df["frame"])) == [0, 3, 6, 9]
     assert df["track_id"].isna().all() and df["person"].tolist() == [0, 1] * 4
+    # Seconds beside frames: the clip runs at 10 frames per second.
+    assert df["time_s"].tolist() == pytest.approx([f / 10 for f in df["frame"]])
     written = ann / "clip.mp4"
     assert written.is_file() and not list(ann.glob(".*partial*"))
     cap = cv2.VideoCapture(str(written))
@@ -133,9 +159,12 @@ def test_stride_no_track_and_annotated_video(clip, tiny_model_path, tmp_path):
         first = frame if first is None else first
         n += 1
     cap.release()
-    assert n == 4 and first.shape == (120, 200, 3)
-    original = next(read_frames(clip["video"]))[1][:, :, ::-1]
+    k = draw_scale((200, 120))  # a small video is drawn enlarged, so that its labels stay legible
+    assert k > 1 and n == 4 and first.shape == (120 * k, 200 * k, 3)
+    original = cv2.resize(next(read_frames(clip["video"]))[1][:, :, ::-1], (200 * k, 120 * k))
     assert np.abs(first.astype(int) - original.astype(int)).mean() > 2  # boxes and labels were drawn
+    # Written with the codec chosen for this OpenCV (H.264 where it can, else mp4v), and it reads back as such.
+    assert _codec_family(video_fourcc(written)) == _codec_family(mp4_fourcc())
 
 
 def test_box_file_track_ids_are_used(clip, tiny_model_path, tmp_path):
@@ -157,7 +186,7 @@ def test_box_file_track_ids_are_used(clip, tiny_model_path, tmp_path):
     ).to_csv(boxes, index=False)
     argv = ["predict", str(clip["video"]), "--model", str(tiny_model_path), "--boxes", str(boxes), "--out"]
     assert main([*argv, str(tmp_path / "t.jsonl"), "--no-progress", "--smooth", "off"]) == 0
-    df = read_predictions(tmp_path / "t.jsonl")
+    df = read_prediction_table(tmp_path / "t.jsonl")
     assert df["track_id"].tolist() == [40, 41] * N_FRAMES
 
 
@@ -214,3 +243,38 @@ def test_iou_tracker_and_smoother_units():
     np.testing.assert_allclose(v, [3.0, 4.0, 5.0])
     with pytest.raises(ValueError):
         TrackSmoother(0.0)
+
+
+def _codec_family(fourcc):
+    """``h264`` for the names H.264 goes by, ``mp4v`` for MPEG-4 Part 2 (read back as ``FMP4``)."""
+    if fourcc.lower() in ("avc1", "h264", "x264"):
+        return "h264"
+    return "mp4v" if fourcc.lower() in ("mp4v", "fmp4") else fourcc
+
+
+def test_video_codec_is_h264_where_opencv_can_and_mp4v_otherwise(tmp_path, monkeypatch, caplog):
+    # The choice: the first candidate that works, else mp4v.
+    assert choose_fourcc(["avc1", "H264"], lambda c: c == "H264") == "H264"
+    assert choose_fourcc(["avc1", "H264"], lambda c: False) == FALLBACK_FOURCC
+    # This OpenCV: what the writer picks is what a reader finds in the file, and every frame decodes.
+    chosen = mp4_fourcc()
+    writer = VideoWriter(tmp_path / "a.mp4", fps=5)
+    for k in range(4):
+        writer.write(np.full((48, 64, 3), 50 * k, np.uint8))
+    written = writer.close()
+    assert _codec_family(video_fourcc(written)) == _codec_family(chosen) in ("h264", "mp4v")
+    assert sum(1 for _ in read_frames(written)) == 4
+    # Without H.264 the writer falls back to mp4v and says so (once per process).
+    mp4_fourcc.cache_clear()
+    monkeypatch.setattr(video, "writes_h264", lambda fourcc: False)
+    try:
+        with caplog.at_level("WARNING", logger="emoctx.inference.video"):
+            assert mp4_fourcc() == "mp4v"
+        assert "cannot write H.264" in caplog.text and "browsers" in caplog.text
+    finally:
+        mp4_fourcc.cache_clear()
+    monkeypatch.setattr(video, "writes_h264", lambda fourcc: fourcc == "H264")
+    try:
+        assert mp4_fourcc() == "H264"
+    finally:
+        mp4_fourcc.cache_clear()

@@ -71,6 +71,7 @@ import numpy as np
 
 from emoctx.annotate.config import AGE, CATEGORIES_CONTROL, GENDER, PERSON, PERSON_LABEL, VAD_CONTROLS
 from emoctx.annotate.tasks import LOCAL_FILES_URL, box_from_percent
+from emoctx.data.boxes import box_iou
 from emoctx.data.readers import Annotations
 from emoctx.data.readers.report import ConversionReport
 from emoctx.data.records import records_frame, validate_records
@@ -611,14 +612,6 @@ def _single_choice(name: str, choices: Any, t: _Task, at: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- persons
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _mean_box(answers: Sequence[Answer]) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in np.mean([a.box for a in answers], axis=0))  # type: ignore[return-value]
 
@@ -643,7 +636,7 @@ def _match_persons(
         free = [i for i in range(len(groups)) if i not in taken]
         matched: set[int] = set()
         if rest and free:
-            iou = np.array([[_iou(a.box, _mean_box(groups[g]["answers"])) for g in free] for a in rest])
+            iou = box_iou([a.box for a in rest], [_mean_box(groups[g]["answers"]) for g in free])
             for r, c in zip(*linear_sum_assignment(-iou)):
                 if iou[r, c] >= MATCH_IOU:
                     g = groups[free[c]]
@@ -682,7 +675,7 @@ def _record(
     box = _mean_box(answers)
     regions = sorted({a.region for a in answers})
     if len(answers) > 1:
-        worst = min(_iou(a.box, box) for a in answers)
+        worst = float(box_iou([a.box for a in answers], [box]).min())
         if worst < BOXES_DIFFER_IOU:
             t.add(
                 "kept",

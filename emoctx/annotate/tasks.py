@@ -10,7 +10,7 @@ A task is the JSON object Label Studio imports::
      "predictions": [{"model_version": "...", "score": 0.8, "result": [...]}]}
 
 Boxes come from a person detector (:class:`~emoctx.inference.detect.UltralyticsDetector`) or a box file
-(:class:`~emoctx.inference.detect.BoxFileDetector`) for photos, from the records for a records file (the
+(:class:`~emoctx.inference.box_file.BoxFileDetector`) for photos, from the records for a records file (the
 persons keep their index, so relabelling maps back onto the same records), or from a prediction table
 (``emoctx predict``'s output). Each box has the stable id ``p<person>``: every per-box answer Label Studio
 stores carries it. Suggestions (categories above the model's thresholds, V/A/D rounded to whole points,
@@ -258,7 +258,7 @@ def photos_from_predictions(
     """Photos from ``emoctx predict``'s table: its boxes, and its categories and V/A/D as suggestions.
 
     Args:
-        table: the prediction table (:func:`emoctx.inference.writers.read_predictions`).
+        table: the prediction table (:func:`emoctx.inference.writers.read_prediction_table`).
         root: the photo folder; every ``source`` must lie inside it.
         suggestions: keep the model's categories and V/A/D as suggestions (else boxes only).
 
@@ -340,7 +340,7 @@ def photos_from_files(
         paths: image files (every one inside ``root``).
         root: the photo folder.
         detector: an :class:`~emoctx.inference.detect.UltralyticsDetector` (``detect(images)``) or a
-            :class:`~emoctx.inference.detect.BoxFileDetector` (looked up by path).
+            :class:`~emoctx.inference.box_file.BoxFileDetector` (looked up by path).
         batch_size: images per detector call.
 
     Returns:
@@ -348,7 +348,7 @@ def photos_from_files(
         could not be used, with the reason (unreadable, outside the folder).
     """
     from emoctx.data.images import load_rgb
-    from emoctx.inference.detect import BoxFileDetector
+    from emoctx.inference.box_file import BoxFileDetector
 
     photos: list[Photo] = []
     skipped: list[Skipped] = []

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from emoctx import defaults
+from emoctx.commands.options import add_detector_options
 from emoctx.errors import EmoctxError
 
 HELP = "label photos with Label Studio (config, tasks, serve, export, agreement) into records"
@@ -90,12 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="tasks file to write (.json)")
     det = p.add_argument_group("persons in photos")
-    det.add_argument("--detector-weights", metavar="W", help="YOLO weights file or name (default yolo11n.pt)")
+    det.add_argument(
+        "--detector-weights",
+        metavar="W",
+        help=f"YOLO weights file or name (default {defaults.DETECTOR_WEIGHTS})",
+    )
     det.add_argument(
         "--boxes", type=Path, metavar="FILE", help="person boxes from a file instead (CSV/JSONL/Parquet)"
     )
-    det.add_argument("--conf", type=float, default=0.25, help="minimum detection confidence (default 0.25)")
-    det.add_argument("--imgsz", type=int, default=640, help="detector input size (default 640)")
+    add_detector_options(det)
     det.add_argument("--device", default="cpu", help="detector device (default cpu)")
     p.add_argument("--with-labels", action="store_true", help="records: suggest the records' own labels")
     p.add_argument(
@@ -308,13 +313,13 @@ def _tasks(args: argparse.Namespace) -> int:
         )
         lock = True if args.lock is None else args.lock
     elif args.predictions is not None:
-        from emoctx.inference.writers import read_predictions
+        from emoctx.inference.writers import read_prediction_table
 
         if args.root is None:
             raise EmoctxError("--predictions needs --root DIR: the photo folder the table's sources lie in")
         root = args.root
         photos, skipped, model = T.photos_from_predictions(
-            read_predictions(args.predictions), root, suggestions=not args.no_suggestions
+            read_prediction_table(args.predictions), root, suggestions=not args.no_suggestions
         )
         origin = args.model_version or model or f"predictions:{args.predictions.name}"
         lock = bool(args.lock)
@@ -357,7 +362,7 @@ def _photos_with_detector(args: argparse.Namespace):
     skipped += [T.Skipped(s.path, "a video: only photos are annotated") for s in sources if s.kind == "video"]
     paths = [s.path for s in sources if s.kind == "image"]
     if args.boxes is not None:
-        from emoctx.inference.detect import BoxFileDetector
+        from emoctx.inference.box_file import BoxFileDetector
 
         detector: Any = BoxFileDetector(args.boxes)
     else:

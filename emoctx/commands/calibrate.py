@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emoctx.commands.options import add_records_run_options
+
 HELP = "fit per-category decision thresholds on validation records and store them in the model"
 
 
@@ -40,8 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL_OUT",
         help="write the calibrated model here (.safetensors) instead of rewriting MODEL",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="persons per batch (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    add_records_run_options(parser)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: GPU if available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -1,17 +1,22 @@
-"""Convert EMOTIC annotations into canonical records (one Parquet file per split).
+"""Convert annotations into canonical records (one Parquet file per split).
 
-SOURCE is the official Annotations.mat, a COCO-style JSON file or folder of per-split JSON files, or the
-Kaggle annot_arrs_<split>.csv files (a file or their folder); the layout is detected from the path unless
---format is given. Boxes past the image border are clipped, unusable persons (and images whose path
-would leave the images root) are dropped, unknown category names are removed, out-of-range V/A/D values
+SOURCE is EMOTIC's official Annotations.mat, a COCO-style JSON file or folder of per-split JSON files, or the
+Kaggle annot_arrs_<split>.csv files (a file or their folder); or AffectNet's training.csv / validation.csv
+(a file, or their folder: faces with an expression, valence and arousal). The layout is detected from the
+path unless --format is given. Boxes past the image border are clipped, unusable persons (and images whose
+path would leave the images root) are dropped, unknown category names are removed, out-of-range V/A/D values
 are set to missing and duplicate persons are kept and listed: every change is printed and written to
 <out>/conversion_report.jsonl. A source that cannot be read as a whole (invalid JSON/CSV, duplicate COCO
 image ids, a damaged .mat file, which is read in a separate process) is a one-line error and nothing is
-written. With --images-root, every image is looked up under ROOT (the folder holding mscoco/, framesdb/,
-emodb_small/ and ade20k/) and missing, unreadable or oversized ones are listed.
+written. With --images-root, every image is looked up under ROOT (for EMOTIC the folder holding mscoco/,
+framesdb/, emodb_small/ and ade20k/) and missing, unreadable or oversized ones are listed. AffectNet's CSVs
+hold no image sizes: they are read from the images (ROOT, by default the Manually_Annotated_Images folder
+found beside the CSVs); its validation.csv becomes the test split and --val-share of the training images
+the val split.
 
-Example:
+Examples:
   emoctx convert ~/data/emotic/Annotations/Annotations.mat --images-root ~/data/emotic/emotic
+  emoctx convert ~/data/affectnet/Manually_Annotated_file_lists --images-root ~/data/affectnet/Manually_Annotated_Images
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from emoctx.data.readers import Annotations, ImageCheck
 
-HELP = "convert EMOTIC annotations (.mat, COCO-style JSON, Kaggle CSV) into canonical records"
+HELP = "convert EMOTIC (.mat, COCO-style JSON, Kaggle CSV) or AffectNet annotations into canonical records"
 
 DEFAULT_OUT = Path("annotations") / "emotic"
+DEFAULT_OUTS = {"affectnet": Path("annotations") / "affectnet"}  # other layouts: DEFAULT_OUT
 REPORT_NAME = "conversion_report.jsonl"
 
 
@@ -37,23 +43,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", type=Path, help="annotation file or folder")
     parser.add_argument(
         "--format",
-        choices=("mat", "coco", "kaggle"),
+        choices=("mat", "coco", "kaggle", "affectnet"),
         default=None,
         help="source layout (default: detected from SOURCE)",
     )
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_OUT,
+        default=None,
         metavar="DIR",
-        help=f"output folder for <split>.parquet and the report (default: {DEFAULT_OUT})",
+        help=f"output folder for <split>.parquet and the report (default: {DEFAULT_OUT}; for AffectNet "
+        f"{DEFAULT_OUTS['affectnet']})",
     )
     parser.add_argument(
         "--images-root",
         type=Path,
         default=None,
         metavar="ROOT",
-        help="check that every image exists under ROOT (the dataset root the image paths are relative to)",
+        help="check that every image exists under ROOT (the dataset root the image paths are relative to); "
+        "AffectNet reads its image sizes there",
+    )
+    parser.add_argument(
+        "--val-share",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="AffectNet only: share of the training images moved to the val split (default 0.05)",
     )
     parser.add_argument(
         "--splits",
@@ -71,8 +86,14 @@ def run(args: argparse.Namespace) -> int:
     from emoctx.data.readers import check_images, read_annotations
     from emoctx.data.records import validate_records, write_records
 
-    ann = read_annotations(args.source, fmt=args.format, splits=args.splits)
-    out: Path = args.out
+    ann = read_annotations(
+        args.source,
+        fmt=args.format,
+        splits=args.splits,
+        images_root=args.images_root,
+        val_share=args.val_share,
+    )
+    out: Path = args.out if args.out is not None else DEFAULT_OUTS.get(ann.format, DEFAULT_OUT)
     for split, df in ann.splits.items():  # validate everything before writing anything
         validate_records(df, source=f"{args.source} ({split})")
 
@@ -124,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(ann: Annotations, check: ImageCheck | None = None, images_root: Path | None = None) -> str:
     """The printed summary: counts per split, category frequencies, every report entry, missing images."""
-    from emoctx.labels import CATEGORIES, VAD_NAMES
+    from emoctx.labels import CATEGORIES, EXPRESSIONS, VAD_NAMES
 
     lines = [
         f"Converted {ann.source} ({ann.format} layout): {ann.num_images} images, {ann.num_persons} persons",
@@ -139,11 +160,18 @@ def summary(ann: Annotations, check: ImageCheck | None = None, images_root: Path
             f"{s:<8}{df['image'].nunique():>8}{len(df):>9}{counts[s, 'dropped']:>9}"
             f"{counts[s, 'repaired']:>10}{vad_nan:>11}"
         )
-    lines += ["", "Category frequencies (persons labelled with the category):"]
-    header = f"{'category':<18}" + "".join(f"{s:>8}" for s in splits) + f"{'total':>8}{'%':>7}"
-    lines.append(header)
-    freq = {s: _category_counts(df) for s, df in ann.splits.items()}
-    for c in CATEGORIES:
+    with_expressions = any("expression" in df.columns for df in ann.splits.values())
+    label_names = EXPRESSIONS if with_expressions else CATEGORIES
+    lines += [
+        "",
+        "Expression frequencies (faces with the expression):"
+        if with_expressions
+        else "Category frequencies (persons labelled with the category):",
+    ]
+    header = f"{'expression' if with_expressions else 'category':<18}" + "".join(f"{s:>8}" for s in splits)
+    lines.append(header + f"{'total':>8}{'%':>7}")
+    freq = {s: _label_counts(df, with_expressions) for s, df in ann.splits.items()}
+    for c in label_names:
         total = sum(freq[s].get(c, 0) for s in splits)
         pct = 100.0 * total / ann.num_persons if ann.num_persons else 0.0
         lines.append(
@@ -172,8 +200,14 @@ def summary(ann: Annotations, check: ImageCheck | None = None, images_root: Path
     return "\n".join(lines)
 
 
-def _category_counts(df) -> dict[str, int]:
+def _label_counts(df, expressions: bool = False) -> dict[str, int]:
+    """Persons per category, or faces per expression."""
     counts: dict[str, int] = {}
+    if expressions:
+        for e in df["expression"] if "expression" in df.columns else []:
+            if isinstance(e, str):
+                counts[e] = counts.get(e, 0) + 1
+        return counts
     for cats in df["categories"]:
         for c in cats:
             counts[c] = counts.get(c, 0) + 1

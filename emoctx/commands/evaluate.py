@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emoctx.commands.options import add_records_run_options
+
 HELP = "evaluate a model or a predictions file on annotated records (metrics.json, report.md, plots)"
 
 
@@ -86,8 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="--predictions: boxes within PX pixels in every coordinate match whatever their IoU (default 1)",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="--model: persons per batch (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="--model: data-loading processes (default 2)")
+    add_records_run_options(parser, "--model: persons per batch", "--model: data-loading processes")
     parser.add_argument(
         "--device", default=None, help="--model: cuda, cuda:1, cpu... (default: GPU if available)"
     )
@@ -98,8 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the outputs and print a summary."""
     from emoctx.errors import EmoctxError
-    from emoctx.evaluation import report
-    from emoctx.evaluation.report import evaluate_model, evaluate_predictions, summary_lines
+    from emoctx.evaluation import evaluate as report
+    from emoctx.evaluation.evaluate import evaluate_model, evaluate_predictions
+    from emoctx.evaluation.report import summary_lines
     from emoctx.io import check_output_dir
 
     written = (

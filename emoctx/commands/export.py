@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 
+from emoctx import defaults
+
 HELP = "export a model to ONNX (dynamic batch) and check it against PyTorch with onnxruntime"
 
-# The library's defaults (emoctx.inference.export), repeated here so that building the parser imports no torch.
-DEFAULT_OPSET = 18
-DEFAULT_TOLERANCE = 1e-4
+# The library's defaults, from the module that imports nothing (building the parser imports no torch).
+DEFAULT_OPSET = defaults.EXPORT_OPSET
+DEFAULT_TOLERANCE = defaults.EXPORT_TOLERANCE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,6 +26,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from emoctx import defaults
+from emoctx.commands.options import add_detector_options
+
 HELP = "detect people in photos, folders and videos and predict their emotions (JSONL/CSV/Parquet)"
 
 
@@ -80,28 +83,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector-weights",
         default=None,
         metavar="PATH",
-        help="YOLO weights file or ultralytics model name (default: yolo11n.pt, downloaded where possible)",
+        help=f"YOLO weights file or ultralytics model name (default: {defaults.DETECTOR_WEIGHTS}, downloaded "
+        "where possible)",
     )
-    det.add_argument("--conf", type=float, default=0.25, help="minimum detection confidence (default 0.25)")
+    add_detector_options(det)
     det.add_argument(
         "--min-box",
         type=float,
-        default=32.0,
+        default=defaults.MIN_BOX,
         metavar="PX",
-        help="ignore detected persons smaller than this many pixels in width or height (default 32)",
+        help="ignore detected persons smaller than this many pixels in width or height "
+        f"(default {defaults.MIN_BOX:g})",
     )
-    det.add_argument("--imgsz", type=int, default=640, help="detector input size (default 640)")
     vid = parser.add_argument_group("videos")
     vid.add_argument(
-        "--video-stride", type=_positive, default=1, metavar="N", help="process every N-th frame (default 1)"
+        "--video-stride",
+        type=_positive,
+        default=defaults.VIDEO_STRIDE,
+        metavar="N",
+        help=f"process every N-th frame (default {defaults.VIDEO_STRIDE})",
     )
     vid.add_argument(
         "--smooth",
         type=_smoothing,
-        default=0.5,
+        default=defaults.SMOOTHING,
         metavar="ALPHA",
         help="moving-average weight of the current frame for each tracked person, in (0, 1]; 'off' or 1 "
-        "gives per-frame values (default 0.5)",
+        f"gives per-frame values (default {defaults.SMOOTHING})",
     )
     vid.add_argument("--no-track", action="store_true", help="do not track persons across frames")
     run_group = parser.add_argument_group("running")
@@ -113,7 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "distributions; for each video a timeline of every track (same as 'emoctx summarize')",
     )
     run_group.add_argument(
-        "--batch-size", type=_positive, default=64, help="persons per model forward (default 64)"
+        "--batch-size",
+        type=_positive,
+        default=defaults.PREDICT_BATCH_SIZE,
+        help=f"persons per model forward (default {defaults.PREDICT_BATCH_SIZE})",
     )
     run_group.add_argument(
         "--workers",
@@ -141,9 +152,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--max-side",
         type=int,
-        default=1280,
+        default=None,
         metavar="PX",
-        help="decode larger images at this longest side (default 1280; 0 = full size)",
+        help="decode larger images at this longest side (0 = full size). Default: the size the model was "
+        f"trained at, for a model that records one, else {defaults.MAX_SIDE}",
     )
     run_group.add_argument(
         "--resume", action="store_true", help="continue an interrupted run with the same --out"
@@ -168,13 +180,11 @@ def _resume_command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Predict, write the table, and print a summary; returns 0, or 1 when no source could be read."""
     from emoctx.errors import EmoctxError
-    from emoctx.inference.detect import BoxFileDetector
-    from emoctx.inference.pipeline import Predictor
+    from emoctx.inference.box_file import BoxFileDetector
+    from emoctx.inference.predictor import Predictor
     from emoctx.inference.runner import check_output, predict_to_file
     from emoctx.io import printable
 
-    if args.workers is not None and args.workers < 0:
-        raise EmoctxError(f"--workers must be 0 or more, got {args.workers}")
     # Before any work: an output that may not be written is refused at once.
     check_output(
         args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
@@ -193,10 +203,10 @@ def run(args: argparse.Namespace) -> int:
         scene_mode=args.scene_mode,
         device=args.device,
         num_workers=args.workers,
-        max_side=args.max_side or None,
+        max_side="model" if args.max_side is None else (args.max_side or None),
         conf=args.conf,
         min_box=args.min_box,
-        detector_weights=args.detector_weights or "yolo11n.pt",
+        detector_weights=args.detector_weights or defaults.DETECTOR_WEIGHTS,
         imgsz=args.imgsz,
         track=not args.no_track,
         smoothing=args.smooth,
@@ -245,9 +255,9 @@ def run(args: argparse.Namespace) -> int:
     if args.annotate:
         print(f"wrote {summary.annotated} annotated file(s) to {args.annotate}")
     if args.summary and summary.rows:
-        from emoctx.inference.summary import read_predictions, summarize
+        from emoctx.inference.summary import read_summary_table, summarize
 
-        made = summarize(read_predictions(summary.output), args.summary)
+        made = summarize(read_summary_table(summary.output), args.summary)
         files = [f for part in made.values() for f in part.files]
         print(f"wrote {len(files)} summary file(s) to {args.summary}")
     processed = summary.images + summary.frames

@@ -7,7 +7,7 @@ person; see 'emoctx convert'). Lightning splits the records between the processe
 row per record in records order, every record exactly once) and removes the shards. Columns: record (row in
 the records file), then those of 'emoctx predict' (source = the records' image path, frame = -1, person, box,
 det_score = 1, p_<category>, categories, valence/arousal/dominance, model, error, width, height). A person whose
-image cannot be read gets a row with 'error' set. Input sizes and normalisation come from the model file.
+image cannot be read gets a row with 'error' set. The inputs are made as the model file's preprocessing says.
 
 Examples:
   emoctx predict-records --model model.safetensors --records data/synth/annotations/test.parquet \
@@ -20,6 +20,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+
+from emoctx.commands.options import add_records_run_options
 
 HELP = "predict every person of a records file with Lightning (DDP, one shard per process, merged Parquet)"
 
@@ -45,17 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="32-true", help="32-true, 16-mixed or bf16-mixed (default 32-true)"
     )
-    parser.add_argument(
-        "--batch-size", type=int, default=64, help="people per batch and process (default 64)"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="data-loading processes per process (default 2)"
-    )
+    add_records_run_options(parser, "people per batch and process", "data-loading processes per process")
     parser.add_argument(
         "--max-side",
         type=int,
         default=None,
-        help="decode images with their longest side at most this many pixels (faster for large JPEGs)",
+        metavar="PX",
+        help="decode images with their longest side at most this many pixels (faster for large JPEGs; 0 = full "
+        "size). Default: what the model was trained with",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -79,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         num_workers=args.workers,
-        max_side=args.max_side,
+        max_side="model" if args.max_side is None else (args.max_side or None),
         progress=not args.no_progress,
     )
     if result is not None:

@@ -4,8 +4,11 @@ For still images: summary.md with the files, images, people per image and errors
 are predicted to show it and its mean probability; V/A/D statistics (mean, std, quantiles); the same tables
 as CSV (overview, categories, vad, people_per_image, errors) and the plots categories.png (category
 frequencies) and vad.png (V/A/D distributions). For videos (rows with frame >= 0): per video a
-timeline_<name>.png with each track's valence, arousal and dominance and its top categories over frames, and
-tracks.csv / video_summary.md. Rows describing failed files are left out of the statistics and listed.
+timeline_<name>.png with each track's valence, arousal and dominance and its top categories over frames, with
+a second axis in seconds (from the table's time_s, or the video file's frame rate when the file is there),
+each track in the colour the annotated video gives it; tracks.csv (per track: its id, frames and seconds,
+mean V/A/D, top categories) and video_summary.md. Rows describing failed files are left out of the statistics
+and listed.
 
 Examples:
   emoctx summarize runs/photos/predictions.jsonl --out runs/photos/summary
@@ -52,11 +55,11 @@ SUMMARY_FILES = (
 
 def run(args: argparse.Namespace) -> int:
     """Read the table, write the summaries, and print where they are."""
-    from emoctx.inference.summary import read_predictions, summarize
+    from emoctx.inference.summary import read_summary_table, summarize
     from emoctx.io import check_output_dir
 
     check_output_dir(args.out, [args.predictions], SUMMARY_FILES)
-    df = read_predictions(args.predictions)
+    df = read_summary_table(args.predictions)
     results = summarize(df, args.out, threshold=args.threshold, top_k=args.top_k, max_tracks=args.max_tracks)
     folder = results.get("folder")
     if folder is not None:

@@ -6,10 +6,12 @@ Configured entirely through typed ``__init__`` arguments, so a ``LightningCLI`` 
       root: /data/emotic            # images are <root>/<records image path>
       batch_size: 32
       num_workers: 4
-      augment: light                # none | light | strong
-      body_size: 128
-      scene_size: 224               # or [height, width]
+      augment: light                # none | light | strong | baseline
       mask_subject: false
+
+The streams (each one's input size and normalisation) come from the model: ``emoctx train`` links the
+network's streams into ``data.streams``. With the data settings they make the preprocessing
+(:attr:`EmotionDataModule.preprocess`, :mod:`emoctx.data.preprocess`) that the model file stores.
 
 Records default to ``<root>/annotations/{train,val,test}.parquet``; validation and test records are
 optional (no loader when the default file does not exist). Undecodable images are skipped and logged by the
@@ -19,6 +21,7 @@ dataset; each batch carries the number of skipped items in ``batch["skipped"]``.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +31,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from emoctx.data.augment import check_preset
 from emoctx.data.dataset import EmotionDataset, collate, worker_init_fn
+from emoctx.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg, PreprocessError, as_hw
 from emoctx.data.records import category_matrix, read_records
-from emoctx.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PairTransform,
-    as_hw,
-    build_transform,
-    check_preset,
-)
+from emoctx.data.transforms import StreamTransform, build_transform
 from emoctx.errors import EmoctxError
 
 logger = logging.getLogger(__name__)
@@ -60,18 +58,21 @@ class EmotionDataModule(pl.LightningDataModule):
         num_workers: data-loading processes (kept alive between epochs when > 0).
         augment: training augmentation preset: ``none``, ``light``, ``strong`` or ``baseline``. Evaluation never
             augments.
-        body_size: body crop size, int (square) or ``[height, width]``.
-        scene_size: scene size, int (square) or ``[height, width]``.
-        body_mean: per-channel mean (0-1 scale) of the body stream's normalisation.
-        body_std: per-channel std of the body stream's normalisation.
-        scene_mean: per-channel mean of the scene stream's normalisation.
-        scene_std: per-channel std of the scene stream's normalisation.
-        mask_subject: fill the person's box in the scene with the mean colour, so the scene stream sees
-            only the context.
+        streams: the model's streams, ``{name: {"input_size", "mean", "std"}}`` (optionally ``"region"``,
+            ``"resize"``; see :meth:`PreprocessCfg.for_streams`). ``emoctx train`` links them from the model.
+            Default: a 128-pixel body and a 224-pixel scene with ImageNet normalisation.
+        mask_subject: fill the person's box in the whole-image streams with their mean colour, so the scene
+            stream sees only the context.
         pin_memory: pin batches in page-locked memory (for GPU training).
         limit: use at most this many people per split (a fixed random subset), for quick runs.
         max_side: decode images with their longest side at most this many pixels (faster for large JPEGs;
             boxes are rescaled). ``None`` decodes at full size.
+        body_size: deprecated (use ``streams``): the body's input size, int or ``[height, width]``.
+        scene_size: deprecated (use ``streams``): the scene's input size.
+        body_mean: deprecated (use ``streams``).
+        body_std: deprecated (use ``streams``).
+        scene_mean: deprecated (use ``streams``).
+        scene_std: deprecated (use ``streams``).
     """
 
     def __init__(
@@ -84,16 +85,17 @@ class EmotionDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 2,
         augment: str = "light",
-        body_size: int | tuple[int, int] = 128,
-        scene_size: int | tuple[int, int] = 224,
-        body_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        body_std: tuple[float, float, float] = IMAGENET_STD,
-        scene_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        scene_std: tuple[float, float, float] = IMAGENET_STD,
+        streams: dict[str, dict[str, Any]] | None = None,
         mask_subject: bool = False,
         pin_memory: bool = False,
         limit: int | None = None,
         max_side: int | None = None,
+        body_size: int | tuple[int, int] | None = None,
+        scene_size: int | tuple[int, int] | None = None,
+        body_mean: tuple[float, float, float] | None = None,
+        body_std: tuple[float, float, float] | None = None,
+        scene_mean: tuple[float, float, float] | None = None,
+        scene_std: tuple[float, float, float] | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -102,7 +104,16 @@ class EmotionDataModule(pl.LightningDataModule):
             raise EmoctxError(f"data.num_workers must be 0 or more, got {num_workers}")
         if limit is not None and limit < 1:
             raise EmoctxError(f"data.limit must be a positive number of people or null, got {limit}")
-        self.save_hyperparameters()
+        # The deprecated size arguments are recorded (in the model file's training.data) only when given.
+        sizes = {
+            "body_size": body_size,
+            "scene_size": scene_size,
+            "body_mean": body_mean,
+            "body_std": body_std,
+            "scene_mean": scene_mean,
+            "scene_std": scene_std,
+        }
+        self.save_hyperparameters(ignore=[k for k, v in sizes.items() if v is None])
         self.root = Path(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -116,38 +127,80 @@ class EmotionDataModule(pl.LightningDataModule):
             "test": test_records,
             "predict": predict_records,
         }
-        self._preprocessing: dict[str, Any] = {
-            "body_size": as_hw(body_size),
-            "scene_size": as_hw(scene_size),
-            "body_mean": tuple(body_mean),
-            "body_std": tuple(body_std),
-            "scene_mean": tuple(scene_mean),
-            "scene_std": tuple(scene_std),
-            "mask_subject": mask_subject,
-        }
-        build_transform("none", **self._preprocessing)  # fail now, not in a worker, on bad sizes or stats
+        given = {k: v for k, v in sizes.items() if v is not None}
+        if given:
+            if streams is not None:
+                raise EmoctxError(
+                    f"data.{', data.'.join(given)}: the streams' sizes and normalisation come from data.streams "
+                    "(linked from the model); leave these out"
+                )
+            warnings.warn(
+                f"EmotionDataModule({', '.join(given)}) is deprecated: pass streams={{name: {{'input_size', "
+                "'mean', 'std'}}}}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        if streams is None:
+            streams = {
+                "body": {
+                    "input_size": body_size or 128,
+                    "mean": body_mean or IMAGENET_MEAN,
+                    "std": body_std or IMAGENET_STD,
+                },
+                "scene": {
+                    "input_size": scene_size or 224,
+                    "mean": scene_mean or IMAGENET_MEAN,
+                    "std": scene_std or IMAGENET_STD,
+                },
+            }
+        try:
+            self._preprocess = PreprocessCfg.for_streams(
+                streams, mask_subject=mask_subject, max_side=max_side
+            )
+        except PreprocessError as e:
+            raise EmoctxError(f"data.streams: {e}") from e
         self._records: dict[str, pd.DataFrame | None] = {}
         self._datasets: dict[str, EmotionDataset | None] = {}
 
     # -- configuration ------------------------------------------------------------------------------------
 
     @property
+    def preprocess(self) -> PreprocessCfg:
+        """How every stream's input is made: the preprocessing the model file stores (see the module docstring)."""
+        return self._preprocess
+
+    @property
     def preprocessing(self) -> dict[str, Any]:
-        """Input sizes, normalisation and subject masking, to store with a model and rebuild its inputs.
+        """Deprecated: the body/scene keyword arguments of the deprecated ``build_transform(preset, ...)``.
 
-        The keys are keyword arguments of :func:`emoctx.data.transforms.build_transform`; sizes are
-        ``(height, width)``.
+        Use :attr:`preprocess`.
         """
-        return dict(self._preprocessing)
+        warnings.warn(
+            "EmotionDataModule.preprocessing is deprecated: use EmotionDataModule.preprocess (a PreprocessCfg)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        out: dict[str, Any] = {"mask_subject": self._preprocess.mask_subject}
+        for name in ("body", "scene"):
+            spec = self._preprocess.streams.get(name)
+            if spec is not None:
+                out.update(
+                    {
+                        f"{name}_size": as_hw(spec.input_size),
+                        f"{name}_mean": spec.mean,
+                        f"{name}_std": spec.std,
+                    }
+                )
+        return out
 
-    def transform(self, split: str) -> PairTransform:
+    def transform(self, split: str) -> StreamTransform:
         """The transform of a split: the ``augment`` preset for ``train``, no augmentation otherwise."""
         if split == "train":
             # Seeded from torch's generator so that seed_everything makes the main process reproducible;
             # each worker re-seeds from its own seed (worker_init_fn).
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
-            return build_transform(self.augment, seed=seed, **self._preprocessing)
-        return build_transform("none", **self._preprocessing)
+            return build_transform(self._preprocess, augment=self.augment, seed=seed)
+        return build_transform(self._preprocess)
 
     def records_path(self, split: str) -> Path | None:
         """The records file of a split (``train``, ``val``, ``test``, ``predict``), or None when it has none.

@@ -2,8 +2,8 @@
 
 Each item is a dict:
 
-* ``body``: float tensor ``[3, Hb, Wb]``, the person crop, normalised;
-* ``scene``: float tensor ``[3, Hs, Ws]``, the whole image, normalised (person masked if asked);
+* one float tensor ``[3, H, W]`` per stream of the transform, by name (``body``: the person crop; ``scene``:
+  the whole image, the person masked if the preprocessing says so; see :mod:`emoctx.data.preprocess`);
 * ``box``: float tensor ``[4]``, the person's box in the scene as fractions of its width and height;
 * ``categories``: float tensor ``[NUM_CATEGORIES]``, multi-hot in canonical order;
 * ``vad``: float tensor ``[3]``, valence/arousal/dominance on the model's internal 0-1 scale, 0 where missing;
@@ -31,8 +31,9 @@ from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data import default_collate as _default_collate
 
 from emoctx.data.images import DecodedImage, ImageError, read_image
+from emoctx.data.preprocess import PreprocessCfg
 from emoctx.data.records import BOX_COLUMNS, category_matrix, vad_matrix
-from emoctx.data.transforms import PairTransform, build_transform
+from emoctx.data.transforms import StreamTransform, build_transform
 from emoctx.labels import vad_to_model
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class EmotionDataset(Dataset):
     Args:
         records: canonical records frame (``emoctx.data.records``); its row order defines item indices.
         root: dataset root; each row's ``image`` is relative to it.
-        transform: the body/scene transform (default: no augmentation, 128 px body, 224 px scene).
+        transform: the transform making every stream's input (default: no augmentation, 128 px body, 224 px
+            scene, ImageNet normalisation).
         max_side: decode images so that their longest side is at most this many pixels (fast reduced JPEG
             decoding); boxes are rescaled to match. ``None`` decodes at full size.
     """
@@ -55,11 +57,15 @@ class EmotionDataset(Dataset):
         self,
         records: pd.DataFrame,
         root: str | os.PathLike,
-        transform: PairTransform | None = None,
+        transform: StreamTransform | None = None,
         max_side: int | None = None,
     ):
         self.root = Path(root)
-        self.transform = transform if transform is not None else build_transform("none")
+        if transform is None:
+            transform = build_transform(
+                PreprocessCfg.for_streams({"body": {"input_size": 128}, "scene": {"input_size": 224}})
+            )
+        self.transform = transform
         self.max_side = max_side
         self.records = records.reset_index(drop=True)
         # Plain arrays, not DataFrame lookups, in __getitem__: cheaper, and shared by forked workers.

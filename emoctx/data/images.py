@@ -41,7 +41,9 @@ _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 # SyntaxError (malformed headers in some plugins), EOFError, and DecompressionBombError for absurd sizes.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
-_BAND_PIXELS = 1 << 21  # pixels converted at a time when a large image is reduced before its conversion to RGB
+_BAND_PIXELS = (
+    1 << 21
+)  # pixels converted at a time when a large image is reduced before its conversion to RGB
 # Pillow's orientation transposes (as ImageOps.exif_transpose applies them), for images whose EXIF is gone.
 _TRANSPOSES = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,

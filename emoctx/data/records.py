@@ -1,9 +1,10 @@
 """Canonical annotation records: one row per annotated person, the format every other part of emoctx reads.
 
 The schema is documented for users in ``annotations/README.md``; this module is its implementation.
-Records live in a :class:`pandas.DataFrame` with the columns of :data:`COLUMNS` (extra columns are allowed
-and preserved, so later streams such as a face box can add their own). Datasets are stored as Parquet;
-JSONL is offered for files people read.
+Records live in a :class:`pandas.DataFrame` with the columns of :data:`COLUMNS`, the optional typed columns of
+:data:`OPTIONAL_COLUMNS` where a source has them (the face: box, score, landmarks; a facial expression), and
+any extra columns (allowed and preserved). Datasets are stored as Parquet; JSONL is offered for files people
+read.
 
 Conventions:
 
@@ -12,6 +13,9 @@ Conventions:
 * ``valence``/``arousal``/``dominance`` are on the 1-10 scale; NaN means missing.
 * ``categories`` holds the ground truth (for EMOTIC val/test: the combined labels); the per-annotator
   labels, where the source has them, are in ``annotator_categories`` and ``annotator_vad``.
+* the face box ``face_x1 .. face_y2`` is in the same pixels as the body box; NaN when the person shows no
+  face. Its landmarks are ``[x, y, confidence]`` in pixels, in a named convention
+  (:data:`emoctx.faces.LANDMARK_CONVENTIONS`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +34,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emoctx.errors import EmoctxError
-from emoctx.io import atomic_path, read_jsonl
-from emoctx.labels import AGES, CATEGORY_INDEX, GENDERS, SPLITS, VAD_MAX, VAD_MIN, VAD_NAMES
+from emoctx.faces import LANDMARK_CONVENTIONS
+from emoctx.io import atomic_path, jsonable, read_jsonl
+from emoctx.labels import AGES, CATEGORY_INDEX, EXPRESSIONS, GENDERS, SPLITS, VAD_MAX, VAD_MIN, VAD_NAMES
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+"""Characters never part of a real file name (NUL, newline, terminal escapes)."""
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 SCHEMA_VERSION = 1
 
@@ -64,6 +74,29 @@ COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
     "source": (pa.string(), False, "original database (mscoco, ade20k, emodb_small, framesdb, synth...)"),
 }
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+
+# name -> (arrow type, description): typed and validated where present, never added to records without them
+# (records of a source without faces keep exactly the columns above).
+OPTIONAL_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "face_x1": (pa.float32(), "face box left edge, pixels; NaN when the person shows no face"),
+    "face_y1": (pa.float32(), "face box top edge, pixels; NaN when the person shows no face"),
+    "face_x2": (pa.float32(), "face box right edge, pixels; NaN when the person shows no face"),
+    "face_y2": (pa.float32(), "face box bottom edge, pixels; NaN when the person shows no face"),
+    "face_score": (
+        pa.float32(),
+        "confidence in 0-1 that the face box is the person's face (1 for annotated faces); NaN without a face",
+    ),
+    "face_landmarks": (
+        pa.list_(pa.list_(pa.float32())),
+        "facial landmarks, one [x, y, confidence] per point in pixels, in face_landmark_convention; empty when none",
+    ),
+    "face_landmark_convention": (
+        pa.string(),
+        "the landmarks' convention (coco5, coco17, ibug68); null when there are none",
+    ),
+    "expression": (pa.string(), "facial expression (Neutral, Happy, ... Contempt), or null"),
+}
+FACE_BOX_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2")
 _DEFAULTS: dict[str, Any] = {
     "annotator_categories": [],
     "annotator_vad": [],
@@ -98,10 +131,15 @@ def _empty_frame() -> pd.DataFrame:
 
 
 def _column_order(rows: list[dict]) -> list[str]:
+    seen: set[str] = set()
     extra: list[str] = []
     for r in rows:
-        extra.extend(k for k in r if k not in COLUMNS and k not in extra)
-    return list(COLUMNS) + extra
+        for k in r:
+            if k not in COLUMNS and k not in seen:
+                seen.add(k)
+                extra.append(k)
+    optional = [c for c in OPTIONAL_COLUMNS if c in seen]
+    return list(COLUMNS) + optional + [k for k in extra if k not in OPTIONAL_COLUMNS]
 
 
 def _normalise_dtypes(df: pd.DataFrame) -> pd.DataFrame:
@@ -109,13 +147,13 @@ def _normalise_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     for c in ("width", "height", "person"):
         if c in df and len(df):
             df[c] = df[c].astype("int64")
-    for c in (*BOX_COLUMNS, *VAD_NAMES):
+    for c in (*BOX_COLUMNS, *VAD_NAMES, *FACE_BOX_COLUMNS, "face_score"):
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    for c in ("categories", "annotator_categories", "annotator_vad"):
+    for c in ("categories", "annotator_categories", "annotator_vad", "face_landmarks"):
         if c in df:
-            df[c] = pd.Series([_plain(v) for v in df[c]], index=df.index, dtype=object)
-    for c in ("gender", "age", "source"):
+            df[c] = pd.Series([[] if _isnan(v) else _plain(v) for v in df[c]], index=df.index, dtype=object)
+    for c in ("gender", "age", "source", "face_landmark_convention", "expression"):
         if c in df:  # one spelling of "missing" for optional text fields: None
             df[c] = pd.Series([None if _isnan(v) else v for v in df[c]], index=df.index, dtype=object)
     return df.reset_index(drop=True)
@@ -134,6 +172,21 @@ def _plain(v: Any) -> Any:
 
 def _isnan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def image_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an image under the dataset root, or None (readers and :func:`validate_records`).
+
+    A path with a ``..`` component or a drive letter would point outside the root it is joined to, and
+    control characters (NUL, newline, terminal escapes) are never part of a real EMOTIC file name.
+    """
+    if not path:
+        return "the image path is empty"
+    if CONTROL_CHARACTERS.search(path):
+        return "the image path holds control characters"
+    if ".." in path.split("/") or _DRIVE.match(path):
+        return "the image path leaves the images root"
+    return None
 
 
 def validate_records(df: pd.DataFrame, source: str | os.PathLike = "<records>", max_errors: int = 20) -> None:
@@ -159,6 +212,8 @@ def validate_records(df: pd.DataFrame, source: str | os.PathLike = "<records>", 
             bad(i, row, "image", "must be a non-empty relative path")
         elif row["image"].startswith("/") or "\\" in row["image"]:
             bad(i, row, "image", "must be relative to the dataset root with '/' separators")
+        elif (problem := image_path_problem(row["image"])) is not None:  # what the readers refuse, too
+            bad(i, row, "image", problem)
         w, h = row["width"], row["height"]
         if not (isinstance(w, (int, np.integer)) and w > 0):
             bad(i, row, "width", f"must be a positive integer, got {w!r}")
@@ -202,9 +257,85 @@ def validate_records(df: pd.DataFrame, source: str | os.PathLike = "<records>", 
             bad(i, row, "gender", f"must be one of {GENDERS} or null, got {row['gender']!r}")
         if row.get("age") not in (None, *AGES) and not _isnan(row.get("age")):
             bad(i, row, "age", f"must be one of {AGES} or null, got {row['age']!r}")
+        _check_face(row, lambda field, msg, i=i, row=row: bad(i, row, field, msg))
     if problems:
         more = " (first problems only)" if len(problems) >= max_errors else ""
         raise RecordError(f"{len(problems)} invalid record field(s){more}:\n" + "\n".join(problems))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_face(row: Mapping[str, Any], bad: Any) -> None:
+    """The face columns of one record, where present (see :data:`OPTIONAL_COLUMNS`)."""
+    box = [row[c] for c in FACE_BOX_COLUMNS if c in row]
+    has_box = False
+    if box:
+        if len(box) != len(FACE_BOX_COLUMNS):
+            bad("face_x1..face_y2", f"all four of {list(FACE_BOX_COLUMNS)} are needed, found {len(box)}")
+        elif not all(_isnan(v) for v in box):
+            if any(_isnan(v) for v in box):
+                bad("face_x1..face_y2", f"face box has missing values: {box} (all four, or none)")
+            else:
+                has_box = True
+                x1, y1, x2, y2 = box
+                w, h = row["width"], row["height"]
+                if not (x2 > x1 and y2 > y1):
+                    bad("face_x1..face_y2", f"face box is empty or inverted: {box}")
+                elif (
+                    isinstance(w, (int, np.integer))
+                    and isinstance(h, (int, np.integer))
+                    and (x1 < 0 or y1 < 0 or x2 > w or y2 > h)
+                ):
+                    bad("face_x1..face_y2", f"face box {box} extends outside the {w}x{h} image")
+    score = row.get("face_score")
+    if not _isnan(score):
+        if not has_box:
+            bad("face_score", f"a face score ({score}) without a face box")
+        elif not 0.0 <= score <= 1.0:
+            bad("face_score", f"{score} is outside 0-1")
+    landmarks = row.get("face_landmarks") or []
+    convention = row.get("face_landmark_convention")
+    convention = None if _isnan(convention) else convention
+    if not isinstance(landmarks, list):
+        bad("face_landmarks", f"must be a list of [x, y, confidence], got {type(landmarks).__name__}")
+        return
+    if convention is not None and convention not in LANDMARK_CONVENTIONS:
+        bad(
+            "face_landmark_convention",
+            f"must be one of {list(LANDMARK_CONVENTIONS)} or null, got {convention!r}",
+        )
+        return
+    if landmarks:
+        if not has_box:
+            bad("face_landmarks", "landmarks without a face box")
+        if convention is None:
+            bad("face_landmark_convention", f"{len(landmarks)} landmarks without their convention")
+        elif len(landmarks) != LANDMARK_CONVENTIONS[convention]:
+            bad(
+                "face_landmarks",
+                f"{convention} has {LANDMARK_CONVENTIONS[convention]} points, found {len(landmarks)}",
+            )
+        for k, point in enumerate(landmarks):
+            ok = isinstance(point, list) and len(point) == 3 and all(_number(v) for v in point)
+            if ok:
+                x, y, c = (float(v) for v in point)
+                ok = 0.0 <= c <= 1.0 and (
+                    (math.isfinite(x) and math.isfinite(y)) or (c == 0.0 and math.isnan(x) and math.isnan(y))
+                )
+            if not ok:
+                bad(
+                    "face_landmarks",
+                    f"point {k} {point!r} is not [x, y, confidence] with finite x, y and a confidence in 0-1 "
+                    "(NaN x, y only with confidence 0)",
+                )
+                break
+    elif convention is not None:
+        bad("face_landmark_convention", f"{convention!r} given without landmarks")
+    expression = row.get("expression")
+    if not _isnan(expression) and expression not in EXPRESSIONS:
+        bad("expression", f"must be one of {EXPRESSIONS} or null, got {expression!r}")
 
 
 def arrow_schema(df: pd.DataFrame) -> pa.Schema:
@@ -213,6 +344,8 @@ def arrow_schema(df: pd.DataFrame) -> pa.Schema:
     for c in df.columns:
         if c in COLUMNS:
             fields.append(pa.field(c, COLUMNS[c][0]))
+        elif c in OPTIONAL_COLUMNS:
+            fields.append(pa.field(c, OPTIONAL_COLUMNS[c][0]))
         else:
             fields.append(
                 pa.field(c, pa.Table.from_pandas(df[[c]], preserve_index=False).schema.field(c).type)
@@ -233,22 +366,10 @@ def write_records(df: pd.DataFrame, path: str | os.PathLike, validate: bool = Tr
         elif path.suffix == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in df.to_dict("records"):
-                    f.write(json.dumps(_jsonable(row), ensure_ascii=False) + "\n")
+                    f.write(json.dumps(jsonable(row), ensure_ascii=False, allow_nan=False) + "\n")
         else:
             raise ValueError(f"{path}: records are written as .parquet or .jsonl, not {path.suffix!r}")
     return path
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        return None if math.isnan(v) else float(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
 
 
 def read_records(path: str | os.PathLike, validate: bool = True) -> pd.DataFrame:
@@ -261,7 +382,7 @@ def read_records(path: str | os.PathLike, validate: bool = True) -> pd.DataFrame
     elif path.suffix == ".jsonl":
         rows = read_jsonl(path, RecordError)
         for r in rows:
-            for k in ("annotator_vad",):
+            for k in ("annotator_vad", "face_landmarks"):
                 if r.get(k):
                     r[k] = [[float("nan") if x is None else x for x in ann] for ann in r[k]]
         df = records_frame(rows)

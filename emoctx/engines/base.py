@@ -14,13 +14,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from emoctx import labels
 from emoctx.errors import EmoctxError
+
+if TYPE_CHECKING:
+    from emoctx.data.preprocess import PreprocessCfg
 
 log = logging.getLogger(__name__)
 
@@ -145,31 +147,30 @@ def as_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- the check
-def check_inputs(
-    streams: Mapping[str, Mapping[str, Any]], batch: int = 3, seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """A deterministic batch of image-like inputs per stream, normalised with the stream's mean and std.
+def check_inputs(preprocessing: PreprocessCfg, batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A deterministic batch of image-like inputs per stream, as the model's preprocessing contract says.
+
+    Each stream's inputs have its input size and are normalised with its mean and std
+    (:class:`~emoctx.data.preprocess.PreprocessCfg`).
 
     Smooth random colour fields (8x8 random colours enlarged bilinearly) with fine noise, in 0-255: the value
     range and spatial statistics of photos, which plain Gaussian noise lacks (an int8 graph calibrated on
     photos would clip noise inputs and look worse than it is).
 
     Args:
-        streams: ``{stream: {"input_size", "mean", "std"}}`` (a model's ``info.streams``).
+        preprocessing: the model's preprocessing (``ModelInfo.preprocessing``).
         batch: persons.
         seed: the random seed.
     """
-    from emoctx.data.transforms import as_hw
-
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for name, spec in streams.items():
-        h, w = as_hw(spec["input_size"])
+    for name, spec in preprocessing.streams.items():
+        h, w = spec.input_size
         coarse = torch.rand(batch, 3, 8, 8, generator=g) * 255.0
         x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
         x = (x + torch.randn(batch, 3, h, w, generator=g) * 12.0).clamp(0.0, 255.0)
-        mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(spec["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
         out[name] = ((x / 255.0 - mean) / std).contiguous()
     return out
 
@@ -178,17 +179,17 @@ def outputs_on_scales(
     out: Mapping[str, torch.Tensor], score_activation: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Category probabilities (0-1) and V/A/D (1-10, clamped) of a head's outputs, as the predictor reports."""
-    from emoctx.losses import scores_from_logits
+    from emoctx.models.outputs import scores_from_logits, vad_ratings
 
     probs = scores_from_logits(out["logits"].float(), score_activation)
-    vad = labels.vad_from_model(out["vad"].float()).clamp(labels.VAD_MIN, labels.VAD_MAX)
+    vad = vad_ratings(out["vad"].float())
     return probs.detach().cpu().double().numpy(), vad.detach().cpu().double().numpy()
 
 
 def check_engine(
     engine: Engine,
     reference: torch.nn.Module,
-    streams: Mapping[str, Mapping[str, Any]],
+    preprocessing: PreprocessCfg,
     score_activation: str,
     tolerance: tuple[float, float] | None = None,
     inputs: Mapping[str, torch.Tensor] | None = None,
@@ -199,7 +200,7 @@ def check_engine(
     Args:
         engine: the engine to check.
         reference: the network (:class:`~emoctx.models.network.EmotionNet`) in fp32, as loaded.
-        streams: the model's stream specs (``info.streams``).
+        preprocessing: the model's preprocessing (``ModelInfo.preprocessing``), for the check batch.
         score_activation: the model's score activation.
         tolerance: (probability, V/A/D) differences accepted (default: :data:`TOLERANCES` of the engine's
             precision).
@@ -213,7 +214,7 @@ def check_engine(
         EmoctxError: a difference exceeds the tolerance (or is not a number), naming both and what to do.
     """
     tolerance = tuple(tolerance or TOLERANCES.get(engine.precision, TOLERANCES["bf16"]))  # type: ignore[assignment]
-    x = dict(inputs) if inputs is not None else check_inputs(streams)
+    x = dict(inputs) if inputs is not None else check_inputs(preprocessing)
     batch = int(next(iter(x.values())).shape[0])
     with torch.inference_mode():
         want = reference({n: t.float() for n, t in x.items()})

@@ -96,8 +96,8 @@ def build_engine(
             from PyTorch beyond the tolerance.
     """
     from emoctx.checkpoint import load_model
+    from emoctx.hardware import resolve_device
     from emoctx.inference.export import DEFAULT_OPSET
-    from emoctx.inference.pipeline import resolve_device
 
     start = time.perf_counter()
     model = Path(model)
@@ -137,11 +137,11 @@ def build_engine(
         built: Engine = TorchEngine(net, precision, device)
     else:
         built = _build_exported(
-            model, net, engine, precision, calibration, cache_dir, threads, opset or DEFAULT_OPSET
+            model, net, info, engine, precision, calibration, cache_dir, threads, opset or DEFAULT_OPSET
         )
         reference = net.cpu().float()
     built.check = check_engine(
-        built, reference, info.streams, info.score_activation, tolerance=tolerance, what=model
+        built, reference, info.preprocessing, info.score_activation, tolerance=tolerance, what=model
     )
     built.info["seconds"] = round(time.perf_counter() - start, 3)
     log.info(
@@ -157,6 +157,7 @@ def build_engine(
 def _build_exported(
     model: Path,
     net: Any,
+    info: Any,
     engine: str,
     precision: str,
     calibration: calib.CalibrationSet | None,
@@ -170,7 +171,7 @@ def _build_exported(
     fp32 = cache.get_or_build(
         f"onnx-fp32-op{opset}-{short_hash(versions)}",
         {**base, "versions": versions, "precision": "fp32"},
-        lambda folder: export_graphs(net, folder, opset, str(model)),
+        lambda folder: export_graphs(net, info.preprocessing, folder, opset, str(model)),
         _matches(versions, opset),
     )
     entry = fp32

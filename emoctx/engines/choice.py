@@ -61,10 +61,10 @@ def has_vnni() -> bool:
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (:func:`emoctx.inference.pipeline.cpu_supports_bf16`)."""
-    from emoctx.inference import pipeline
+    """Whether this CPU computes bf16 natively (:func:`emoctx.hardware.cpu_supports_bf16`)."""
+    from emoctx import hardware
 
-    return pipeline.cpu_supports_bf16()
+    return hardware.cpu_supports_bf16()
 
 
 def default_engine(device: str | torch.device | None = "cpu") -> tuple[str, str]:
@@ -73,7 +73,7 @@ def default_engine(device: str | torch.device | None = "cpu") -> tuple[str, str]
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"``/``None`` (a GPU when there is one).
     """
-    from emoctx.inference.pipeline import resolve_device
+    from emoctx.hardware import resolve_device
 
     device = resolve_device(device)
     if device.type != "cpu":
@@ -108,7 +108,7 @@ def default_detector_engine(device: str | torch.device | None = "cpu") -> str:
     """
     import importlib.util
 
-    from emoctx.inference.pipeline import resolve_device
+    from emoctx.hardware import resolve_device
 
     if resolve_device(device).type != "cpu":
         return "torch"

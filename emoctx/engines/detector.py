@@ -16,7 +16,7 @@ own backends, so :class:`emoctx.inference.detect.UltralyticsDetector` runs it un
   saving the graph does not.) ultralytics runs it in OpenVINO's default precision: bf16 on CPUs with native
   bf16, else fp32.
 
-The weights are loaded with emoctx's safe loading (:func:`emoctx.inference.detect.load_yolo`); the export is
+The weights are loaded with emoctx's safe loading (:func:`emoctx.inference.yolo_weights.load_yolo`); the export is
 checked against the PyTorch model (largest difference of the raw outputs, boxes in pixels and class scores,
 relative to their largest value) and refused beyond :data:`DETECTOR_TOLERANCE`. A weights file keys the cache
 (:mod:`emoctx.engines.cache`) by its digest; an architecture YAML (random weights: tests and benchmarks) has no
@@ -80,7 +80,7 @@ def export_detector(
         EmoctxError: an unknown engine, a missing runtime (naming its extra), no folder for a YAML, a failed
             export, or an export whose outputs differ from PyTorch's.
     """
-    from emoctx.inference.detect import resolve_weights
+    from emoctx.inference.yolo_weights import resolve_weights
 
     if engine not in DETECTOR_ENGINES:
         raise EmoctxError(f"unknown detector engine '{engine}'; choose one of {', '.join(DETECTOR_ENGINES)}")
@@ -114,7 +114,7 @@ def export_detector(
 
 def _export(source: str, folder: Path, engine: str, imgsz: int) -> dict[str, Any]:
     """Export ``source`` into ``folder``; returns the manifest fields (the file to load, the check)."""
-    from emoctx.inference.detect import load_yolo
+    from emoctx.inference.yolo_weights import load_yolo
 
     yolo = load_yolo(source)
     stem = Path(source).stem

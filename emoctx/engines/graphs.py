@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emoctx.data.preprocess import PreprocessCfg
 from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,21 @@ class _Encoder(nn.Module):
 
 
 class _Head(nn.Module):
-    """The fusion and both heads of a network, features in stream order.
+    """The fusion and the category and V/A/D heads of a network, features in stream order.
 
-    Holds only the head's layers (not the backbones), so its graph holds only their weights.
+    Holds only the head's layers (not the backbones), so its graph holds only their weights; it has every
+    attribute :meth:`EmotionNet.head` reads, and returns the two outputs prediction uses.
     """
 
     def __init__(self, net: EmotionNet):
         super().__init__()
         self.streams = tuple(net.stream_names)
+        self.stream_names = self.streams
         self.fusion = net.fusion
         self.category_head = net.category_head
         self.vad_head = net.vad_head
+        self.expression_head = net.expression_head
+        self.missing = net.missing
         self._vad_output = net._vad_output
 
     def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,22 +96,30 @@ class _Head(nn.Module):
         return out["logits"], out["vad"]
 
 
-def export_graphs(net: EmotionNet, folder: Path, opset: int, what: str = "model") -> dict[str, Any]:
+def export_graphs(
+    net: EmotionNet, preprocessing: PreprocessCfg, folder: Path, opset: int, what: str = "model"
+) -> dict[str, Any]:
     """Write a network's encoder and head graphs into ``folder`` (see the module docstring).
+
+    Args:
+        net: the network, as loaded (fp32).
+        preprocessing: its preprocessing contract: each encoder is traced at its stream's input size.
+        folder: where to write.
+        opset: the ONNX opset.
+        what: the model, for error messages.
 
     Returns:
         Manifest fields: ``streams`` (``{stream: {"file", "input", "features"}}``) and ``head``.
     """
     import onnx
 
-    from emoctx.data.transforms import as_hw
     from emoctx.inference.export import export_graph
 
     net = net.eval()
     streams: dict[str, Any] = {}
     features = []
     for stream in net.stream_names:
-        h, w = as_hw(net.stream_specs()[stream]["input_size"])
+        h, w = preprocessing.streams[stream].input_size
         # Batch 2 for tracing (a batch of 1 would let the exporter make the batch dimension a constant).
         example = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():

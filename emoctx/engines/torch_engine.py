@@ -1,8 +1,8 @@
 """The PyTorch engine: the network as the predictor has always prepared it.
 
-Batch norms folded into the convolutions, on CPU each convolution with its ReLU (and residual sum) as one oneDNN
-call, channels-last tensors; in bf16 on a CPU the backbones hold bfloat16 weights (fusion and heads stay in
-float32), on a GPU bf16/fp16 run under autocast.
+:func:`emoctx.inference.optimize.optimize_for_inference`: batch norms folded into the convolutions, on CPU each
+convolution with its ReLU (and residual sum) as one oneDNN call, channels-last tensors; in bf16 on a CPU the
+backbones hold bfloat16 weights (fusion and heads stay in float32), on a GPU bf16/fp16 run under autocast.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class TorchEngine(Engine):
     Args:
         net: the network as loaded (eval mode); it is prepared in place (its backbones replaced).
         precision: ``"auto"`` (bf16 where the hardware computes it natively, see
-            :func:`emoctx.inference.pipeline.resolve_precision`), ``"bf16"`` or ``"fp32"``.
+            :func:`emoctx.hardware.resolve_precision`), ``"bf16"`` or ``"fp32"``.
         device: where it runs.
     """
 
@@ -33,7 +33,8 @@ class TorchEngine(Engine):
 
     def __init__(self, net: EmotionNet, precision: str = "auto", device: str | torch.device = "cpu"):
         super().__init__()
-        from emoctx.inference.pipeline import fold_batch_norms, fuse_conv_relu, resolve_precision
+        from emoctx.hardware import resolve_precision
+        from emoctx.inference.optimize import optimize_for_inference
 
         if precision == "int8":
             raise EmoctxError(
@@ -42,20 +43,10 @@ class TorchEngine(Engine):
         self.device = torch.device(device)
         self.amp_dtype = resolve_precision(precision, self.device)
         self.precision = _NAMES[self.amp_dtype]
-        net = net.to(self.device).eval()
-        fuse_relu = self.device.type == "cpu" and torch.backends.mkldnn.is_available()
-        if self.amp_dtype is not None:
-            fuse_relu = fuse_relu and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        for stream in net.stream_names:
-            backbone = fold_batch_norms(net.backbones[stream], inplace=True)
-            if fuse_relu:
-                backbone = fuse_conv_relu(backbone)
-            net.backbones[stream] = backbone
-        self.net = net.to(memory_format=torch.channels_last)
-        # On CPU bfloat16 weights are faster than autocast, which re-casts them on every call.
+        self.net = optimize_for_inference(net.to(self.device), self.device, self.amp_dtype)
+        # On CPU the backbones hold low-precision weights (faster than autocast, which re-casts them on every
+        # call); on GPUs, autocast.
         self._low_precision_backbones = self.amp_dtype is not None and self.device.type == "cpu"
-        if self._low_precision_backbones:
-            self.net.backbones.to(self.amp_dtype)
         self.streams = tuple(net.stream_names)
         self.input_dtype = self.amp_dtype if self._low_precision_backbones else torch.float32  # type: ignore[assignment]
         self.channels_last = True

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emoctx import labels
+from emoctx import defaults, labels
 from emoctx.errors import EmoctxError
+from emoctx.io import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def fit_threshold_dict(scores: Any, targets: Any, rule: str = "f1") -> dict[str,
         values = fit_thresholds(scores, targets, rule=rule)
     for w in caught:
         log.warning("%s", w.message)
-    return {s: (float(v) if math.isfinite(v) else None) for s, v in zip(labels.SLUGS, values)}
+    return jsonable(dict(zip(labels.SLUGS, values)))  # +inf (no positives) -> None
 
 
 def calibrate_model(
@@ -77,13 +78,13 @@ def calibrate_model(
     root: str | os.PathLike,
     rule: str = "f1",
     out: str | os.PathLike | None = None,
-    batch_size: int = 64,
-    num_workers: int = 2,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
     device: str | None = None,
     progress: bool = True,
     records_name: str | None = None,
     mask_subject: bool | None = None,
-    max_side: int | None = None,
+    max_side: int | str | None = "model",
 ) -> Calibration:
     """Fit thresholds on validation records and store them in a model file.
 
@@ -101,7 +102,8 @@ def calibrate_model(
         progress: show a progress bar.
         records_name: how to name the records in the stored calibration info (default: their path).
         mask_subject: mask the person out of the scene; default what the model was trained with.
-        max_side: decode images with their longest side at most this many pixels (as in training).
+        max_side: decode images with their longest side at most this many pixels (``None``: full size);
+            default (``"model"``) what the model was trained with.
 
     Returns:
         A :class:`Calibration`.
@@ -111,7 +113,7 @@ def calibrate_model(
     """
     from emoctx.checkpoint import load_model, save_model
     from emoctx.data.records import category_matrix, read_records
-    from emoctx.evaluation.inference import predict_records
+    from emoctx.evaluation.scoring import score_records
     from emoctx.metrics import THRESHOLD_RULES, precision_recall_f1_at
 
     if rule not in THRESHOLD_RULES:
@@ -122,7 +124,7 @@ def calibrate_model(
     else:
         df, records_name = read_records(records), records_name or str(records)
     net, info = load_model(model_path)
-    scores, _, valid = predict_records(
+    scores, _, valid = score_records(
         net,
         info,
         df,

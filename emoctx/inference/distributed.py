@@ -15,7 +15,8 @@ root), ``frame`` is ``-1``, ``person`` the records' person index, the box and im
 ``det_score`` is 1.0 (given boxes). A person whose image could not be read, or whose box does not fit its image,
 gets a row with ``error`` set and null predictions.
 
-Preprocessing (input sizes, normalisation) comes from the model file, as in ``emoctx predict``.
+Preprocessing (each stream's region, input size, resize rule, normalisation and mask, and the decoding size
+limit) comes from the model file, as in ``emoctx predict`` and ``emoctx evaluate``.
 
 Example (4 GPUs; ``--accelerator cpu --devices 2`` runs two CPU processes)::
 
@@ -40,21 +41,17 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from emoctx import labels
-from emoctx.checkpoint import ModelInfo, load_model
+from emoctx import defaults, labels
+from emoctx.checkpoint import ModelInfo, load_model, model_identity
 from emoctx.data.datamodule import EmotionDataModule
 from emoctx.data.images import ImageError, read_image
 from emoctx.errors import EmoctxError
-from emoctx.inference.export import ScoringNet
-from emoctx.inference.pipeline import model_identity
 from emoctx.inference.results import PROB_COLUMNS
 from emoctx.inference.writers import table_schema
 from emoctx.io import atomic_path
+from emoctx.models.outputs import ScoringNet
 
 log = logging.getLogger(__name__)
-
-STREAMS = ("body", "scene")
-"""The streams the records data module provides (a model may use one or both)."""
 
 _SHARD_SCHEMA = pa.schema(
     [("record", pa.int64())]
@@ -173,38 +170,44 @@ def datamodule_for(
     info: ModelInfo,
     root: str | os.PathLike,
     records: str | os.PathLike,
-    batch_size: int = 64,
-    num_workers: int = 2,
-    max_side: int | None = None,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
+    max_side: int | str | None = "model",
     pin_memory: bool = False,
 ) -> EmotionDataModule:
-    """An :class:`EmotionDataModule` for prediction with the model's own input sizes and normalisation.
+    """An :class:`EmotionDataModule` for prediction that makes the inputs as the model's preprocessing says.
 
-    Raises:
-        EmoctxError: the model has a stream the records data module cannot provide.
+    Args:
+        info: the model's description.
+        root: the folder the records' image paths are relative to.
+        records: the records file.
+        batch_size: people per batch.
+        num_workers: data-loading processes.
+        max_side: decoding size limit; ``"model"`` (default): the model's ``preprocessing.max_side``.
+        pin_memory: pin batches in page-locked memory.
     """
-    unknown = [s for s in info.streams if s not in STREAMS]
-    if unknown:
-        raise EmoctxError(
-            f"the model has stream(s) {unknown} that prediction from records cannot provide "
-            f"(it provides {list(STREAMS)})"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, spec in info.streams.items():
-        kwargs[f"{name}_size"] = int(spec["input_size"])
-        kwargs[f"{name}_mean"] = tuple(float(v) for v in spec["mean"])
-        kwargs[f"{name}_std"] = tuple(float(v) for v in spec["std"])
+    prep = info.preprocessing
+    assert prep is not None
+    streams = {
+        name: {
+            "region": s.region,
+            "input_size": list(s.input_size),
+            "mean": list(s.mean),
+            "std": list(s.std),
+            "resize": s.resize,
+        }
+        for name, s in prep.streams.items()
+    }
     return EmotionDataModule(
         root=str(root),
         predict_records=str(records),
         batch_size=batch_size,
         num_workers=num_workers,
         augment="none",
-        # The person is masked out of the scene only if the model was trained that way.
-        mask_subject=info.trained_with_mask,
-        max_side=max_side,
+        streams=streams,
+        mask_subject=prep.mask_subject,  # the person is masked out of the scene only if the model was trained so
+        max_side=prep.max_side if max_side == "model" else max_side,
         pin_memory=pin_memory,
-        **kwargs,
     )
 
 
@@ -244,9 +247,9 @@ def predict_records(
     strategy: str = "auto",
     num_nodes: int = 1,
     precision: str = "32-true",
-    batch_size: int = 64,
-    num_workers: int = 2,
-    max_side: int | None = None,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
+    max_side: int | str | None = "model",
     progress: bool = True,
 ) -> RecordsPrediction | None:
     """Predict every person of a records file with ``Trainer.predict`` and write one merged Parquet table.
@@ -266,7 +269,8 @@ def predict_records(
         precision: Lightning precision (``32-true``, ``16-mixed``, ``bf16-mixed``).
         batch_size: people per batch and process.
         num_workers: data-loading processes per process.
-        max_side: decode images with their longest side at most this many pixels (faster for large JPEGs).
+        max_side: decode images with their longest side at most this many pixels (faster for large JPEGs;
+            ``None``: full size); default (``"model"``) what the model was trained with.
         progress: show Lightning's progress bar.
 
     Returns:
@@ -380,12 +384,19 @@ def merge_shards(
     categories = [
         [labels.CATEGORIES[j] for j in np.flatnonzero(row)] if ok else None for row, ok in zip(above, done)
     ]
+    # the most probable of the categories at or above their threshold (as PersonResult.dominant)
+    masked = np.where(above, probs, -np.inf)
+    dominant = [
+        labels.CATEGORIES[int(np.argmax(m))] if ok and row.any() else None
+        for m, row, ok in zip(masked, above, done)
+    ]
     errors = [None if ok else _failure(records, i, root) for i, ok in enumerate(done)]
 
     cols: dict[str, Any] = {
         "record": np.arange(n, dtype=np.int64),
         "source": records["image"].astype(str).to_numpy(),
         "frame": np.full(n, -1, dtype=np.int64),
+        "time_s": [None] * n,
         "person": records["person"].to_numpy(dtype=np.int64),
         "track_id": [None] * n,
     }
@@ -395,6 +406,7 @@ def merge_shards(
     for c in PROB_COLUMNS:
         cols[c] = preds[c].to_numpy(dtype=np.float64)
     cols["categories"] = categories
+    cols["dominant_category"] = dominant
     for d in labels.VAD_NAMES:
         cols[d] = preds[d].to_numpy(dtype=np.float64)
     cols["model"] = [model_id] * n

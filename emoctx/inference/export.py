@@ -1,13 +1,17 @@
 """Export the emotion network to ONNX and check the exported graph against PyTorch.
 
 The exported graph takes one input per stream of the model, named after the stream (``body``, ``scene``, ...),
-each a float32 ``[batch, 3, size, size]`` image normalised with that stream's mean and std, and returns two
+each a float32 ``[batch, 3, height, width]`` image made as the model's preprocessing says, and returns two
 outputs: ``scores`` ``[batch, NUM_CATEGORIES]`` in 0-1 (after the model's own score activation, in the order of
 :data:`emoctx.labels.CATEGORIES`) and ``vad`` ``[batch, 3]`` (valence, arousal, dominance on the 1-10 scale).
 The batch dimension is dynamic. The model's description travels in the ONNX ``metadata_props``:
 
 * ``emoctx``: the full description stored in the model file (JSON, as :func:`emoctx.checkpoint.describe`);
-* ``streams``: ``{input name: {"input_size", "mean", "std"}}`` (JSON; mean and std on the 0-1 pixel scale);
+* ``preprocessing``: how each input is made (JSON, :class:`emoctx.data.preprocess.PreprocessCfg`): per stream its
+  ``region`` (``"person"``: the person's box; ``"image"``: the whole image), ``input_size`` ``[height, width]``,
+  ``resize`` rule, ``mean`` and ``std`` (0-1 pixel scale) and ``mask`` (``"person"``: the person's box filled
+  with the mean colour, zeros after normalisation, as the model was trained; or null), and ``max_side``;
+* ``streams``: ``{input name: {"input_size", "mean", "std"}}`` (JSON; kept for readers of earlier exports);
 * ``categories``: the category names (JSON list, the order of the ``scores`` columns);
 * ``thresholds``: per-category decision thresholds in the same order (JSON list; 0.5 where none were
   calibrated; ``null`` for a category calibration found no positive example for: never predicted; a
@@ -16,10 +20,12 @@ The batch dimension is dynamic. The model's description travels in the ONNX ``me
 
 Running with onnxruntime
 ------------------------
-Crop the person from the RGB image, resize each view to its stream's ``input_size`` (a square), scale to 0-1,
-normalise with the stream's mean and std, and feed NCHW float32 arrays (stack several people for a batch)::
+Cut each stream's region from the RGB image, resize it to the stream's ``input_size`` by its rule, scale to 0-1,
+normalise with its mean and std, fill its mask (if any) with zeros, and feed NCHW float32 arrays (stack several
+people for a batch)::
 
     import json
+    import math
 
     import cv2
     import numpy as np
@@ -27,31 +33,40 @@ normalise with the stream's mean and std, and feed NCHW float32 arrays (stack se
 
     session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
-    streams = json.loads(meta["streams"])  # {"body": {"input_size", "mean", "std"}, "scene": {...}}
+    streams = json.loads(meta["preprocessing"])["streams"]  # {"body": {"region", "input_size", ...}, ...}
     categories = json.loads(meta["categories"])
     # null: never predicted (no positive validation example to calibrate on)
     thresholds = np.array([np.inf if t is None else t for t in json.loads(meta["thresholds"])], np.float32)
 
     image = cv2.cvtColor(cv2.imread("photo.jpg"), cv2.COLOR_BGR2RGB)  # H x W x 3, uint8, RGB
-    x1, y1, x2, y2 = 120, 40, 260, 400  # the person's box in pixels
-    views = {"body": image[y1:y2, x1:x2], "scene": image}
+    x1, y1, x2, y2 = 120, 40, 260, 400  # the person's box in whole pixels, inside the image
+    regions = {"person": (x1, y1, x2, y2), "image": (0, 0, image.shape[1], image.shape[0])}
 
 
-    def prepare(pixels, spec):
-        size = spec["input_size"]
-        shrink = size < max(pixels.shape[:2])
-        x = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    def prepare(spec):
+        left, top, right, bottom = regions[spec["region"]]
+        pixels = image[top:bottom, left:right]
+        height, width = spec["input_size"]
+        shrink = height < pixels.shape[0] or width < pixels.shape[1]
+        area = spec["resize"] == "area" and shrink  # "bilinear": always bilinear
+        x = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
         x = (x.astype(np.float32) / 255.0 - np.float32(spec["mean"])) / np.float32(spec["std"])
+        if spec["mask"]:  # e.g. the person, out of the scene: its box in the view's pixels, rounded outwards
+            mx1, my1, mx2, my2 = regions[spec["mask"]]
+            across = [(v - left) * width / (right - left) for v in (mx1, mx2)]
+            down = [(v - top) * height / (bottom - top) for v in (my1, my2)]
+            x[math.floor(down[0]) : math.ceil(down[1]), math.floor(across[0]) : math.ceil(across[1])] = 0.0
         return x.transpose(2, 0, 1)[None]  # NCHW float32, a batch of one person
 
 
-    feeds = {name: prepare(views[name], spec) for name, spec in streams.items()}
+    feeds = {name: prepare(spec) for name, spec in streams.items()}
     scores, vad = session.run(["scores", "vad"], feeds)  # [1, categories] in 0-1, [1, 3] on 1-10
     print([c for c, s, t in zip(categories, scores[0], thresholds) if s >= t], vad[0])
 
-This is emoctx's own evaluation preprocessing (:func:`emoctx.data.transforms.build_transform` with preset
-``none``, used for validation and prediction): OpenCV resizing with area interpolation when the view shrinks
-along either side, bilinear otherwise; the body crop is the box rounded outwards to whole pixels.
+This is emoctx's own evaluation preprocessing (:func:`emoctx.data.transforms.build_transform` without
+augmentation, which training, evaluation and prediction use): OpenCV resizing with area interpolation when the
+view shrinks along either side (rule ``"area"``), bilinear otherwise; the body is the box rounded outwards to
+whole pixels.
 """
 
 from __future__ import annotations
@@ -71,44 +86,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from emoctx import __version__, labels
-from emoctx.checkpoint import ModelInfo, load_model
+from emoctx import __version__, defaults, labels
+from emoctx.checkpoint import ModelInfo, as_description, load_model
 from emoctx.errors import EmoctxError
-from emoctx.io import atomic_path
-from emoctx.losses import scores_from_logits
-from emoctx.models.network import EmotionNet
+from emoctx.io import atomic_path, jsonable
+from emoctx.models.face import FACE_STREAM
+from emoctx.models.outputs import ScoringNet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = defaults.EXPORT_OPSET
 """The ONNX opset written by default (the dynamo exporter's own default; onnxruntime >= 1.14 runs it)."""
 
-DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE = defaults.EXPORT_TOLERANCE
 """Largest accepted absolute difference between onnxruntime and PyTorch, for each output."""
 
 OUTPUT_NAMES = ("scores", "vad")
-
-
-class ScoringNet(nn.Module):
-    """The network as it is exported: images per stream in, 0-1 scores and 1-10 V/A/D out.
-
-    Args:
-        net: the emotion network.
-        score_activation: how the category outputs become 0-1 scores (``"sigmoid"`` or ``"clamp"``).
-    """
-
-    def __init__(self, net: EmotionNet, score_activation: str = "sigmoid") -> None:
-        super().__init__()
-        self.net = net
-        self.stream_names = tuple(net.stream_names)
-        self.score_activation = score_activation
-
-    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``[B, 3, H, W]``, one per stream in :attr:`stream_names` order, to ``(scores, vad)``."""
-        out = self.net(dict(zip(self.stream_names, images)))
-        scores = scores_from_logits(out["logits"], self.score_activation)
-        vad = labels.vad_from_model(out["vad"]).clamp(labels.VAD_MIN, labels.VAD_MAX)
-        return scores, vad
 
 
 @dataclass
@@ -118,7 +111,7 @@ class ExportReport:
     Attributes:
         path: the ONNX file.
         opset: the ONNX opset of the graph.
-        inputs: the input names (the model's streams) with their ``[batch, 3, size, size]`` shapes.
+        inputs: the input names (the model's streams) with their ``[batch, 3, height, width]`` shapes.
         max_abs_diff: ``{batch size: {output name: max |onnxruntime - torch|}}``; empty when not checked.
         tolerance: the accepted difference.
     """
@@ -202,13 +195,15 @@ def onnx_metadata(info: ModelInfo) -> dict[str, str]:
 
     Valid JSON throughout: a never-predicted category's threshold is ``null``, not ``Infinity``.
     """
-    thresholds = [t if math.isfinite(t) else None for t in info.threshold_vector().tolist()]
+    thresholds = jsonable(info.threshold_vector().tolist())  # +inf (never predicted) -> null
     streams = {
         name: {"input_size": spec["input_size"], "mean": list(spec["mean"]), "std": list(spec["std"])}
         for name, spec in info.streams.items()
     }
+    assert info.preprocessing is not None
     return {
-        "emoctx": json.dumps(info.__dict__, allow_nan=False),
+        "emoctx": json.dumps(as_description(info), allow_nan=False),
+        "preprocessing": json.dumps(info.preprocessing.to_dict(), allow_nan=False),
         "streams": json.dumps(streams),
         "categories": json.dumps(list(labels.CATEGORIES)),
         "thresholds": json.dumps(thresholds, allow_nan=False),
@@ -220,13 +215,16 @@ def onnx_metadata(info: ModelInfo) -> dict[str, str]:
     }
 
 
+def _input_sizes(info: ModelInfo) -> dict[str, tuple[int, int]]:
+    """``{stream: (height, width)}`` of the model's inputs, in stream order."""
+    assert info.preprocessing is not None
+    return {name: info.preprocessing.streams[name].input_size for name in info.streams}
+
+
 def sample_inputs(info: ModelInfo, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random normalised images, one ``[batch, 3, size, size]`` tensor per stream (in stream order)."""
+    """Random normalised images, one ``[batch, 3, height, width]`` tensor per stream (in stream order)."""
     g = torch.Generator().manual_seed(seed)
-    return tuple(
-        torch.randn(batch, 3, int(spec["input_size"]), int(spec["input_size"]), generator=g)
-        for spec in info.streams.values()
-    )
+    return tuple(torch.randn(batch, 3, h, w, generator=g) for h, w in _input_sizes(info).values())
 
 
 def export_onnx(
@@ -256,6 +254,11 @@ def export_onnx(
             than ``tolerance`` (the file is written all the same, so it can be inspected).
     """
     net, info = load_model(model)
+    if FACE_STREAM in net.stream_names:
+        raise EmoctxError(
+            f"{model}: a model with a face stream is not exported to ONNX yet (it takes, beside the face crops, "
+            "which persons show a face and their landmarks)"
+        )
     out = Path(out)
     wrapper = ScoringNet(net, info.score_activation).eval()
     # Batch 2 for tracing: a batch of 1 would let the exporter specialise the dimension to a constant.
@@ -279,7 +282,7 @@ def export_onnx(
     report = ExportReport(
         path=out,
         opset=opset,
-        inputs={name: ["batch", 3, s["input_size"], s["input_size"]] for name, s in info.streams.items()},
+        inputs={name: ["batch", 3, h, w] for name, (h, w) in _input_sizes(info).items()},
         tolerance=tolerance,
     )
     if check:
@@ -298,7 +301,8 @@ def check_onnx(
 
     Args:
         path: the ONNX file.
-        reference: the module that was exported (:class:`ScoringNet`), returning ``(scores, vad)``.
+        reference: the module that was exported (:class:`~emoctx.models.outputs.ScoringNet`), returning
+            ``(scores, vad)``.
         info: the model's description (stream sizes).
         batches: batch sizes to run.
         tolerance: largest accepted absolute difference per output.
@@ -348,7 +352,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     meta: dict[str, Any] = {p.key: p.value for p in model.metadata_props}
     if "emoctx" not in meta:
         raise EmoctxError(f"{path}: not an emoctx ONNX export (no 'emoctx' metadata)")
-    for key in ("emoctx", "streams", "categories", "thresholds", "vad_names"):
+    for key in ("emoctx", "preprocessing", "streams", "categories", "thresholds", "vad_names"):
         if key in meta:
             meta[key] = json.loads(meta[key])
     return meta

@@ -10,6 +10,8 @@ Output table: one row per person, these columns in this order (:data:`COLUMNS`):
 ==================  ==========================================================================================
 ``source``          the image or video path as given on the command line or found in a given folder/glob
 ``frame``           video frame index (0-based, in the file's frame numbering); ``-1`` for still images
+``time_s``          a video frame's time in seconds from the start (``frame`` / the video's frame rate); null
+                    for still images, and where the frame rate is unknown
 ``person``          index of the person in the image/frame (detector or box-file order); in a tracked video
                     the track id
 ``track_id``        the track id in a tracked video (the same person keeps it across frames); null otherwise
@@ -19,6 +21,9 @@ Output table: one row per person, these columns in this order (:data:`COLUMNS`):
                     in canonical order (``p_affection`` ... ``p_yearning``)
 ``categories``      the category names whose probability reaches the model's threshold (a list; in CSV a
                     ``;``-joined string)
+``dominant_category``  the most probable of ``categories``; null when no category reaches its threshold (the
+                    most probable category overall is then the largest ``p_<slug>``, but the model does not
+                    predict it)
 ``valence``         1-10
 ``arousal``         1-10
 ``dominance``       1-10
@@ -54,12 +59,14 @@ BOX_COLUMNS: tuple[str, ...] = ("x1", "y1", "x2", "y2")
 COLUMNS: tuple[str, ...] = (
     "source",
     "frame",
+    "time_s",
     "person",
     "track_id",
     *BOX_COLUMNS,
     "det_score",
     *PROB_COLUMNS,
     "categories",
+    "dominant_category",
     *labels.VAD_NAMES,
     "model",
     "error",
@@ -69,8 +76,8 @@ COLUMNS: tuple[str, ...] = (
 """Columns of the output table, in order (see the module docstring)."""
 
 INT_COLUMNS: tuple[str, ...] = ("frame", "person", "track_id", "width", "height")
-FLOAT_COLUMNS: tuple[str, ...] = (*BOX_COLUMNS, "det_score", *PROB_COLUMNS, *labels.VAD_NAMES)
-STRING_COLUMNS: tuple[str, ...] = ("source", "model", "error")
+FLOAT_COLUMNS: tuple[str, ...] = ("time_s", *BOX_COLUMNS, "det_score", *PROB_COLUMNS, *labels.VAD_NAMES)
+STRING_COLUMNS: tuple[str, ...] = ("source", "dominant_category", "model", "error")
 
 
 def _round(value: float | None, decimals: int | None) -> float | None:
@@ -111,6 +118,13 @@ class PersonResult:
             return {}
         return {c: float(p) for c, p in zip(labels.CATEGORIES, self.probabilities, strict=True)}
 
+    @property
+    def dominant(self) -> str | None:
+        """The most probable of :attr:`categories` (those at or above their threshold); ``None`` without any."""
+        if self.probabilities is None or not self.categories:
+            return None
+        return max(self.categories, key=lambda c: float(self.probabilities[labels.CATEGORY_INDEX[c]]))
+
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most probable categories as ``(name, probability)``, most probable first."""
         if self.probabilities is None:
@@ -147,6 +161,7 @@ class PersonResult:
         for i, name in enumerate(PROB_COLUMNS):
             out[name] = None if probs is None else _round(probs[i], decimals)
         out["categories"] = None if probs is None else list(self.categories)
+        out["dominant_category"] = self.dominant
         for i, name in enumerate(labels.VAD_NAMES):
             out[name] = None if self.vad is None else _round(self.vad[i], decimals)
         out["error"] = self.error
@@ -160,6 +175,8 @@ class ImageResult:
     Attributes:
         source: the image or video path (``None`` for an in-memory image without a name).
         frame: video frame index; ``-1`` for a still image.
+        time_s: a video frame's time in seconds (``frame`` / frame rate); ``None`` for a still image, or where
+            the frame rate is not known.
         width: original image width in pixels (``None`` when the file could not be read).
         height: original image height in pixels.
         persons: one :class:`PersonResult` per person, in detector order.
@@ -173,6 +190,7 @@ class ImageResult:
 
     source: str | None
     frame: int = -1
+    time_s: float | None = None
     width: int | None = None
     height: int | None = None
     persons: list[PersonResult] = field(default_factory=list)
@@ -190,7 +208,10 @@ class ImageResult:
         if self.error is not None:
             row: dict[str, Any] = dict.fromkeys(COLUMNS)
             row.update(
-                source=self.source, error=self.error, frame=int(self.frame) if self.frame >= 0 else None
+                source=self.source,
+                error=self.error,
+                frame=int(self.frame) if self.frame >= 0 else None,
+                time_s=self._time(decimals) if self.frame >= 0 else None,
             )
             return [row]
         rows = []
@@ -200,6 +221,7 @@ class ImageResult:
             row.update(
                 source=self.source,
                 frame=int(self.frame),
+                time_s=self._time(decimals),
                 model=self.model,
                 width=self.width,
                 height=self.height,
@@ -207,11 +229,15 @@ class ImageResult:
             rows.append({c: row[c] for c in COLUMNS})
         return rows
 
+    def _time(self, decimals: int | None) -> float | None:
+        return None if self.frame < 0 or self.time_s is None else _round(self.time_s, decimals)
+
     def to_dict(self) -> dict[str, Any]:
         """Nested plain values: the image fields and a ``persons`` list of :meth:`PersonResult.to_dict`."""
         return {
             "source": self.source,
             "frame": int(self.frame),
+            "time_s": self._time(None),
             "width": self.width,
             "height": self.height,
             "model": self.model,

@@ -1,4 +1,4 @@
-"""Run a :class:`~emoctx.inference.pipeline.Predictor` over many sources into one output table (``emoctx predict``).
+"""Run a :class:`~emoctx.inference.predictor.Predictor` over many sources into one output table (``emoctx predict``).
 
 :func:`predict_to_file` expands the sources, skips those an interrupted run finished (``resume``), appends each
 finished source to the ``<output>.partial`` sidecar as it goes, optionally writes annotated images and videos,
@@ -34,7 +34,7 @@ import numpy as np
 
 from emoctx.errors import EmoctxError
 from emoctx.inference.draw import annotate, save_annotated
-from emoctx.inference.pipeline import Predictor
+from emoctx.inference.predictor import Predictor
 from emoctx.inference.sources import Source, expand_sources, kind_of, reaches
 from emoctx.inference.video import VideoError, VideoWriter, video_info
 from emoctx.inference.writers import (
@@ -68,6 +68,8 @@ class RunSummary:
         errors: the first error messages of this run.
         seconds: wall time of this run's prediction.
         annotated: annotated images and videos written.
+        annotated_reduced: annotated images and videos drawn smaller than the originals (at the size they
+            were decoded at, ``max_side``).
     """
 
     output: Path
@@ -82,6 +84,7 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     annotated: int = 0
+    annotated_reduced: int = 0
 
     @property
     def persons_per_second(self) -> float:
@@ -286,14 +289,17 @@ def _predict_locked(
                 if annotate_dir is not None and result.image is not None:
                     drawn = annotate(result.image, result)
                     target = Path(annotate_dir) / names[source]
+                    reduced = bool(result.width) and result.image.shape[1] < result.width  # max_side decoding
                     if result.frame >= 0:
                         if source not in writers:
                             info = video_info(source)
                             writers[source] = VideoWriter(target, info["fps"] / predictor.video_stride)
+                            summary.annotated_reduced += reduced
                         writers[source].write(np.asarray(drawn))
                     else:
                         save_annotated(drawn, target)
                         summary.annotated += 1
+                        summary.annotated_reduced += reduced
             buffer = pending.setdefault(source, [])
             buffer.extend(rows)
             if result.source_done or len(buffer) >= _VIDEO_FLUSH_ROWS:
@@ -311,6 +317,14 @@ def _predict_locked(
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - start
+    if summary.annotated_reduced:
+        log.info(
+            "%d annotated image(s)/video(s) are drawn at the size the images were decoded at, smaller than the "
+            "originals (longest side %s pixels, --max-side; --max-side 0 draws them at full size); the boxes in "
+            "the table are in pixels of the originals",
+            summary.annotated_reduced,
+            predictor.max_side,
+        )
     missing = sorted(getattr(predictor.built_detector, "missing", ()) or ())
     if missing:
         log.warning(

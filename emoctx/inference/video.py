@@ -1,7 +1,8 @@
 """Videos: frame reading, identity across frames, temporal smoothing, and annotated video output.
 
 * :func:`decode_frames` decodes a video with OpenCV, every ``stride``-th frame (the skipped ones are grabbed,
-  not decoded), as RGB arrays; frame indices are those of the file. A frame that cannot be decoded is reported
+  not decoded), as RGB arrays; frame indices are those of the file, and each frame's time in seconds comes from
+  the header's frame rate (read once per video). A frame that cannot be decoded is reported
   (:class:`VideoFrame` with ``error``) and decoding goes on with the next one; fewer frames than the header
   announces (a truncated file) is reported once at the end (some containers only estimate their frame count;
   for them the note can name a frame or two that never existed). :func:`read_frames` gives the good frames
@@ -14,20 +15,28 @@
   ``s_t = alpha * x_t + (1 - alpha) * s_(t-1)`` over the processed frames in which the track appears
   (``alpha = 1`` turns smoothing off: per-frame values). The categories of a smoothed row are those whose
   smoothed probability reaches the threshold.
-* :class:`VideoWriter`: an annotated copy of a video (MPEG-4, ``mp4v``), written beside its final name and
-  renamed when complete.
+* :class:`VideoWriter`: an annotated copy of a video (``.mp4``), written beside its final name and renamed when
+  complete. It is H.264 (``avc1``), which browsers play, where the installed OpenCV can encode it
+  (:func:`mp4_fourcc` tries, and checks that the result decodes); else MPEG-4 Part 2 (``mp4v``), which most
+  browsers do not play, and a warning says so. The opencv-python wheels from PyPI have no H.264 encoder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from emoctx.data.boxes import box_iou
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +77,13 @@ class VideoFrame:
         index: the frame's index in the file (for a shortfall: the first missing frame).
         pixels: RGB ``uint8`` array, or ``None`` when the frame could not be decoded.
         error: why there are no pixels (names the file, the frame and the reason), else ``None``.
+        time_s: ``index`` / the frame rate in the container header; ``None`` where the header gives no rate.
     """
 
     index: int
     pixels: np.ndarray | None = None
     error: str | None = None
+    time_s: float | None = None
 
 
 def decode_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[VideoFrame]:
@@ -100,6 +111,11 @@ def decode_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[VideoFra
                 f"{path}: cannot read video: cannot open it (unsupported codec, corrupt or not a video)"
             )
         announced = int(max(cap.get(cv2.CAP_PROP_FRAME_COUNT), 0.0))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+
+        def seconds(k: int) -> float | None:
+            return k / fps if fps > 0 else None
+
         index = 0
         produced = 0
         failed: list[int] = []  # the current run of frames that did not decode
@@ -118,11 +134,15 @@ def decode_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[VideoFra
                 continue
             for k in failed:  # frames followed by a good one: damaged, not the end
                 if k % stride == 0:
-                    yield VideoFrame(k, error=f"{path}: frame {k}: cannot be decoded (damaged data); skipped")
+                    yield VideoFrame(
+                        k,
+                        error=f"{path}: frame {k}: cannot be decoded (damaged data); skipped",
+                        time_s=seconds(k),
+                    )
             failed = []
             if wanted:
                 produced += 1
-                yield VideoFrame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                yield VideoFrame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time_s=seconds(index))
             index += 1
         if produced == 0:
             raise VideoError(f"{path}: cannot read video: no frame could be decoded")
@@ -132,6 +152,7 @@ def decode_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[VideoFra
                 first,
                 error=f"{path}: frames {first}-{announced - 1} of the {announced} the header announces could not "
                 "be read (the file ends early or is damaged there)",
+                time_s=seconds(first),
             )
     finally:
         cap.release()
@@ -150,21 +171,6 @@ def read_frames(path: str | os.PathLike, stride: int = 1) -> Iterator[tuple[int,
             log.warning("%s", frame.error)
         else:
             yield frame.index, frame.pixels
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``x1 y1 x2 y2`` boxes: ``[N, 4]`` x ``[M, 4]`` -> ``[N, M]``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 class IoUTracker:
@@ -248,17 +254,100 @@ class TrackSmoother:
         return probabilities, vad
 
 
+H264_FOURCCS: tuple[str, ...] = ("avc1", "H264")
+"""The codes OpenCV takes for H.264 in MP4 files, tried in this order."""
+FALLBACK_FOURCC = "mp4v"
+"""MPEG-4 Part 2: every OpenCV build with FFmpeg writes it; most browsers do not play it."""
+_H264_READ_BACK = {"avc1", "h264", "H264", "x264", "X264"}  # what a decoder may call an H.264 stream
+
+
+def video_fourcc(path: str | os.PathLike) -> str:
+    """The codec of a video file as OpenCV reads it back (``avc1``, ``FMP4`` for mp4v, ...; ``""`` if unknown)."""
+    cap = cv2.VideoCapture(os.fspath(path))
+    try:
+        code = int(cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF if cap.isOpened() else 0
+    finally:
+        cap.release()
+    return code.to_bytes(4, "little").decode("latin-1").strip("\x00 ") if code else ""
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native code writes to the process's stderr (FFmpeg's lines when an encoder is missing)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def writes_h264(fourcc: str) -> bool:
+    """Whether OpenCV writes a small H.264 video with ``fourcc`` here that decodes again, frames and codec."""
+    with tempfile.TemporaryDirectory(prefix="emoctx-codec-") as folder:
+        path = os.path.join(folder, "probe.mp4")
+        with _quiet_native_stderr():
+            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 25.0, (64, 48))
+            opened = writer.isOpened()
+            if opened:
+                for k in range(3):
+                    writer.write(np.full((48, 64, 3), 60 * k, np.uint8))
+            writer.release()
+            if not opened or not os.path.isfile(path):
+                return False
+            cap = cv2.VideoCapture(path)
+            decoded = 0
+            try:
+                while cap.read()[0]:
+                    decoded += 1
+            finally:
+                cap.release()
+        return decoded == 3 and video_fourcc(path) in _H264_READ_BACK
+
+
+def choose_fourcc(candidates: Sequence[str], works: Callable[[str], bool]) -> str:
+    """The first of ``candidates`` that ``works``, else :data:`FALLBACK_FOURCC`."""
+    return next((c for c in candidates if works(c)), FALLBACK_FOURCC)
+
+
+@functools.lru_cache(maxsize=1)
+def mp4_fourcc() -> str:
+    """The codec annotated videos are written with: H.264 where this OpenCV can, else ``mp4v`` (once per process).
+
+    A warning says so when H.264 is not available.
+    """
+    fourcc = choose_fourcc(H264_FOURCCS, writes_h264)
+    if fourcc == FALLBACK_FOURCC:
+        log.warning(
+            "this OpenCV build cannot write H.264 videos: annotated videos are MPEG-4 Part 2 (mp4v), which media "
+            "players play but most web browsers do not (re-encode one with e.g. 'ffmpeg -i IN.mp4 -c:v libx264 "
+            "OUT.mp4')"
+        )
+    else:
+        log.debug("annotated videos are written as H.264 (fourcc %s)", fourcc)
+    return fourcc
+
+
 class VideoWriter:
-    """Write RGB frames to an MPEG-4 file; the file gets its final name only when :meth:`close` succeeds.
+    """Write RGB frames to an MP4 file; the file gets its final name only when :meth:`close` succeeds.
 
     Args:
         path: the final ``.mp4`` path.
         fps: frames per second of the written video.
+        fourcc: the codec; ``None``: :func:`mp4_fourcc` (H.264 where OpenCV can, else ``mp4v``).
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float):
+    def __init__(self, path: str | os.PathLike, fps: float, fourcc: str | None = None):
         self.path = Path(path)
         self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.fourcc = fourcc
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -269,12 +358,14 @@ class VideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = (w, h)
+            if self.fourcc is None:
+                self.fourcc = mp4_fourcc()
             self._writer = cv2.VideoWriter(
-                str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size
+                str(self._tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size
             )
             if not self._writer.isOpened():
                 raise VideoError(
-                    f"{self.path}: cannot write an MPEG-4 video here (OpenCV has no mp4v encoder?)"
+                    f"{self.path}: cannot write an MP4 video here (OpenCV has no '{self.fourcc}' encoder)"
                 )
         if (w, h) != self._size:
             rgb = cv2.resize(rgb, self._size, interpolation=cv2.INTER_AREA)

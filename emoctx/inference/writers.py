@@ -21,25 +21,24 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from emoctx.deprecation import moved
 from emoctx.errors import EmoctxError
 from emoctx.inference.results import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS, rows_frame
-from emoctx.io import atomic_path, printable, read_jsonl
+from emoctx.io import atomic_path, jsonable, printable, read_jsonl
 
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
-_SUFFIXES = {
+SUFFIXES: dict[str, str] = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".ndjson": "jsonl",
@@ -47,6 +46,7 @@ _SUFFIXES = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+"""File suffixes of prediction tables and their formats."""
 CATEGORY_SEPARATOR = ";"
 """Joins the ``categories`` list in CSV files."""
 
@@ -60,7 +60,7 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
         if fmt not in FORMATS:
             raise EmoctxError(f"unknown output format '{fmt}'; choose one of {', '.join(FORMATS)}")
         return fmt
-    return _SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
+    return SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
 
 
 def table_schema() -> pa.Schema:
@@ -76,22 +76,6 @@ def table_schema() -> pa.Schema:
         else:
             fields.append(pa.field(c, pa.string()))
     return pa.schema(fields)
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready value (numpy scalars to Python, NaN to null, undecodable file-name bytes escaped)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return None if math.isnan(value) else value
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def write_predictions(
@@ -113,7 +97,7 @@ def write_predictions(
         records = rows.to_dict(orient="records")
     else:
         records = [dict(r) for r in rows]
-    records = [{c: _plain(r.get(c)) for c in COLUMNS} for r in records]
+    records = [{c: jsonable(r.get(c), printable) for c in COLUMNS} for r in records]
     with atomic_path(path) as tmp:
         if fmt == "jsonl":
             with open(tmp, "w", encoding="utf-8") as f:
@@ -129,29 +113,35 @@ def write_predictions(
     return path
 
 
+EARLIER_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in ("time_s", "dominant_category"))
+"""The columns of tables written before ``time_s`` and ``dominant_category`` existed."""
+
+
 def is_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> bool:
     """Whether ``path`` is an empty file or a table :func:`write_predictions` wrote (its columns, in order).
 
-    Only the start of the file is read (the first line; for Parquet, the schema).
+    Tables of earlier emoctx versions (:data:`EARLIER_COLUMNS`) count too. Only the start of the file is read
+    (the first line; for Parquet, the schema).
     """
     path = Path(path)
     fmt = format_for(path, fmt)
+    known = (list(COLUMNS), list(EARLIER_COLUMNS))
     try:
         if path.stat().st_size == 0:
             return True
         if fmt == "parquet":
-            return pq.read_schema(path).names == list(COLUMNS)
+            return pq.read_schema(path).names in known
         with open(path, "rb") as f:
             first = f.readline(1 << 20).decode("utf-8").strip()
         if fmt == "csv":
-            return first == ",".join(COLUMNS)
+            return first.split(",") in known
         row = json.loads(first)
-        return isinstance(row, dict) and list(row) == list(COLUMNS)
+        return isinstance(row, dict) and list(row) in known
     except (OSError, ValueError, pa.ArrowException):
         return False
 
 
-def read_predictions(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
+def read_prediction_table(path: str | os.PathLike, fmt: str | None = None) -> pd.DataFrame:
     """Read a table written by :func:`write_predictions` (any format) into the same typed columns.
 
     ``categories`` comes back as a list of names (``None`` on error rows) in every format.
@@ -273,7 +263,7 @@ class PartialLog:
         entry = {
             "source": printable(source),
             "done": bool(done),
-            "rows": [{c: _plain(r.get(c)) for c in COLUMNS} for r in rows],
+            "rows": [{c: jsonable(r.get(c), printable) for c in COLUMNS} for r in rows],
         }
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._file.flush()
@@ -326,3 +316,6 @@ class PartialLog:
                 elif isinstance(obj, dict) and "source" in obj and isinstance(obj.get("rows"), list):
                     entries.append(obj)
         return header, entries
+
+
+__getattr__ = moved(__name__, {"read_predictions": (__name__, "read_prediction_table")})

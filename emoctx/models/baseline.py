@@ -19,14 +19,14 @@ with an error naming it. The thresholds are read with ``numpy.load(allow_pickle=
 The result is an :class:`~emoctx.models.network.EmotionNet` that computes what the baseline computes: timm
 ResNets (same layers and names as torchvision's), ``concat`` fusion in the baseline's order (scene first, then
 body), the same head with ``vad_output="tenths"``, category scores left linear (``clamp`` to 0-1 for display).
-Each stream records the baseline's own input size and normalisation (not ImageNet's) and its resizing
-(``"resize": "bilinear"``, ``cv2.resize``'s default), so ``emoctx predict`` and ``emoctx evaluate`` feed it as
-the baseline did (:data:`BASELINE_STREAMS`); ``training["preprocessing"]`` describes the baseline's inputs.
+The model file's preprocessing (:mod:`emoctx.data.preprocess`) is the baseline's: its own input sizes and
+normalisation per stream (not ImageNet's, :data:`BASELINE_STREAMS`), bilinear resizing (``cv2.resize``'s
+default), no subject masking, full-size images; so ``emoctx predict``, ``evaluate`` and ``predict-records`` feed
+it as the baseline did. ``training["baseline_inputs"]`` describes those inputs in words.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -41,7 +41,9 @@ import torchvision.models.resnet as tv_resnet
 from torch import nn
 
 from emoctx import labels
+from emoctx.data.preprocess import PreprocessCfg
 from emoctx.errors import EmoctxError
+from emoctx.io import file_sha256
 from emoctx.models.backbones import StreamConfig, match_state_dict
 from emoctx.models.network import EmotionNet
 
@@ -80,7 +82,17 @@ BASELINE_PREPROCESSING: dict[str, Any] = {
     "resize": "bilinear",
     "mask_subject": False,
 }
-"""How the baseline prepared its inputs (mat2py.py, inference.py), recorded in the model file."""
+"""How the baseline prepared its inputs (mat2py.py, inference.py), in words; the model file's preprocessing says
+the same in its typed form (:func:`baseline_preprocess`)."""
+
+
+def baseline_preprocess(net: EmotionNet) -> PreprocessCfg:
+    """The baseline's preprocessing of ``net``'s streams: their sizes and normalisation, bilinear, unmasked."""
+    streams = {
+        name: dict(spec, resize=BASELINE_PREPROCESSING["resize"]) for name, spec in net.stream_specs().items()
+    }
+    return PreprocessCfg.for_streams(streams, mask_subject=BASELINE_PREPROCESSING["mask_subject"])
+
 
 # torchvision ResNet layouts -> the timm model with the same layers and parameter names.
 _RESNETS: dict[tuple[str, tuple[int, ...]], str] = {
@@ -120,14 +132,6 @@ _SAFE_GLOBALS: list[Any] = [
     tv_resnet.Bottleneck,
     (_FusionState, "emotic.Emotic"),
 ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_module(path: str | os.PathLike) -> Any:
@@ -422,12 +426,10 @@ def import_baseline(
         thresholds_for_scores(read_thresholds(paths["thresholds"])) if "thresholds" in paths else None
     )
     streams = net.stream_specs()
-    for spec in streams.values():
-        spec["resize"] = BASELINE_PREPROCESSING["resize"]  # predict and evaluate resize as the baseline did
     training = {
         "imported_from": BASELINE_REPO,
-        "files": {part: {"name": p.name, "sha256": _sha256(p)} for part, p in paths.items()},
-        "preprocessing": dict(BASELINE_PREPROCESSING),
+        "files": {part: {"name": p.name, "sha256": file_sha256(p)} for part, p in paths.items()},
+        "baseline_inputs": dict(BASELINE_PREPROCESSING),
         "thresholds_rule": (
             "the baseline's: precision = recall on its validation split (test.py get_thresholds), converted from "
             "'raw > t' to 'score >= t' on 0-1 scores"
@@ -441,6 +443,9 @@ def import_baseline(
         score_activation="clamp",
         thresholds=thresholds,
         training=training,
+        preprocessing=baseline_preprocess(
+            net
+        ),  # predict, evaluate and predict-records feed it as the baseline did
     )
     save_model(out, net, info)
     log.info("wrote the baseline model to %s", out)

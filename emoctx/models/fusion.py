@@ -10,6 +10,15 @@ construction, so the order of the input mapping does not matter.
   (Arevalo et al., 2017). A stream can be turned down per person and per feature.
 * ``attention``: each stream projected to a token (Linear + a learned stream embedding, LayerNorm); a learned
   query attends over the stream tokens with multi-head attention (softmax weights over the streams).
+
+A stream can be absent for some persons (a face not seen, a stream dropped in training): ``present`` maps such
+a stream to a ``[B]`` boolean mask. Its features for the absent persons are a learned stand-in
+(:class:`~emoctx.models.network.EmotionNet` puts them there), and the fusion gates over the streams present:
+``gated`` zeroes the absent streams (in the gate's input too) and their gates, ``attention`` leaves their
+tokens out of the softmax, and ``concat``, which has no gate, reads the learned stand-in (to a linear layer,
+the same as a validity flag). A
+person with no stream present keeps all of them (the stand-ins). Without ``present`` every fusion computes
+exactly what it computed before masks existed.
 """
 
 from __future__ import annotations
@@ -46,6 +55,29 @@ class Fusion(nn.Module):
         self.hidden = int(hidden)
         self.out_features = int(hidden)
 
+    def _present(
+        self, present: Mapping[str, torch.Tensor] | None, batch: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """``[B, S]`` booleans (streams in fusion order) for ``present``; None when every stream is present.
+
+        Streams missing from ``present`` are present for everyone; a person with no stream present keeps all.
+        """
+        if not present or not any(n in present for n in self.stream_names):
+            return None
+        columns = []
+        for n in self.stream_names:
+            mask = present.get(n)
+            if mask is None:
+                columns.append(torch.ones(batch, dtype=torch.bool, device=device))
+                continue
+            if mask.shape != (batch,):
+                raise EmoctxError(
+                    f"fusion: the presence mask of stream '{n}' has shape {tuple(mask.shape)}, expected ({batch},)"
+                )
+            columns.append(mask.detach().to(device=device, dtype=torch.bool))
+        m = torch.stack(columns, dim=1)
+        return m | ~m.any(dim=1, keepdim=True)
+
     def _ordered(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         missing = [n for n in self.stream_names if n not in features]
         if missing:
@@ -71,8 +103,10 @@ class ConcatFusion(Fusion):
             nn.Dropout(dropout),
         )
 
-    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Fuse ``{stream: [B, F]}`` into ``[B, hidden]``."""
+    def forward(
+        self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Fuse ``{stream: [B, F]}`` into ``[B, hidden]`` (``present`` is not used: no gate to set)."""
         return self.net(torch.cat(self._ordered(features), dim=1))
 
 
@@ -95,15 +129,28 @@ class GatedFusion(Fusion):
         self.gate = nn.Linear(n * hidden, n * hidden)
         self.dropout = nn.Dropout(dropout)
 
-    def gates(self, features: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected streams ``[B, S, hidden]`` and their gates ``[B, S, hidden]`` (in ``stream_names`` order)."""
+    def gates(
+        self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected streams ``[B, S, hidden]`` and their gates ``[B, S, hidden]`` (in ``stream_names`` order).
+
+        A stream absent for a person (``present``) is 0 there, both as a gated input and in what the gates
+        are computed from, and its gate is 0.
+        """
         h = torch.stack([self.proj[n](x) for n, x in zip(self.stream_names, self._ordered(features))], dim=1)
+        mask = self._present(present, h.shape[0], h.device)
+        if mask is not None:
+            h = h * mask.to(h.dtype)[:, :, None]
         g = torch.sigmoid(self.gate(h.flatten(1))).reshape(h.shape)
+        if mask is not None:
+            g = g * mask.to(g.dtype)[:, :, None]
         return h, g
 
-    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Fuse ``{stream: [B, F]}`` into ``[B, hidden]``."""
-        h, g = self.gates(features)
+    def forward(
+        self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Fuse ``{stream: [B, F]}`` into ``[B, hidden]``, gating over the streams ``present``."""
+        h, g = self.gates(features, present)
         return self.dropout((g * h).sum(dim=1))
 
 
@@ -133,19 +180,30 @@ class AttentionFusion(Fusion):
         self.attn = nn.MultiheadAttention(hidden, heads, dropout=min(dropout, 0.1), batch_first=True)
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
 
-    def attend(self, features: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pooled vector ``[B, hidden]`` and the attention weights over the streams ``[B, S]``."""
+    def attend(
+        self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled vector ``[B, hidden]`` and the attention weights over the streams ``[B, S]``.
+
+        Streams absent for a person (``present``) get no attention weight.
+        """
         tokens = torch.stack(
             [self.proj[n](x) for n, x in zip(self.stream_names, self._ordered(features))], dim=1
         )
         tokens = self.token_norm(tokens + self.stream_embed.to(tokens.dtype))
         query = self.query.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-        pooled, weights = self.attn(query, tokens, tokens, need_weights=True, average_attn_weights=True)
+        mask = self._present(present, tokens.shape[0], tokens.device)
+        ignore = None if mask is None else ~mask  # True: left out of the softmax
+        pooled, weights = self.attn(
+            query, tokens, tokens, key_padding_mask=ignore, need_weights=True, average_attn_weights=True
+        )
         return pooled.squeeze(1), weights.squeeze(1)
 
-    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Fuse ``{stream: [B, F]}`` into ``[B, hidden]``."""
-        pooled, _ = self.attend(features)
+    def forward(
+        self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Fuse ``{stream: [B, F]}`` into ``[B, hidden]``, attending over the streams ``present``."""
+        pooled, _ = self.attend(features, present)
         return self.out(pooled)
 
     def extra_repr(self) -> str:

@@ -1,7 +1,9 @@
 """Training entry point built on Lightning's ``LightningCLI``: typed YAML configs, CLI overrides, saved configs.
 
-``emoctx train --config configs/synth_tiny.yaml --trainer.max_epochs 5`` fits, tests the best checkpoint and
-writes ``model.safetensors`` (the self-describing model file) into the run folder.
+:func:`fit` fits, keeps the best checkpoint's weights, tests them and writes ``model.safetensors`` (the
+self-describing model file) into the run folder. ``emoctx train`` (:func:`emoctx.commands.train.train`) then
+calibrates the model's decision thresholds on the validation split (:mod:`emoctx.evaluation.calibrate`): the
+command composes training and evaluation, neither imports the other.
 """
 
 from __future__ import annotations
@@ -25,17 +27,16 @@ from emoctx.training.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
-def _stream_value(model: EmotionModule, stream: str, key: str, default: Any) -> Any:
-    """A resolved stream property (input size, mean, std) for the data pipeline, or ``default`` if absent."""
-    spec = model.net.stream_specs().get(stream)
-    if spec is None:
-        return default
-    value = spec[key]
-    return tuple(value) if isinstance(value, list) else value
+def _stream_specs(model: EmotionModule) -> dict[str, dict[str, Any]]:
+    """The network's streams (resolved input size, mean, std) for the data module (``data.streams``)."""
+    return {
+        name: {"input_size": spec["input_size"], "mean": list(spec["mean"]), "std": list(spec["std"])}
+        for name, spec in model.net.stream_specs().items()
+    }
 
 
 class EmoctxCLI(LightningCLI):
-    """LightningCLI with the data pipeline's input sizes and normalisation linked to the model's streams."""
+    """LightningCLI with the data module's streams (input sizes, normalisation) linked to the model's."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D102 (LightningCLI hook)
         parser.add_argument(
@@ -44,16 +45,7 @@ class EmoctxCLI(LightningCLI):
             help="continue an interrupted run: 'last' (the run folder's last.ckpt) or a path to a .ckpt",
         )
         parser.add_argument("--skip_test", action="store_true", help="do not evaluate on the test split")
-        imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        for stream in ("body", "scene"):
-            for key, default in (("input_size", 224), ("mean", imagenet[0]), ("std", imagenet[1])):
-                target = f"data.{stream}_{'size' if key == 'input_size' else key}"
-                parser.link_arguments(
-                    "model",
-                    target,
-                    compute_fn=lambda m, s=stream, k=key, d=default: _stream_value(m, s, k, d),
-                    apply_on="instantiate",
-                )
+        parser.link_arguments("model", "data.streams", compute_fn=_stream_specs, apply_on="instantiate")
 
 
 MONITOR = "val/mAP"
@@ -91,18 +83,21 @@ def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
     }
 
 
-def train(args: list[str] | None = None) -> dict[str, float]:
+def fit(args: list[str] | None = None) -> dict[str, Any]:
     """Fit a model from a config (and overrides), test its best checkpoint, and write ``model.safetensors``.
 
-    The model that is tested, written and calibrated holds the weights of the epoch with the best
-    ``val/mAP`` (:func:`select_best`), whether or not the test split is evaluated; the model file records
-    which epoch that was (``training["selected_checkpoint"]``).
+    The model that is tested and written holds the weights of the epoch with the best ``val/mAP``
+    (:func:`select_best`), whether or not the test split is evaluated; the model file records which epoch that
+    was (``training["selected_checkpoint"]``) and how its inputs were made (the data module's preprocessing).
 
     Args:
         args: LightningCLI arguments, e.g. ``["--config", "configs/synth_tiny.yaml", "--trainer.max_epochs", "2"]``.
 
     Returns:
-        The test metrics (empty when ``--skip_test``), with ``model_path`` and ``run_dir`` added as strings.
+        The test metrics (empty when ``--skip_test``), with ``model_path`` and ``run_dir`` added as strings and,
+        in the main process of a run with a validation split, ``calibration``: the keyword arguments of
+        :func:`emoctx.evaluation.calibrate.calibrate_model` that fit the thresholds on that split
+        (``records``, ``root``, ``batch_size``, ``num_workers``, ``records_name``).
     """
     # args are given explicitly (also when the command line holds other words, e.g. under pytest).
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -125,6 +120,8 @@ def train(args: list[str] | None = None) -> dict[str, float]:
         },
     )
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    # The model file says how its inputs were made: the data module's preprocessing and settings.
+    model.preprocess, model.data_settings = dm.preprocess, dict(dm.hparams)
     run_dir = Path(trainer.default_root_dir)
     ckpt_dir = run_dir / "checkpoints"
     for cb in trainer.checkpoint_callbacks:
@@ -152,20 +149,15 @@ def train(args: list[str] | None = None) -> dict[str, float]:
 
             save_model(model_path, model.net, model.description())
             log.info("model written to %s", model_path)
-            if dm.records_path("val") is not None:  # decision thresholds fitted on val, stored in the model
-                from emoctx.evaluation.calibrate import calibrate_model
-
-                calibrate_model(
-                    model_path,
-                    dm.records("val"),
-                    dm.root,
-                    batch_size=dm.batch_size,
-                    num_workers=dm.num_workers,
-                    progress=False,
-                    records_name=str(dm.records_path("val")),
-                    mask_subject=dm.preprocessing["mask_subject"],
-                    max_side=dm.max_side,
-                )
+            val = dm.records_path("val")
+            if val is not None:  # where the decision thresholds are fitted (by the train command)
+                results["calibration"] = {
+                    "records": dm.records("val"),
+                    "root": dm.root,
+                    "batch_size": dm.batch_size,
+                    "num_workers": dm.num_workers,
+                    "records_name": str(val),
+                }
         results.update(model_path=str(model_path), run_dir=str(run_dir))
         return results
     finally:
@@ -193,3 +185,21 @@ def _check_resumable(path: Path) -> None:
 def is_rank_zero() -> bool:
     """True in the main process of a (possibly distributed) run."""
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+def train(args: list[str] | None = None) -> dict[str, Any]:
+    """Deprecated: :func:`emoctx.commands.train.train` (fit, then calibrate: what ``emoctx train`` runs).
+
+    :func:`fit` alone trains and writes the model without calibrating its thresholds.
+    """
+    import warnings
+
+    warnings.warn(
+        "emoctx.training.cli.train is deprecated: use emoctx.commands.train.train (fit and calibrate, as "
+        "`emoctx train` does) or emoctx.training.cli.fit (no calibration)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from emoctx.commands.train import train as train_and_calibrate
+
+    return train_and_calibrate(args)

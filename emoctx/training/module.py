@@ -1,13 +1,16 @@
-"""The LightningModule: EmotionNet + EmotionLoss + metrics, one code path for train/val/test.
+"""The LightningModule: the training logic around an injected EmotionNet (loss, metrics, optimisation).
 
 Everything a run needs is an ``__init__`` argument, so LightningCLI turns it into a typed YAML config
-(see ``configs/``). The network itself (``emoctx.models``) runs without Lightning.
+(see ``configs/``); the network is one of them (``model.net``), built from its own ``init_args``. The network
+itself (:mod:`emoctx.models`) runs without Lightning.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -15,10 +18,14 @@ import pytorch_lightning as pl
 import torch
 
 from emoctx import labels
-from emoctx.losses import EmotionLoss, scores_from_logits
+from emoctx.data.preprocess import PreprocessCfg
+from emoctx.errors import EmoctxError
+from emoctx.losses import EmotionLoss
 from emoctx.metrics import EmotionMetrics
 from emoctx.models.backbones import StreamConfig
 from emoctx.models.network import EmotionNet
+from emoctx.models.outputs import scores_from_logits, vad_ratings
+from emoctx.training.optim import make_optimizer, param_groups, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -30,33 +37,70 @@ def _default_streams() -> dict[str, StreamConfig]:
     }
 
 
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: float
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up, then cosine decay: torch's ``LinearLR`` then ``CosineAnnealingLR``.
+_NETWORK_ARGS = ("streams", "fusion", "hidden", "dropout", "vad_output")
+_NETWORK_CLASSES = ("emoctx.models.EmotionNet", "emoctx.models.network.EmotionNet")
+"""The network's arguments the module took before the network was injected (deprecated)."""
 
-    The rate rises from ``lr / W`` to ``lr`` over the first ``W = warmup_steps`` steps and falls to 0 at
-    ``total_steps``: at step ``k`` the factor is ``(k + 1) / W`` during the warm-up and
-    ``(1 + cos(pi (k - W) / (total - W))) / 2`` after it.
-    """
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
-    warmup = min(int(warmup_steps), total_steps - 1)
-    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - max(warmup, 0)))
-    if warmup < 2:  # no warm-up (one step of warm-up would start at the full rate anyway)
-        return cosine
-    linear = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
-    return SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+def _network(net: EmotionNet | None, **legacy: Any) -> EmotionNet:
+    """The network given, or built from the deprecated flat arguments (with a warning), or the default one."""
+    given = {k: v for k, v in legacy.items() if v is not None}
+    if isinstance(net, Mapping) and "class_path" in net:  # a config's model.net, given as plain data
+        if net["class_path"] not in _NETWORK_CLASSES:
+            raise EmoctxError(
+                f"model.net: class_path {net['class_path']!r} is not one of {list(_NETWORK_CLASSES)}"
+            )
+        net = EmotionNet(**net.get("init_args", {}))
+    elif isinstance(
+        net, Mapping
+    ):  # EmotionModule({...streams...}): the first argument used to be the streams
+        given, net = {"streams": net, **given}, None
+    if given:
+        if net is not None:
+            raise EmoctxError(
+                f"model: give the network once, as model.net; model.{', model.'.join(given)} are its deprecated "
+                "flat arguments"
+            )
+        warnings.warn(
+            f"EmotionModule({', '.join(given)}) is deprecated: give the network, EmotionModule(net=EmotionNet(...)) "
+            "(in a config: model.net with class_path emoctx.models.EmotionNet and its init_args)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return EmotionNet(given.pop("streams", None) or _default_streams(), **given)
+    return net if net is not None else EmotionNet(_default_streams())
+
+
+def _network_hparams(net: EmotionNet) -> dict[str, Any]:
+    """The network's arguments as plain data, recorded with the training settings as before injection."""
+    args = net.init_args()
+    out = {
+        "streams": {name: asdict(cfg) for name, cfg in args["streams"].items()},
+        "fusion": args["fusion"],
+        "hidden": args["hidden"],
+        "dropout": args["dropout"],
+        "vad_output": args["vad_output"],
+    }
+    if args["fusion_kwargs"]:
+        out["fusion_kwargs"] = dict(args["fusion_kwargs"])
+    if args["face"] is not None:
+        out["face"] = args["face"].to_dict()
+    if args["modality_dropout"]:
+        out["modality_dropout"] = dict(args["modality_dropout"])
+    if args["expressions"]:
+        out["expressions"] = list(args["expressions"])
+    return out
 
 
 class EmotionModule(pl.LightningModule):
-    """Trains an :class:`EmotionNet` on EMOTIC-format data.
+    """Trains an :class:`EmotionNet` on EMOTIC-format data: the loss, the metrics and the optimisation.
+
+    The network is given (``net``; in a config ``model.net`` with ``class_path: emoctx.models.EmotionNet`` and
+    its ``init_args``), so this module holds only the training logic (lightning-hydra-template's
+    ``MNISTLitModule(net=...)``).
 
     Args:
-        streams: one :class:`StreamConfig` per input stream (``body``, ``scene``; one stream for ablations).
-        fusion: fusion head by name (``concat`` is the paper's; ``gated``, ``attention`` are learned).
-        hidden: width of the fused representation.
-        dropout: dropout before the output heads.
+        net: the network to train (default: ResNet-18 body at 128 px and scene at 224 px, concatenation).
         discrete_loss: ``emotic`` (the authors' weighted squared error) or ``bce``.
         continuous_loss: ``deadzone`` (the authors' one-point dead zone), ``smoothl1``, ``l1`` or ``l2``.
         discrete_weights: category weights from each ``batch``, from the training-set counts (``dataset``)
@@ -66,7 +110,6 @@ class EmotionModule(pl.LightningModule):
         loss_reduction: ``mean`` (average over the persons of a batch) or ``sum`` (the common PyTorch baseline's).
         continuous_scale: compare V/A/D on the internal ``0-1`` scale or in points of the ``1-10`` scale (the
             baseline's); see :mod:`emoctx.losses`.
-        vad_output: ``internal`` or ``tenths`` (the baseline's V/A/D head); see :mod:`emoctx.models.network`.
         optimizer: ``sgd``, ``adam`` (``torch.optim.Adam``: weight decay added to the gradient, as the baseline
             trains) or ``adamw`` (decoupled weight decay).
         lr: learning rate of the fusion head (and of the backbones times ``backbone_lr_scale``).
@@ -85,14 +128,16 @@ class EmotionModule(pl.LightningModule):
         channels_last: run the network in channels-last memory format (faster convolutions on CPU and GPU).
         compile: wrap the network in ``torch.compile``.
         ap_variant: average-precision variant of the validation/test metrics (``sklearn`` or ``voc``).
+        streams: deprecated (use ``net``): one :class:`StreamConfig` per input stream.
+        fusion: deprecated (use ``net``): fusion head by name.
+        hidden: deprecated (use ``net``): width of the fused representation.
+        dropout: deprecated (use ``net``): dropout before the output heads.
+        vad_output: deprecated (use ``net``): ``internal`` or ``tenths`` (the baseline's V/A/D head).
     """
 
     def __init__(
         self,
-        streams: dict[str, StreamConfig] | None = None,
-        fusion: str = "concat",
-        hidden: int = 256,
-        dropout: float = 0.5,
+        net: EmotionNet | None = None,
         discrete_loss: Literal["emotic", "bce"] = "emotic",
         continuous_loss: Literal["deadzone", "smoothl1", "l1", "l2"] = "deadzone",
         discrete_weights: Literal["batch", "dataset", "none"] | None = None,
@@ -100,7 +145,6 @@ class EmotionModule(pl.LightningModule):
         loss_weights: tuple[float, float] = (0.5, 0.5),
         loss_reduction: Literal["mean", "sum"] = "mean",
         continuous_scale: Literal["0-1", "1-10"] = "0-1",
-        vad_output: Literal["internal", "tenths"] = "internal",
         optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -115,16 +159,21 @@ class EmotionModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         ap_variant: Literal["sklearn", "voc"] = "sklearn",
+        streams: dict[str, StreamConfig] | None = None,
+        fusion: str | None = None,
+        hidden: int | None = None,
+        dropout: float | None = None,
+        vad_output: Literal["internal", "tenths"] | None = None,
     ) -> None:
         super().__init__()
-        streams = streams or _default_streams()
-        streams = {k: v if isinstance(v, StreamConfig) else StreamConfig(**v) for k, v in streams.items()}
-        self.save_hyperparameters(ignore=["streams"])
-        # Plain types only in the hyper-parameters, so checkpoints load with torch.load(weights_only=True).
-        self.hparams["streams"] = {k: asdict(v) for k, v in streams.items()}
-        self.net = EmotionNet(streams, fusion=fusion, hidden=hidden, dropout=dropout, vad_output=vad_output)
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        net = _network(
+            net, streams=streams, fusion=fusion, hidden=hidden, dropout=dropout, vad_output=vad_output
+        )
+        self.save_hyperparameters(ignore=["net", *_NETWORK_ARGS])
+        # The network's own arguments are recorded with the training settings (in the model file's "training"),
+        # as plain types, so checkpoints load with torch.load(weights_only=True).
+        self.hparams.update(_network_hparams(net))
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         # Kept outside the module registry so the compiled wrapper adds no duplicate keys to the state dict.
         object.__setattr__(self, "_forward", torch.compile(self.net) if compile else self.net)
         # With dataset weights, the training-set counts arrive in setup(); until then every count is 0.
@@ -133,6 +182,10 @@ class EmotionModule(pl.LightningModule):
         self.test_metrics = EmotionMetrics(ap_variant=ap_variant)
         # Which epoch's weights the module holds after training (set by the training entry point).
         self.selected_checkpoint: dict[str, Any] | None = None
+        # How the data module makes the inputs, and its settings: given by the training entry point, stored in
+        # every checkpoint and model file (without them the description says: the streams' defaults).
+        self.preprocess: PreprocessCfg | None = None
+        self.data_settings: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _make_criterion(self, category_counts: torch.Tensor) -> EmotionLoss:
@@ -281,45 +334,19 @@ class EmotionModule(pl.LightningModule):
         return {
             "index": batch["index"],
             "scores": self.scores(out["logits"].float()),
-            "vad": labels.vad_from_model(out["vad"].float()).clamp(labels.VAD_MIN, labels.VAD_MAX),
+            "vad": vad_ratings(out["vad"].float()),
         }
 
     # ---------------------------------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimiser parameter groups of the head and of the backbones.
-
-        The backbones' learning rate is ``lr x backbone_lr_scale``; each part is split into weight-decayed and
-        not-decayed parameters by timm's rule (see ``filter_bias_and_bn``).
-        """
-        from timm.optim import param_groups_weight_decay
-
+        """Optimiser parameter groups of the head and of the backbones (:func:`emoctx.training.optim.param_groups`)."""
         hp = self.hparams
-        head = torch.nn.ModuleList([self.net.fusion, self.net.category_head, self.net.vad_head])
-        parts = [(head, hp.lr, ())]
-        for backbone in self.net.backbones.values():
-            skip = backbone.no_weight_decay() if hasattr(backbone, "no_weight_decay") else ()
-            parts.append((backbone, hp.lr * hp.backbone_lr_scale, tuple(skip)))
-        groups = []
-        for module, lr, skip in parts:
-            if hp.filter_bias_and_bn:
-                split = param_groups_weight_decay(
-                    module, weight_decay=hp.weight_decay, no_weight_decay_list=skip
-                )
-            else:
-                split = [{"params": list(module.parameters()), "weight_decay": hp.weight_decay}]
-            groups += [dict(g, lr=lr) for g in split if g["params"]]
-        return groups
+        return param_groups(self.net, hp.lr, hp.backbone_lr_scale, hp.weight_decay, hp.filter_bias_and_bn)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """The optimiser over :meth:`param_groups`, and the learning-rate schedule (torch's schedulers)."""
+        """The optimiser over :meth:`param_groups`, and the learning-rate schedule (:mod:`emoctx.training.optim`)."""
         hp = self.hparams
-        groups = self.param_groups()
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = make_optimizer(hp.optimizer, self.param_groups(), hp.lr, hp.momentum, hp.weight_decay)
         if hp.scheduler == "none":
             return {"optimizer": opt}
         if hp.scheduler == "step":
@@ -341,24 +368,28 @@ class EmotionModule(pl.LightningModule):
         checkpoint["emoctx"] = self.description()
 
     def description(self) -> dict[str, Any]:
-        """The model's self-description (see :mod:`emoctx.checkpoint`) with the data preprocessing.
+        """The model's self-description (see :mod:`emoctx.checkpoint`).
 
-        ``training["data"]`` holds the datamodule's settings; ``training["mask_subject"]`` tells prediction
-        how to build the scene input; ``training["precision"]`` is the arithmetic the run trained with
-        (``precision_requested``: what the config asked for, e.g. ``auto``); ``training["selected_checkpoint"]``
-        says which epoch's weights the model holds (the best ``val/mAP`` one).
+        ``preprocessing`` is :attr:`preprocess` (the data module's, given by the training entry point);
+        ``training`` holds the hyper-parameters, ``training["data"]`` the data module's settings
+        (:attr:`data_settings`), ``training["precision"]`` the arithmetic the run trained with
+        (``precision_requested``: what the config asked for, e.g. ``auto``) and
+        ``training["selected_checkpoint"]`` which epoch's weights the model holds (the best ``val/mAP`` one).
         """
         from emoctx.checkpoint import describe
 
         training = dict(self.hparams)
-        trainer = self._trainer
-        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if dm is not None:
-            training["data"] = dict(dm.hparams)
-            training["mask_subject"] = bool(dm.preprocessing["mask_subject"])
+        if self.data_settings is not None:
+            training["data"] = dict(self.data_settings)
         if self.selected_checkpoint is not None:
             training["selected_checkpoint"] = dict(self.selected_checkpoint)
+        trainer = self._trainer
         if trainer is not None:
             training["precision"] = str(trainer.precision)
             training["precision_requested"] = str(getattr(trainer, "requested_precision", trainer.precision))
-        return describe(self.net, training=training, score_activation=self.criterion.score_activation)
+        return describe(
+            self.net,
+            training=training,
+            score_activation=self.criterion.score_activation,
+            preprocessing=self.preprocess,
+        )

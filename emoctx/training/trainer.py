@@ -51,7 +51,7 @@ def auto_precision(accelerator: Any = AUTO) -> str:
     if kind == "cuda":
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     if kind == "cpu":
-        from emoctx.inference.pipeline import cpu_supports_bf16
+        from emoctx.hardware import cpu_supports_bf16
 
         return "bf16-mixed" if cpu_supports_bf16() else "32-true"
     return "32-true"

@@ -1,12 +1,14 @@
-"""Readers that turn each EMOTIC annotation layout into canonical records (:mod:`emoctx.data.records`).
+"""Readers that turn each annotation layout into canonical records (:mod:`emoctx.data.records`).
 
-Three layouts are read (see ``annotations/README.md``):
+Four layouts are read (see ``annotations/README.md``), three of EMOTIC and one of faces:
 
 * ``mat``: the official ``Annotations.mat`` (:func:`read_mat`);
 * ``coco``: the COCO-style JSON conversion, one file per split (:func:`read_coco`);
-* ``kaggle``: the Kaggle CSVs ``annot_arrs_{train,val,test}.csv`` (:func:`read_kaggle`).
+* ``kaggle``: the Kaggle CSVs ``annot_arrs_{train,val,test}.csv`` (:func:`read_kaggle`);
+* ``affectnet``: AffectNet's ``training.csv`` / ``validation.csv`` (:func:`read_affectnet`): faces with an
+  expression, valence and arousal.
 
-All three apply the same repair rules (:mod:`emoctx.data.readers.cleaning`) and record every repaired,
+All of them apply the same repair rules (:mod:`emoctx.data.readers.cleaning`) and record every repaired,
 dropped or noted person in a :class:`ConversionReport`. :func:`read_annotations` detects the layout from the
 path and reads it; :func:`check_images` checks converted records against the images on disk.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emoctx.data.readers.affectnet import is_affectnet_csv, read_affectnet
 from emoctx.data.readers.cleaning import image_path_problem
 from emoctx.data.readers.coco import read_coco
 from emoctx.data.readers.kaggle import read_kaggle
@@ -30,11 +33,12 @@ from emoctx.errors import EmoctxError
 
 logger = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("mat", "coco", "kaggle")
+FORMATS: tuple[str, ...] = ("mat", "coco", "kaggle", "affectnet")
 READERS: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {
     "mat": read_mat,
     "coco": read_coco,
     "kaggle": read_kaggle,
+    "affectnet": read_affectnet,
 }
 _SUFFIXES = {".mat": "mat", ".json": "coco", ".csv": "kaggle"}
 
@@ -48,6 +52,7 @@ __all__ = [
     "ReportEntry",
     "check_images",
     "detect_format",
+    "read_affectnet",
     "read_annotations",
     "read_coco",
     "read_kaggle",
@@ -56,11 +61,13 @@ __all__ = [
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The layout of ``path``: ``mat``, ``coco`` or ``kaggle``.
+    """The layout of ``path``: ``mat``, ``coco``, ``kaggle`` or ``affectnet``.
 
-    A file is recognised by its suffix (``.mat``, ``.json``, ``.csv``). A folder by what it holds:
-    ``annot_arrs_*.csv`` (directly or in ``annots_arrs/``) is ``kaggle``, ``*.json`` is ``coco``, ``*.mat``
-    (directly or in ``Annotations/``) is ``mat``.
+    A file is recognised by its suffix (``.mat``, ``.json``, ``.csv``; a ``.csv`` whose header names
+    AffectNet's ``subDirectory_filePath`` is ``affectnet``). A folder by what it holds: ``annot_arrs_*.csv``
+    (directly or in ``annots_arrs/``) is ``kaggle``, ``*.json`` is ``coco``, ``*.mat`` (directly or in
+    ``Annotations/``) is ``mat``, AffectNet's ``training.csv`` or ``validation.csv`` (directly or in
+    ``Manually_Annotated_file_lists/``) is ``affectnet``.
 
     Raises:
         EmoctxError: the path does not exist, or holds no layout or more than one (pass the format then).
@@ -68,6 +75,8 @@ def detect_format(path: str | os.PathLike) -> str:
     path = Path(path)
     if path.is_file():
         fmt = _SUFFIXES.get(path.suffix.lower())
+        if fmt == "kaggle" and is_affectnet_csv(path):
+            fmt = "affectnet"
         if fmt is None:
             raise EmoctxError(
                 f"{path}: cannot tell the annotation layout from the suffix {path.suffix!r}; "
@@ -83,12 +92,18 @@ def detect_format(path: str | os.PathLike) -> str:
         found.append("coco")
     if any(path.glob("*.mat")) or any(path.glob("Annotations/*.mat")):
         found.append("mat")
+    if any(
+        (folder / name).is_file()
+        for folder in (path, path / "Manually_Annotated_file_lists")
+        for name in ("training.csv", "validation.csv")
+    ):
+        found.append("affectnet")
     if len(found) == 1:
         return found[0]
     if not found:
         raise EmoctxError(
-            f"{path}: no EMOTIC annotations found (expected Annotations.mat, per-split .json files, "
-            f"or annot_arrs_<split>.csv)"
+            f"{path}: no annotations found (expected EMOTIC's Annotations.mat, per-split .json files or "
+            f"annot_arrs_<split>.csv, or AffectNet's training.csv / validation.csv)"
         )
     raise EmoctxError(f"{path}: holds more than one annotation layout ({found}); pass --format to choose one")
 
@@ -117,13 +132,18 @@ def read_annotations(
     path: str | os.PathLike,
     fmt: str | None = None,
     splits: Iterable[str] | None = None,
+    images_root: str | os.PathLike | None = None,
+    val_share: float | None = None,
 ) -> Annotations:
-    """Read EMOTIC annotations in any supported layout into canonical records.
+    """Read annotations in any supported layout into canonical records.
 
     Args:
         path: a source file or folder.
-        fmt: ``mat``, ``coco`` or ``kaggle``; None detects it (:func:`detect_format`).
+        fmt: ``mat``, ``coco``, ``kaggle`` or ``affectnet``; None detects it (:func:`detect_format`).
         splits: the splits to read; None reads every split the source has.
+        images_root: the images folder, for layouts that need the images to convert (AffectNet, whose CSVs
+            hold no image sizes); the EMOTIC layouts do not use it.
+        val_share: AffectNet only: the share of the training images moved to ``val`` (default 5%).
 
     Raises:
         EmoctxError: the source cannot be read; the message names the file and the problem.
@@ -134,7 +154,14 @@ def read_annotations(
     elif fmt not in READERS:
         raise EmoctxError(f"unknown annotation format {fmt!r}; expected one of {FORMATS}")
     report = ConversionReport()
-    frames = READERS[fmt](path, splits=list(splits) if splits is not None else None, report=report)
+    options: dict = {}
+    if fmt == "affectnet":
+        options["images_root"] = images_root
+        if val_share is not None:
+            options["val_share"] = val_share
+    elif val_share is not None:
+        raise EmoctxError(f"a val share is for AffectNet only; the {fmt} layout has its own val split")
+    frames = READERS[fmt](path, splits=list(splits) if splits is not None else None, report=report, **options)
     return Annotations(source=path, format=fmt, splits=frames, report=report)
 
 

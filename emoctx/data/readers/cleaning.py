@@ -28,12 +28,13 @@ import math
 import os
 import re
 import reprlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from emoctx.data.readers.report import ConversionReport
+from emoctx.data.records import CONTROL_CHARACTERS, image_path_problem
 from emoctx.labels import AGES, CATEGORY_INDEX, GENDERS, VAD_MAX, VAD_MIN, VAD_NAMES, canonical_category
 
 #: Largest image side accepted, in pixels; anything larger is taken as a corrupt size.
@@ -42,8 +43,6 @@ MAX_IMAGE_SIDE = 100_000
 _MISSING_STRINGS = {"", "none", "nan", "null", "na", "n/a"}
 _GENDER_LOOKUP = {g.lower(): g for g in GENDERS}
 _AGE_LOOKUP = {a.lower(): a for a in AGES}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DRIVE = re.compile(r"^[A-Za-z]:")
 # Source values quoted in report entries: nesting and length cut short (a hostile file could otherwise hold
 # a value nested thousands of levels deep or megabytes long).
 _REPR = reprlib.Repr()
@@ -114,24 +113,9 @@ def relative_image_path(folder: Any, filename: Any) -> str:
     return path
 
 
-def image_path_problem(path: str) -> str | None:
-    """Why ``path`` (from :func:`relative_image_path`) cannot be an image under the images root, or None.
-
-    A path with a ``..`` component or a drive letter would point outside the root it is joined to, and
-    control characters (NUL, newline, terminal escapes) are never part of a real EMOTIC file name.
-    """
-    if not path:
-        return "the image path is empty"
-    if _CONTROL.search(path):
-        return "the image path holds control characters"
-    if ".." in path.split("/") or _DRIVE.match(path):
-        return "the image path leaves the images root"
-    return None
-
-
 def printable_path(path: str) -> str:
     """``path`` with control characters escaped, to name an image in a report entry or a message."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
+    return CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", path)
 
 
 def source_from_folder(folder: Any) -> str | None:
@@ -217,11 +201,13 @@ class RecordBuilder:
         gender: Any = None,
         age: Any = None,
         source: Any = None,
+        not_in_source: Collection[str] = (),
     ) -> dict[str, Any] | None:
         """One canonical record, or None when the person is dropped (the reason is in the report).
 
         ``width``/``height`` must already have passed :meth:`image_size`. ``categories`` must be a list
-        (tuple, array) of names; anything else drops the person.
+        (tuple, array) of names; anything else drops the person. ``not_in_source`` names fields the layout
+        never has (``categories``, a V/A/D name): they stay empty or missing without a note on every person.
         """
         xyxy = self._box(image, person, box, width, height)
         if xyxy is None:
@@ -236,9 +222,9 @@ class RecordBuilder:
             )
             return None
         cats = self._categories(image, person, categories, "categories")
-        if not cats:
+        if not cats and "categories" not in not_in_source:
             self.note(image, person, "kept", "categories", "no category labels")
-        v, a, d = self._vad(image, person, vad)
+        v, a, d = self._vad(image, person, vad, not_in_source)
         ann_cats = [
             self._categories(image, person, c if _is_list(c) else [c], "annotator_categories")
             for c in annotator_categories
@@ -357,7 +343,7 @@ class RecordBuilder:
                 out.append(name)
         return sorted(out, key=CATEGORY_INDEX.__getitem__)  # a set of labels: stored in canonical order
 
-    def _vad(self, image: str, person: int, vad: Sequence[Any]) -> list[float]:
+    def _vad(self, image: str, person: int, vad: Sequence[Any], absent: Collection[str] = ()) -> list[float]:
         values = list(vad) if vad is not None else []
         values += [None] * (len(VAD_NAMES) - len(values))
         out: list[float] = []
@@ -368,7 +354,8 @@ class RecordBuilder:
                 self.note(image, person, "repaired", name, f"{show(raw)} is not a number; set to missing")
                 v = math.nan
             elif math.isnan(v):
-                missing.append(name)
+                if name not in absent:
+                    missing.append(name)
             elif not (VAD_MIN <= v <= VAD_MAX):
                 self.note(
                     image,

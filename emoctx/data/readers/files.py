@@ -1,9 +1,12 @@
-"""Finding the split files of a source layout: which split a file name names."""
+"""Finding the split files of a source layout (which split a file name names), and reading CSV files as text."""
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
+
+import pandas as pd
 
 from emoctx.errors import EmoctxError
 from emoctx.labels import SPLITS
@@ -74,3 +77,25 @@ def split_files(files: list[Path], what: str, splits: list[str] | None, where: P
     if missing:
         raise EmoctxError(f"{where}: no {what} file for split(s) {missing} (found {[f.name for f in files]})")
     return {s: by_split[s][0] for s in wanted}
+
+
+def read_csv_text(file: Path) -> pd.DataFrame:
+    """Every cell of a CSV file as text (empty cells as ``""``); a damaged file is a clear error.
+
+    A row with more cells than the header would make pandas shift the columns or drop the extra cells with a
+    warning: here it is an error naming the file.
+
+    Raises:
+        EmoctxError: the file cannot be read or parsed as CSV.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(file, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning as e:
+        raise EmoctxError(f"{file}: a row has more cells than the header ({e}); the file is damaged") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise EmoctxError(f"{file}: cannot read as CSV ({type(e).__name__}: {e})") from e
+    except OSError as e:
+        raise EmoctxError(f"{file}: cannot read ({e.strerror or e})") from e
+    return df.fillna("")  # cells missing from a short row: empty, like cells written empty

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from emoctx.data.readers.cleaning import (
     source_from_folder,
     to_number,
 )
-from emoctx.data.readers.files import split_of_file
+from emoctx.data.readers.files import read_csv_text, split_of_file
 from emoctx.data.readers.report import ConversionReport
 from emoctx.data.records import records_frame
 from emoctx.errors import EmoctxError
@@ -114,22 +113,6 @@ def read_kaggle(
     return out
 
 
-def _load(file: Path) -> pd.DataFrame:
-    try:
-        with warnings.catch_warnings():
-            # A row with more cells than the header: pandas would shift the columns (index_col=None) or drop
-            # the extra cells with a warning (index_col=False); made an error here.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(file, dtype=str, keep_default_na=False, index_col=False)
-    except pd.errors.ParserWarning as e:
-        raise EmoctxError(f"{file}: a row has more cells than the header ({e}); the file is damaged") from e
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise EmoctxError(f"{file}: cannot read as CSV ({type(e).__name__}: {e})") from e
-    except OSError as e:
-        raise EmoctxError(f"{file}: cannot read ({e.strerror or e})") from e
-    return df.fillna("")  # cells missing from a short row: empty, like cells written empty
-
-
 def _columns(df: pd.DataFrame, file: Path) -> tuple[dict[str, str], dict[str, str], list[str] | None]:
     """Resolve the needed columns by name: (field -> column, category -> column, box columns or None)."""
     by_key = {_key(c): c for c in df.columns}
@@ -162,7 +145,7 @@ def parse_numbers(cell: str) -> list[float]:
 
 
 def _read_file(file: Path, split: str, report: ConversionReport) -> list[dict]:
-    df = _load(file)
+    df = read_csv_text(file)
     fields, cats, box_cols = _columns(df, file)
     builder = RecordBuilder(file, split, report)
     seen: dict[str, int] = {}

@@ -216,7 +216,9 @@ def _read_in_child(path: Path, splits: list[str] | None) -> tuple[dict[str, pd.D
                     f"the file is damaged; {_HINT}"
                 )
             last = stderr.splitlines()[-1][:300] if stderr else "no message"
-            raise EmoctxError(f"{path}: the process reading this .mat file failed (exit status {code}: {last})")
+            raise EmoctxError(
+                f"{path}: the process reading this .mat file failed (exit status {code}: {last})"
+            )
         with open(result, encoding="utf-8") as f:
             data = json.load(f)
         frames = {  # an empty split is built here, with the schema's column types
@@ -251,7 +253,9 @@ def _child_main(argv: list[str]) -> None:
     except EmoctxError as e:
         data = {"error": str(e)}
     except Exception as e:  # RecursionError, MemoryError...: the file, not a bug here, is the likely cause
-        data = {"error": f"{path}: cannot read as a MATLAB .mat file ({type(e).__name__}: {str(e)[:200]}); {_HINT}"}
+        data = {
+            "error": f"{path}: cannot read as a MATLAB .mat file ({type(e).__name__}: {str(e)[:200]}); {_HINT}"
+        }
     result = Path(folder) / "result.json"
     tmp = result.with_suffix(".tmp")  # written whole, then renamed: the parent never reads half a result
     tmp.write_text(json.dumps(data), encoding="utf-8")

@@ -1,0 +1,149 @@
+"""Running an emoctx model on annotated records with their ground-truth boxes: scores and V/A/D per person.
+
+:func:`score_records` is what ``emoctx evaluate --model`` and ``emoctx calibrate`` run: the model's own
+preprocessing (:func:`records_transform`, no augmentation), the records' boxes, and the model's outputs as 0-1
+scores (or raw outputs) and 1-10 V/A/D arrays in records order. (``emoctx predict-records``, which writes a
+prediction table at scale, is :func:`emoctx.inference.distributed.predict_records`.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from emoctx import defaults, labels
+from emoctx.errors import EmoctxError
+
+if TYPE_CHECKING:
+    import torch
+
+    from emoctx.checkpoint import ModelInfo
+    from emoctx.data.transforms import StreamTransform
+    from emoctx.models.network import EmotionNet
+
+log = logging.getLogger(__name__)
+
+
+FROM_MODEL = "model"
+"""The ``max_side`` that means: what the model was trained with (its ``preprocessing.max_side``)."""
+
+
+def records_transform(info: ModelInfo, mask_subject: bool | None = None) -> StreamTransform:
+    """The evaluation transform of a model: its own preprocessing, no augmentation.
+
+    Args:
+        info: the model's description.
+        mask_subject: mask the person out of the whole-image streams; default what the model was trained with.
+    """
+    from emoctx.data.transforms import build_transform
+
+    prep = info.preprocessing
+    assert prep is not None
+    if mask_subject is not None and mask_subject != prep.mask_subject:
+        prep = prep.with_mask(mask_subject)
+    return build_transform(prep)
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def score_records(
+    net: EmotionNet,
+    info: ModelInfo,
+    records: pd.DataFrame,
+    root: str | os.PathLike,
+    batch_size: int = defaults.RECORDS_BATCH_SIZE,
+    num_workers: int = defaults.RECORDS_WORKERS,
+    device: str | torch.device | None = None,
+    mask_subject: bool | None = None,
+    max_side: int | str | None = FROM_MODEL,
+    progress: bool = True,
+    raw: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run a model on every person of ``records`` with its ground-truth box.
+
+    Inputs are built exactly as the model expects them (its stored preprocessing, :func:`records_transform`,
+    no augmentation); an unreadable image does not stop the run: its persons are marked invalid (the dataset
+    logs a warning naming the file).
+
+    Args:
+        net: the network (e.g. from :func:`emoctx.checkpoint.load_model`).
+        info: its description (stream specs, score activation, training config).
+        records: canonical records; row ``i`` of the outputs is row ``i`` of ``records``.
+        root: dataset root the records' image paths are relative to.
+        batch_size: persons per forward pass.
+        num_workers: data-loading processes (0: in this process).
+        device: where to run; default the GPU when available, else the CPU.
+        mask_subject: mask the person out of the scene; default what the model was trained with
+            (``info.preprocessing``).
+        max_side: decode images with their longest side at most this many pixels (``None``: full size);
+            default what the model was trained with.
+        progress: show a tqdm progress bar.
+        raw: return the model's raw category outputs (before its sigmoid or clamp; what average precision
+            ranks, see :func:`scores_from_raw`) instead of the 0-1 scores.
+
+    Returns:
+        ``(scores, vad, valid)``: ``scores`` (N, C) float64 in 0-1 (the model's score activation; with
+        ``raw``, the raw outputs),
+        ``vad`` (N, 3) float64 on the 1-10 scale, ``valid`` (N,) bool, False where the image could not be
+        used (those rows of ``scores`` and ``vad`` are NaN).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from emoctx.data.dataset import EmotionDataset, collate
+    from emoctx.models.outputs import scores_from_logits, vad_ratings
+
+    if batch_size < 1:
+        raise EmoctxError(f"batch size must be at least 1, got {batch_size}")
+    records = records.reset_index(drop=True)
+    n = len(records)
+    scores = np.full((n, labels.NUM_CATEGORIES), np.nan)
+    vad = np.full((n, labels.NUM_VAD), np.nan)
+    valid = np.zeros(n, dtype=bool)
+    if n == 0:
+        return scores, vad, valid
+    assert info.preprocessing is not None
+    if max_side == FROM_MODEL:
+        max_side = info.preprocessing.max_side
+    transform = records_transform(info, mask_subject)
+    dataset = EmotionDataset(records, root, transform=transform, max_side=max_side)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
+    )
+    device = torch.device(device or default_device())
+    net = net.to(device).eval()
+    log.info("predicting %d persons on %s (streams %s)", n, device, list(net.stream_names))
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+            if "index" not in batch:  # every image of the batch was unreadable
+                continue
+            rows = batch["index"].numpy()
+            out = net({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
+            logits = out["logits"].float()
+            scores[rows] = (
+                (logits if raw else scores_from_logits(logits, info.score_activation)).cpu().numpy()
+            )
+            vad[rows] = vad_ratings(out["vad"].float()).cpu().numpy()
+            valid[rows] = True
+    if not valid.all():
+        log.warning("%d of %d persons skipped: their images could not be used", int((~valid).sum()), n)
+    return scores, vad, valid
+
+
+def scores_from_raw(raw: np.ndarray, activation: str) -> np.ndarray:
+    """0-1 scores of raw category outputs, in float64 (``activation``: the model's ``score_activation``)."""
+    import torch
+
+    from emoctx.models.outputs import scores_from_logits
+
+    return scores_from_logits(torch.as_tensor(raw, dtype=torch.float64), activation).numpy()
