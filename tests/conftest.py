@@ -35,6 +35,25 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
+def _torch_unless_named(request, monkeypatch):
+    """Tests that name no engine run the emotion model and the detector in PyTorch.
+
+    The default rule (:func:`emoctx.engines.default_engine`) picks an exported engine on many CPUs, whose first
+    build exports the model's graphs (seconds per model file, and most tests write their own model files). The
+    rule itself is tested by monkeypatching the hardware, and each engine through the predictor and the
+    commands (``tests/test_engines.py``, ``tests/test_predict_engines.py``); tests marked ``default_engines``
+    run the real rule.
+    """
+    if request.node.get_closest_marker("default_engines") is None:
+        from emoctx import engines
+        from emoctx.engines import build
+
+        monkeypatch.setattr(build, "default_engine", lambda device="cpu", precision="auto": ("torch", precision))
+        monkeypatch.setattr(engines, "default_detector_engine", lambda device="cpu": "torch")
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     import random
 

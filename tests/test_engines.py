@@ -117,11 +117,13 @@ def test_engine_matches_pytorch_fp32(model, engine, precision):
 
 
 class _Counting:
-    """Stands where the predictor calls the network, counting what each stream encodes."""
+    """Stands where the predictor calls its engine, counting what each stream encodes."""
 
     def __init__(self, engine):
         self.engine = engine
         self.encoded = {"body": [], "scene": []}
+        self.input_dtype = engine.input_dtype
+        self.channels_last = engine.channels_last
 
     def encode(self, stream, x):
         self.encoded[stream].append(int(x.shape[0]))
@@ -143,9 +145,11 @@ def test_engine_in_the_predictor_keeps_the_scene_shared(model):
     torch_path = Predictor(model, num_workers=0, precision="fp32", scene_mode="shared", min_box=0)
     want = torch_path.predict_images(images, boxes=boxes)
 
-    predictor = Predictor(model, num_workers=0, precision="fp32", scene_mode="shared", min_box=0)
-    counting = _Counting(build_engine(model, "onnxruntime", "fp32"))
-    predictor.net = counting
+    predictor = Predictor(
+        model, num_workers=0, precision="fp32", engine="onnxruntime", scene_mode="shared", min_box=0
+    )
+    counting = _Counting(predictor.engine)
+    predictor.engine = counting
     got = predictor.predict_images(images, boxes=boxes)
     assert sum(counting.encoded["scene"]) == 2  # once per image
     assert sum(counting.encoded["body"]) == 5  # once per person
@@ -376,12 +380,19 @@ def test_missing_openvino_names_the_extra(copy_of, exports, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ default rule
-def test_default_engine_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
-    assert default_engine("cpu") == ("torch", "bf16")
+@pytest.mark.parametrize("openvino", [True, False])
+def test_default_engine_follows_the_hardware(monkeypatch, openvino):
+    from emoctx.engines import choice
+
+    monkeypatch.setattr(choice, "have_openvino", lambda: openvino)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)  # e.g. AVX512-BF16
+    assert default_engine("cpu") == ("openvino" if openvino else "torch", "bf16")
+    assert default_engine("cpu", "fp32") == ("onnxruntime", "fp32")
+    assert default_engine("cpu", "int8") == ("openvino" if openvino else "onnxruntime", "int8")
     assert resolve_precision("openvino", "auto", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)  # AVX2 only: bf16 emulated
     assert default_engine("cpu") == ("onnxruntime", "fp32")
+    assert default_engine("cpu", "int8") == ("openvino" if openvino else "onnxruntime", "int8")
     assert resolve_precision("torch", "auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("openvino", "auto", torch.device("cpu")) == "fp32"
     assert default_engine("cuda") == ("torch", "auto")  # decided without touching a GPU
@@ -390,7 +401,7 @@ def test_default_engine_follows_the_hardware(monkeypatch):
 def test_default_detector_engine(monkeypatch):
     import importlib.util
 
-    from emoctx.engines import default_detector_engine
+    from emoctx.engines.choice import default_detector_engine
 
     assert default_detector_engine("cuda") == "torch"
     real = importlib.util.find_spec
@@ -401,7 +412,11 @@ def test_default_detector_engine(monkeypatch):
     assert default_detector_engine("cpu") == "onnxruntime"
 
 
+@pytest.mark.default_engines
 def test_auto_builds_the_default_engine(model, monkeypatch):
+    from emoctx.engines import choice
+
+    monkeypatch.setattr(choice, "have_openvino", lambda: False)
     monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
     built = build_engine(model)  # a CPU without native bf16: onnxruntime fp32
     assert (built.name, built.precision) == ("onnxruntime", "fp32") and built.info["cached"] is True

@@ -14,6 +14,10 @@ Two forms:
       or IoU >= --min-iou. Rows that match no record are an error (the first ones are listed), and so are
       records without a prediction unless --allow-missing. Rows with an 'error' are left out.
 
+With --model, the network computes exactly as loaded (PyTorch fp32) unless --engine or --precision says
+otherwise (e.g. --engine openvino --precision int8 measures what int8 costs); metrics.json records the engine
+and its largest probability difference from PyTorch fp32.
+
 Outputs in OUTDIR: metrics.json (every figure, the AP variant, the identity of the model or predictions
 file and of the records, counts), report.md, ap_per_category.png, pr_curves.png, vad_scatter.png.
 Precision/recall/F1 use the model's calibrated thresholds (emoctx calibrate) or --thresholds. Where the
@@ -33,7 +37,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emoctx.commands.options import add_records_run_options
+from emoctx.commands.options import add_engine_options, add_records_run_options
 
 HELP = "evaluate a model or a predictions file on annotated records (metrics.json, report.md, plots)"
 
@@ -92,6 +96,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="--model: cuda, cuda:1, cpu... (default: GPU if available)"
     )
+    add_engine_options(
+        parser,
+        "torch",
+        "with --precision fp32, the network exactly as loaded, the reference every engine is checked against "
+        "(the figures are the model's); name another engine or precision to measure what it changes",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "int8"),
+        default="fp32",
+        help="--model: the arithmetic of the engine (default fp32; int8: onnxruntime or openvino, calibrated on "
+        "--calibration-records)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write metrics.json and report.md only")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -133,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             thresholds=args.thresholds,
             plots=not args.no_plots,
+            engine=args.engine,
+            precision=args.precision,
+            calibration_records=args.calibration_records,
+            calibration_root=args.calibration_root,
+            engine_cache=args.engine_cache,
         )
     else:
         result = evaluate_predictions(

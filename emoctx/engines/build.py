@@ -103,9 +103,7 @@ def build_engine(
     model = Path(model)
     device = resolve_device(device)
     if engine == "auto":
-        engine, default_precision = default_engine(device)
-        if precision == "auto":
-            precision = default_precision
+        engine, precision = default_engine(device, precision)
     if engine not in ENGINES:
         raise EmoctxError(f"unknown engine '{engine}'; choose one of auto, {', '.join(ENGINES)}")
     if precision not in PRECISIONS:

@@ -67,20 +67,31 @@ def native_bf16() -> bool:
     return hardware.cpu_supports_bf16()
 
 
-def default_engine(device: str | torch.device | None = "cpu") -> tuple[str, str]:
+def default_engine(device: str | torch.device | None = "cpu", precision: str = "auto") -> tuple[str, str]:
     """``(engine, precision)`` to run on ``device`` by default (the rule and its figures: the module docstring).
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or ``"auto"``/``None`` (a GPU when there is one).
+        precision: the precision asked for (``"auto"``: the engine's default on this machine).
     """
     from emoctx.hardware import resolve_device
 
     device = resolve_device(device)
     if device.type != "cpu":
-        return ("torch", "auto")
-    if native_bf16():
-        return ("torch", "bf16")
+        return ("torch", precision)
+    openvino = have_openvino()
+    if precision == "int8":
+        return ("openvino" if openvino else "onnxruntime", "int8")
+    if precision == "bf16" or (precision == "auto" and native_bf16()):
+        return ("openvino" if openvino else "torch", "bf16")
     return ("onnxruntime", "fp32")
+
+
+def have_openvino() -> bool:
+    """Whether the optional OpenVINO runtime is installed (``pip install 'emoctx[openvino]'``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def resolve_precision(engine: str, precision: str, device: torch.device) -> str:
@@ -106,10 +117,8 @@ def default_detector_engine(device: str | torch.device | None = "cpu") -> str:
     OpenVINO ran at 4.2x PyTorch and ONNX Runtime at 2.4x. (ultralytics runs an OpenVINO detector in
     OpenVINO's default precision: bf16 on CPUs with native bf16, fp32 elsewhere.)
     """
-    import importlib.util
-
     from emoctx.hardware import resolve_device
 
     if resolve_device(device).type != "cpu":
         return "torch"
-    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
+    return "openvino" if have_openvino() else "onnxruntime"

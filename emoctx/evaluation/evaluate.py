@@ -144,6 +144,11 @@ def evaluate_model(
     progress: bool = True,
     thresholds: str | os.PathLike | None = None,
     plots: bool = True,
+    engine: str = "torch",
+    precision: str = "fp32",
+    calibration_records: str | os.PathLike | None = None,
+    calibration_root: str | os.PathLike | None = None,
+    engine_cache: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Run a model on records (ground-truth boxes), score it and write every output into ``out_dir``.
 
@@ -152,6 +157,11 @@ def evaluate_model(
     which a clamp ties); the model's calibrated thresholds, if it has any, apply to its 0-1 scores and give
     the precision/recall/F1 figures. Also writes ``predictions.parquet`` (one row per evaluated person, with
     the 0-1 scores and the raw outputs), which :func:`evaluate_predictions` scores to the same figures.
+
+    By default the network computes exactly as loaded (PyTorch fp32, the reference every engine is checked
+    against): the figures are the model's. Another ``engine`` or ``precision`` (:mod:`emoctx.engines`) measures
+    what that engine changes; it is recorded in ``metrics.json`` (``source.engine``, with its largest
+    probability difference from PyTorch fp32 on the check batch).
 
     Args:
         model_path: an emoctx model file.
@@ -167,6 +177,11 @@ def evaluate_model(
         thresholds: a model or JSON file whose thresholds replace the model's own (see
             :func:`load_thresholds`).
         plots: write the PNG plots.
+        engine: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (:func:`emoctx.engines.build_engine`).
+        precision: ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"auto"``.
+        calibration_records: int8: records to calibrate on (default: the model's validation split).
+        calibration_root: the folder their image paths are relative to.
+        engine_cache: keep exported graphs there instead of beside the model.
 
     Raises:
         EmoctxError: unusable model or records, or no readable image.
@@ -179,6 +194,11 @@ def evaluate_model(
     model_path, records_path = Path(model_path), Path(records_path)
     records = read_records(records_path)
     net, info = load_model(model_path)
+    built = None
+    if (engine, precision) != ("torch", "fp32"):
+        built = _engine(
+            model_path, net, info, engine, precision, device, calibration_records, calibration_root, engine_cache
+        )
     raw, vad, valid = score_records(
         net,
         info,
@@ -189,6 +209,7 @@ def evaluate_model(
         device=device,
         progress=progress,
         raw=True,
+        engine=built,
     )
     scores = scores_from_raw(raw, info.score_activation)
     if not valid.any():
@@ -218,6 +239,11 @@ def evaluate_model(
         "network": info.network,
         "streams": info.streams,
         "training": info.training,
+        "engine": (
+            built.describe()
+            if built is not None
+            else {"engine": "torch", "precision": "fp32", "note": "the network as loaded (the reference)"}
+        ),
     }
     kept = records[valid].reset_index(drop=True)
     doc = evaluation_document(
@@ -240,6 +266,49 @@ def evaluate_model(
         predictions_frame(records, scores, vad, valid, raw=raw).to_parquet(tmp, index=False)
     log.info("evaluation written to %s", out_dir)
     return Evaluation(doc, files)
+
+
+def _engine(
+    model: Path,
+    net: Any,
+    info: Any,
+    engine: str,
+    precision: str,
+    device: str | None,
+    calibration_records: str | os.PathLike | None,
+    calibration_root: str | os.PathLike | None,
+    cache_dir: str | os.PathLike | None,
+) -> Any:
+    """The engine :func:`evaluate_model` runs (int8 calibrated on the named records, else the validation split)."""
+    import copy
+
+    from emoctx.engines import build_engine
+    from emoctx.engines.calibration import (
+        default_calibration_records,
+        default_calibration_root,
+        records_calibration,
+    )
+
+    calibration = None
+    if precision == "int8" and engine != "torch":
+        if calibration_records is None:
+            records, root = default_calibration_records(info, model)
+        else:
+            records = Path(calibration_records)
+            if not records.is_file():
+                raise EmoctxError(f"{records}: no such calibration records file (--calibration-records)")
+            root = default_calibration_root(records)
+        calibration = records_calibration(info, records, calibration_root or root)
+    return build_engine(
+        model,
+        engine,
+        precision,
+        device or "auto",
+        net=copy.deepcopy(net),  # the torch engine prepares its network in place; score_records reads net's streams
+        info=info,
+        calibration=calibration,
+        cache_dir=cache_dir,
+    )
 
 
 def load_thresholds(path: str | os.PathLike) -> tuple[np.ndarray, str]:

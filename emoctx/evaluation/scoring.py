@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from emoctx.checkpoint import ModelInfo
     from emoctx.data.transforms import StreamTransform
+    from emoctx.engines import Engine
     from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def score_records(
     max_side: int | str | None = FROM_MODEL,
     progress: bool = True,
     raw: bool = False,
+    engine: Engine | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a model on every person of ``records`` with its ground-truth box.
 
@@ -89,6 +91,8 @@ def score_records(
         progress: show a tqdm progress bar.
         raw: return the model's raw category outputs (before its sigmoid or clamp; what average precision
             ranks, see :func:`scores_from_raw`) instead of the 0-1 scores.
+        engine: run this engine (:mod:`emoctx.engines`, built for ``net``) instead of ``net`` itself (every
+            person with its own scene: its ``forward``).
 
     Returns:
         ``(scores, vad, valid)``: ``scores`` (N, C) float64 in 0-1 (the model's score activation; with
@@ -120,15 +124,20 @@ def score_records(
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )
-    device = torch.device(device or default_device())
-    net = net.to(device).eval()
+    if engine is not None:
+        device = engine.device
+        forward = engine.forward
+    else:
+        device = torch.device(device or default_device())
+        net = net.to(device).eval()
+        forward = net
     log.info("predicting %d persons on %s (streams %s)", n, device, list(net.stream_names))
     with torch.inference_mode():
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
             if "index" not in batch:  # every image of the batch was unreadable
                 continue
             rows = batch["index"].numpy()
-            out = net({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
+            out = forward({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
             logits = out["logits"].float()
             scores[rows] = (
                 (logits if raw else scores_from_logits(logits, info.score_activation)).cpu().numpy()
