@@ -48,7 +48,9 @@ def _torch_unless_named(request, monkeypatch):
         from emoctx import engines
         from emoctx.engines import build
 
-        monkeypatch.setattr(build, "default_engine", lambda device="cpu", precision="auto": ("torch", precision))
+        monkeypatch.setattr(
+            build, "default_engine", lambda device="cpu", precision="auto": ("torch", precision)
+        )
         monkeypatch.setattr(engines, "default_detector_engine", lambda device="cpu": "torch")
     yield
 

@@ -196,7 +196,15 @@ def test_predict_records_with_an_engine(setup, tmp_path):
 
 def test_evaluate_with_an_engine(setup, tmp_path):
     records = setup["root"] / "annotations" / "test.parquet"
-    argv = ["evaluate", "--model", str(setup["model"]), "--records", str(records), "--root", str(setup["root"])]
+    argv = [
+        "evaluate",
+        "--model",
+        str(setup["model"]),
+        "--records",
+        str(records),
+        "--root",
+        str(setup["root"]),
+    ]
     argv += ["--no-plots", "--no-progress", "--workers", "0"]
     assert main([*argv, "--out", str(tmp_path / "ref")]) == 0
     assert main([*argv, "--out", str(tmp_path / "ort"), "--engine", "onnxruntime"]) == 0
@@ -207,7 +215,9 @@ def test_evaluate_with_an_engine(setup, tmp_path):
     assert engine["engine"] == "onnxruntime" and engine["precision"] == "fp32"
     assert engine["check"]["max_prob_diff"] < 1e-4
     assert ort["overall"]["vad_mae"] == pytest.approx(ref["overall"]["vad_mae"], abs=1e-4)
-    assert main([*argv, "--out", str(tmp_path / "int8"), "--engine", "onnxruntime", "--precision", "int8"]) == 0
+    assert (
+        main([*argv, "--out", str(tmp_path / "int8"), "--engine", "onnxruntime", "--precision", "int8"]) == 0
+    )
     int8 = json.loads((tmp_path / "int8" / "metrics.json").read_text())["source"]["engine"]
     assert int8["precision"] == "int8" and int8["calibration"]["name"].endswith("val.parquet")
 

@@ -222,7 +222,9 @@ def default_calibration_records(info: ModelInfo, model: str | os.PathLike = "mod
     data = data if isinstance(data, Mapping) else {}
     root = data.get("root")
     val = data.get("val_records")
-    how = "--calibration-records FILE (and --calibration-root DIR, the folder its image paths are relative to)"
+    how = (
+        "--calibration-records FILE (and --calibration-root DIR, the folder its image paths are relative to)"
+    )
     if not root:
         raise EmoctxError(
             f"{model}: int8 needs calibration records, and the model file does not record the data it was "

@@ -197,7 +197,15 @@ def evaluate_model(
     built = None
     if (engine, precision) != ("torch", "fp32"):
         built = _engine(
-            model_path, net, info, engine, precision, device, calibration_records, calibration_root, engine_cache
+            model_path,
+            net,
+            info,
+            engine,
+            precision,
+            device,
+            calibration_records,
+            calibration_root,
+            engine_cache,
         )
     raw, vad, valid = score_records(
         net,
@@ -304,7 +312,8 @@ def _engine(
         engine,
         precision,
         device or "auto",
-        net=copy.deepcopy(net),  # the torch engine prepares its network in place; score_records reads net's streams
+        # the torch engine prepares its network in place; score_records reads net's streams
+        net=copy.deepcopy(net),
         info=info,
         calibration=calibration,
         cache_dir=cache_dir,
