@@ -73,21 +73,49 @@ def native_bf16() -> bool:
     return cpu_supports_bf16()
 
 
-def default_mode(native: bool) -> tuple[str, str]:
-    """(precision, scene mode) that `emoctx predict` runs by default on this CPU."""
-    return ("bf16" if native else "fp32", "shared")
+def default_mode(native: bool) -> tuple[str, str, str]:
+    """(engine, precision, scene mode) that `emoctx predict` runs by default on this CPU
+    (:func:`emoctx.engines.default_engine`, which reads the same detection as ``native``)."""
+    from emoctx.engines.choice import default_engine
+
+    engine, precision = default_engine("cpu")
+    if precision == "auto":
+        precision = "bf16" if native else "fp32"
+    return (engine, precision, "shared")
 
 
-def prediction_modes(native: bool) -> dict[str, tuple[str, str, tuple[str, ...]]]:
-    """Prediction runs: label -> (precision, scene mode, extra options); the default decoding workers unless
-    said. bf16 runs only where the CPU has native bf16 (elsewhere the default is fp32)."""
-    fast, _ = default_mode(native)
-    modes: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-    if native:
-        modes["fp32 shared"] = ("fp32", "shared", ())
-    modes[f"{fast} masked"] = (fast, "masked", ())
-    modes[f"{fast} shared (default)"] = (fast, "shared", ())
-    modes[f"{fast} shared, --workers 2 (decoding processes)"] = (fast, "shared", ("--workers", "2"))
+PREDICT_ENGINES: tuple[tuple[str, str], ...] = (
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("onnxruntime", "int8"),
+    ("openvino", "int8"),
+)
+"""The engines `emoctx predict` is measured with end to end: (engine, precision)."""
+
+
+def prediction_modes(
+    native: bool, openvino: bool | None = None
+) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
+    """Prediction runs: label -> (engine, precision, scene mode, extra options); the default decoding workers
+    unless said. Every engine with the shared scene (bf16 only where the CPU has native bf16, OpenVINO only
+    where installed); the default engine also with the masked scene and with 2 decoding processes."""
+    openvino = have_openvino() if openvino is None else openvino
+    engine, fast, _ = default_mode(native)
+    modes: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
+    for e, p in PREDICT_ENGINES:
+        if (native or p != "bf16") and (openvino or e != "openvino"):
+            default = " (default)" if (e, p) == (engine, fast) else ""
+            modes[f"{e} {p} shared{default}"] = (e, p, "shared", ())
+    modes[f"{engine} {fast} masked"] = (engine, fast, "masked", ())
+    modes[f"{engine} {fast} shared, --workers 2 (decoding processes)"] = (
+        engine,
+        fast,
+        "shared",
+        ("--workers", "2"),
+    )
     return modes
 
 
@@ -393,7 +421,7 @@ def measure_floor(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, 
     variants["fp32 channels-last"] = (cl, torch.float32, torch.channels_last, False)
     if native_bf16():
         variants["bf16 autocast, channels-last"] = (cl, torch.float32, torch.channels_last, True)
-        prepared = Predictor(model, precision="bf16", num_workers=0).net
+        prepared = Predictor(model, engine="torch", precision="bf16", num_workers=0).engine
         variants[PREDICT_NET] = (prepared, torch.bfloat16, torch.channels_last, False)
     engines, builds = build_floor_engines(plan, model, root, work)
     for label, engine in engines.items():
@@ -453,6 +481,13 @@ def measure_floor(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, 
     return out
 
 
+def floor_variant(engine: str, precision: str) -> str:
+    """The model floor row of an engine and precision."""
+    if engine == "torch":
+        return PREDICT_NET if precision == "bf16" else TORCH_FP32
+    return f"engine {engine} {precision}"
+
+
 def shared_floor(stream_ms: dict[str, float], persons_per_image: float) -> float:
     """Persons/s of the model when the scene is encoded once per image (body per person)."""
     per_person = stream_ms["body"] + stream_ms["scene"] / persons_per_image
@@ -505,11 +540,13 @@ def run_predict(
     sources: Sequence[str],
     boxes: Path,
     out: Path,
+    engine: str,
     precision: str,
     scene_mode: str,
     extra: Sequence[str] = (),
+    calibration: Path | None = None,
 ) -> tuple[float, int, float | None]:
-    """``emoctx predict`` in this process.
+    """``emoctx predict`` in this process (int8: calibrated on the records ``calibration``).
 
     Returns:
         Wall seconds of the whole command (model loading to table written), persons predicted (rows without
@@ -519,7 +556,18 @@ def run_predict(
     from emoctx.inference import read_prediction_table
 
     argv = ["predict", *sources, "--model", str(model), "--boxes", str(boxes), "--out", str(out)]
-    argv += ["--precision", precision, "--scene-mode", scene_mode, "--no-progress", *extra]
+    argv += [
+        "--engine",
+        engine,
+        "--precision",
+        precision,
+        "--scene-mode",
+        scene_mode,
+        "--no-progress",
+        *extra,
+    ]
+    if precision == "int8":
+        argv += ["--calibration-records", str(calibration)]
     printed = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(printed):
@@ -542,15 +590,26 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     boxes = write_boxes(sub, work / "predict_boxes.csv")
     sources = [str(root / p) for p in images]
     out = work / "predictions.jsonl"
+    train = root / "annotations" / "train.parquet"  # int8 is calibrated on the train split's persons
     native = native_bf16()
     modes = prediction_modes(native)
-    run_predict(model, sources[:4], boxes, out, *default_mode(native))  # warm-up: imports, first-call caches
+    # warm-up: imports, first-call caches, and each engine's graphs exported (int8: calibrated) into the cache
+    # beside the model, as a user's first run does once
+    build: dict[str, float] = {}
+    for engine, precision in dict.fromkeys(m[:2] for m in modes.values()):
+        s, _, _ = run_predict(model, sources[:4], boxes, out, engine, precision, "shared", calibration=train)
+        build[f"{engine} {precision}"] = s
+        say(f"predict warm-up {engine} {precision}: {s:.1f} s")
     seconds: dict[str, list[float]] = {label: [] for label in modes}
     loop: dict[str, list[float]] = {label: [] for label in modes}
     persons = 0
-    for r in range(plan.rounds):
-        for label, (precision, mode, extra) in modes.items():
-            s, persons, inner = run_predict(model, sources, boxes, out, precision, mode, extra)
+    order = list(modes)
+    for r in range(plan.rounds):  # each mode in turn, the order reversed every other round
+        for label in order if r % 2 == 0 else order[::-1]:
+            engine, precision, mode, extra = modes[label]
+            s, persons, inner = run_predict(
+                model, sources, boxes, out, engine, precision, mode, extra, calibration=train
+            )
             seconds[label].append(s)
             loop[label].append(inner or s)
             say(f"predict round {r + 1}/{plan.rounds} {label}: {persons / s:.1f} persons/s")
@@ -562,7 +621,8 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     defaults = build_parser().parse_args(["predict", "x", "--model", "m"])
     workers = default_workers(torch.device("cpu")) if defaults.workers is None else defaults.workers
     return {
-        "modes": {label: list(mode[:2]) for label, mode in modes.items()},
+        "modes": {label: list(mode[:3]) for label, mode in modes.items()},
+        "first_run_seconds": build,
         "images": len(images),
         "persons": persons,
         "persons_per_image": persons / len(images),
@@ -1186,7 +1246,6 @@ def render_floor(res: dict[str, Any], add: Callable[[str], None]) -> None:
 
 def render(res: dict[str, Any]) -> str:
     plan = res["plan"]
-    b = str(plan["floor_batch"])
     lines: list[str] = []
     add = lines.append
     m = res["machine"]
@@ -1229,42 +1288,58 @@ def render(res: dict[str, Any]) -> str:
         )
         add("")
         add(
-            f"| mode | persons/s | / bf16 floor b{b} | / fp32 floor b{b} | / model floor of the mode | x baseline "
-            "| persons/s after start-up |"
+            "| engine, precision, scene | persons/s | / own floor | / best floor | x baseline | x torch fp32 "
+            "| persons/s after start-up | first run s (export, calibration) |"
         )
-        add("|---|--:|--:|--:|--:|--:|--:|")
+        add("|---|--:|--:|--:|--:|--:|--:|--:|")
         base = res.get("baseline", {}).get("persons_per_s")
-        ff = floor["persons_per_s"] if floor else None
-        bf = ff["bf16 autocast, channels-last"][b] if ff and "bf16 autocast, channels-last" in ff else None
-        fp = ff["fp32"][b] if ff else None
+        ff = floor["persons_per_s"] if floor else {}
+        floors = {  # each floor variant's rate doing the shared-scene work of this image mix
+            v: shared_floor(floor["stream_ms"][v], ppi)
+            for v in ff
+            if v == PREDICT_NET or v.startswith("engine ")
+        }
+        best = max(floors, key=floors.__getitem__) if floors else None
         modes = pred["modes"]
+        ref = next(
+            (
+                rate
+                for label, rate in pred["persons_per_s"].items()
+                if modes[label][:3] == ["torch", "fp32", "shared"]
+            ),
+            None,
+        )
         if base:
             add(
-                f"| baseline reference: 1 person at a time, image re-read per person, fp32 | {_f(base)} | "
-                f"{_f(base / bf, 2) if bf else '-'} | {_f(base / fp, 2) if fp else '-'} | - | 1.0 | - |"
+                "| baseline reference: 1 person at a time, image re-read per person, fp32 | "
+                f"{_f(base)} | - | {_ratio(base, floors.get(best))} | 1.0 | {_ratio(base, ref)} | - | - |"
             )
         for label, rate in pred["persons_per_s"].items():
-            precision, mode = modes[label]
+            engine, precision, mode = modes[label][:3]
             own = None
-            if floor:
-                variant = "fp32 channels-last"
-                if precision == "bf16":
-                    variant = PREDICT_NET if PREDICT_NET in ff else "bf16 autocast, channels-last"
+            variant = floor_variant(engine, precision)
+            if floor and variant in ff:
                 ms = floor["stream_ms"][variant]
-                own = ff[variant][b] if mode == "masked" else shared_floor(ms, ppi)
+                own = 1000.0 / (ms["body"] + ms["scene"]) if mode == "masked" else shared_floor(ms, ppi)
+            first = pred.get("first_run_seconds", {}).get(f"{engine} {precision}")
             add(
-                f"| {label} | {_f(rate)} | {_f(rate / bf, 2) if bf else '-'} | {_f(rate / fp, 2) if fp else '-'} | "
-                f"{_f(rate / own, 2) if own else '-'} | {_f(rate / base, 1) if base else '-'} | "
-                f"{_f(pred['loop_persons_per_s'][label])} |"
+                f"| {label} | {_f(rate)} | {_ratio(rate, own)} | {_ratio(rate, floors.get(best))} | "
+                f"{_ratio(rate, base)} | {_ratio(rate, ref)} | {_f(pred['loop_persons_per_s'][label])} | "
+                f"{_f(first)} |"
             )
         if floor:
             add("")
             add(
-                "The model floor of a mode is the model alone doing that mode's work: one body and one scene per "
-                "person (masked), or one body per person and one scene per image (shared), from the per-stream "
-                "times above (fp32 channels-last for fp32 runs; for bf16 runs the network as `emoctx predict` "
-                "prepares it). Persons/s after start-up: the rate the command itself "
-                "reports, from its first image to its table (model loading and worker start-up left out)."
+                "Own floor: the model alone in that engine and precision doing the mode's work (one body and one "
+                "scene per person when masked; one body per person and one scene per image when shared), from "
+                "the per-stream times of the model floor table (torch fp32: the engine row; torch bf16: the "
+                f"network as `emoctx predict` prepares it). Best floor: the fastest of those floors for the shared "
+                f"scene, {best} ({_f(floors.get(best))} persons/s). x torch fp32: over `--engine torch --precision "
+                "fp32` end to end in this run (the default before the engines on CPUs without native bf16). "
+                "Persons/s after start-up: the rate the command itself reports, from its first image to its table "
+                "(model loading, engine building and worker start-up left out). First run: the command on 4 images "
+                "with an empty engine cache (exporting the graphs, int8 also calibrating on the train split), "
+                "paid once per model file."
             )
     det = res.get("detector")
     if det:

@@ -85,13 +85,17 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf1
     # Every prediction mode predicted every given box, in fp32; the baseline ran beside them.
     pred = res["predict"]
     assert set(pred["persons_per_s"]) == set(bench.prediction_modes(False)) == set(pred["modes"])
-    assert {precision for precision, _ in pred["modes"].values()} == {"fp32"}
+    assert {precision for _, precision, _ in pred["modes"].values()} == {"fp32", "int8"}
+    engines = {"torch", "onnxruntime", *(["openvino"] if bench.have_openvino() else [])}
+    assert {engine for engine, _, _ in pred["modes"].values()} == engines
+    assert set(pred["first_run_seconds"]) == {f"{e} {p}" for e, p, _ in pred["modes"].values()}
     test = bench.records_of(out / "work" / "synth640", "test")
     predicted_images = bench.first_images(test, pred["images"])
     assert pred["persons"] == int(test["image"].isin(predicted_images).sum()) > pred["images"]
     assert all(_positive(v) for v in pred["persons_per_s"].values())
     assert _positive(res["baseline"]["persons_per_s"])
-    assert "baseline reference" in table and "fp32 shared (default)" in table and "bf16 shared" not in table
+    assert "baseline reference" in table and "bf16 shared" not in table
+    assert "onnxruntime fp32 shared (default)" in table and "onnxruntime int8 shared" in table
 
     assert _positive(res["detector"]["images_per_s"]) and res["detector"]["imgsz"] == 640
     detectors = res["detector"]["engines"]
@@ -177,17 +181,25 @@ def test_given_model_and_selected_sections(bench, tmp_path, capsys):
 def test_bf16_is_measured_only_where_native(bench, monkeypatch):
     """The machine's matrix multiply, the prediction modes and the training precision follow the detection."""
     import emoctx.hardware as hardware
+    from emoctx.engines import choice
 
     for native in (True, False):
         monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda native=native: native)
         speed = bench.roofline(32, reps=1)
         assert _positive(speed["fp32"]) and (speed["bf16"] is not None) is native
+        for openvino in (True, False):
+            monkeypatch.setattr(choice, "have_openvino", lambda openvino=openvino: openvino)
+            modes = bench.prediction_modes(native, openvino)
+            assert ({p for _, p, _, _ in modes.values()} == {"fp32", "bf16", "int8"}) is native
+            assert ({e for e, _, _, _ in modes.values()} == {"torch", "onnxruntime", "openvino"}) is openvino
+            assert [m for label, m in modes.items() if "(default)" in label] == [
+                (*bench.default_mode(native), ())
+            ]
         modes = bench.prediction_modes(native)
-        assert ({p for p, _, _ in modes.values()} == {"fp32", "bf16"}) is native
-        assert {p for p, _, _ in modes.values()} >= {"fp32" if not native else "bf16"}
         assert [m for label, m in modes.items() if "(default)" in label] == [
             (*bench.default_mode(native), ())
         ]
+        assert bench.default_mode(native)[:2] == choice.default_engine("cpu")
         assert bench.training_precision(native) == ("bf16-mixed" if native else "32-true")
 
 
@@ -211,7 +223,8 @@ def test_memory_section_runs_fresh_processes_in_the_default_precision(bench, tmp
         result = bench.measure_memory(bench.QUICK, model, root, work, threads=1)
         sizes = [str(n) for n in bench.QUICK.memory_images]
         assert sorted(kind for kind, _ in jobs) == ["predict"] * len(sizes) + ["train"] * len(sizes)
-        want = (["bf16", "shared"], "bf16-mixed") if native else (["fp32", "shared"], "32-true")
+        want = (list(bench.default_mode(native)), "bf16-mixed" if native else "32-true")
+        assert want[0][1:] == ["bf16" if native else "fp32", "shared"]
         assert all((spec["mode"], spec["precision"]) == want for _, spec in jobs)
         assert (result["predict_mode"], result["training_precision"]) == want
         assert set(result["predict"]) == set(result["training"]) == set(sizes)
