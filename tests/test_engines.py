@@ -425,6 +425,22 @@ def test_auto_builds_the_default_engine(model, monkeypatch):
     assert (built.name, built.precision) == ("torch", "bf16") and built.input_dtype == torch.bfloat16
 
 
+def test_openvino_engines_share_the_process_core(model, monkeypatch):
+    """Every OpenVINO engine compiles on the process's one core (see the next test for why)."""
+    import openvino
+
+    from emoctx.engines import runtimes
+
+    core = runtimes.openvino_core()
+    made = []
+    real = openvino.Core
+    monkeypatch.setattr(openvino, "Core", lambda *a, **k: made.append(1) or real(*a, **k))
+    engines = [build_engine(model, "openvino", "fp32") for _ in range(2)]
+    assert made == [] and runtimes.openvino_core() is core
+    assert all(e.check.passed for e in engines)
+
+
+@pytest.mark.slow
 def test_one_openvino_core_for_the_process(model, tmp_path):
     """OpenVINO engines built and dropped in any order leave the process able to take signals (each OpenVINO
     core installs an alternate signal stack and frees it when it goes; cores dropped out of order left a freed

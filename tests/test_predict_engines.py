@@ -78,10 +78,12 @@ def reference(setup):
         ("onnxruntime", "int8", "jsonl"),
     ],
 )
-def test_predict_with_an_engine_gives_the_torch_table(setup, reference, engine, precision, fmt):
+def test_predict_with_an_engine_gives_the_torch_table(setup, reference, engine, precision, fmt, capsys):
     want, _ = reference
     out = setup["dir"] / f"{engine}-{precision}.{fmt}"
     got = _predict(setup, out, "--engine", engine, "--precision", precision)
+    printed = capsys.readouterr().out
+    assert f"engine {engine} {precision} (largest probability difference from PyTorch fp32: " in printed
     assert list(got.columns) == list(COLUMNS) and len(got) == len(want) == len(setup["test"])
     same = ["source", "frame", "person", "x1", "y1", "x2", "y2", "width", "height", "model", "error"]
     assert got[same].equals(want[same])  # the same rows
@@ -129,7 +131,7 @@ def test_resume_refuses_a_changed_engine(setup, tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     assert out.with_name("t.jsonl.partial").is_file() and not out.exists()
     capsys.readouterr()
-    assert main([*argv, "--resume", "--engine", "openvino"]) == 2
+    assert main([*argv, "--resume", "--engine", "torch"]) == 2
     err = capsys.readouterr().err
     assert "the interrupted run used other settings (engine differ" in err, err
     assert main([*argv, "--resume", "--engine", "onnxruntime"]) == 0  # the same engine resumes
@@ -255,3 +257,23 @@ def test_detector_engine_choice(setup, yolo_weights, monkeypatch):
         Predictor(setup["model"], detector_engine="tensorrt", **common)
     image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     assert len(auto.predict_images([image])) == 1  # ultralytics runs the ONNX export
+
+
+def test_predict_records_engine_and_precision_names(monkeypatch):
+    """Which path predict-records takes for each --engine and --precision (nothing is built)."""
+    import emoctx.hardware as hardware
+    from emoctx.inference.distributed import engine_spec
+
+    for native, want in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda native=native: native)
+        assert engine_spec("m.safetensors", "torch", "auto", "cpu") == (None, want)
+    assert engine_spec("m.safetensors", "torch", "fp32", "cpu") == (None, "32-true")
+    assert engine_spec("m.safetensors", "torch", "16-mixed", "cpu") == (None, "16-mixed")
+    spec, lightning = engine_spec("m.safetensors", "openvino", "bf16-mixed", "cpu", engine_cache="c")
+    assert (spec.engine, spec.precision, spec.cache_dir, lightning) == ("openvino", "bf16", "c", "32-true")
+    spec, _ = engine_spec("m.safetensors", "onnxruntime", "int8", "cpu", calibration_records="val.parquet")
+    assert (spec.precision, spec.calibration_records) == ("int8", "val.parquet")
+    with pytest.raises(EmoctxError, match="computes in fp32, bf16 or int8"):
+        engine_spec("m.safetensors", "onnxruntime", "16-mixed", "cpu")
+    with pytest.raises(EmoctxError, match="unknown engine 'tensorrt'"):
+        engine_spec("m.safetensors", "tensorrt", "fp32", "cpu")

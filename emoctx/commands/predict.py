@@ -278,6 +278,11 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.persons} person(s) in {summary.seconds:.1f} s ({summary.persons_per_second:.1f} persons/s); "
         f"{summary.images_without_persons} image(s)/frame(s) without a person"
     )
+    check = predictor.engine.check
+    print(
+        f"engine {predictor.engine.name} {predictor.precision}"
+        + (f" (largest probability difference from PyTorch fp32: {check.max_prob_diff:.2g})" if check else "")
+    )
     if summary.error_rows:
         print(f"{summary.error_rows} error row(s) (see the 'error' column), for example:")
         for message in summary.errors[:5]:

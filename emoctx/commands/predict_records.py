@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="32-true",
-        help="--engine torch: Lightning's 32-true, 16-mixed or bf16-mixed; the exported engines: fp32, bf16, int8 "
-        "or auto (32-true is fp32 there). Default 32-true",
+        help="--engine torch: Lightning's 32-true, 16-mixed or bf16-mixed (fp32 and bf16 also name them); the "
+        "exported engines: fp32, bf16 or int8 (32-true is fp32 there); auto: bf16 where the hardware computes it "
+        "natively, else fp32 (fp16 on a GPU without bf16). Default 32-true",
     )
     add_engine_options(
         parser,

@@ -471,9 +471,17 @@ def engine_spec(
         if engine == "torch":
             precision = _TO_LIGHTNING.get(chosen, precision)
     if engine == "torch":
+        if precision == "auto":  # bf16 where the hardware computes it natively (a GPU: bf16, else fp16)
+            from emoctx.hardware import cpu_supports_bf16
+
+            on_gpu = accelerator not in ("cpu",) and torch.cuda.is_available()
+            if on_gpu:
+                precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+            else:
+                precision = "bf16-mixed" if cpu_supports_bf16() else "32-true"
         if precision in ("fp32", "bf16"):
             precision = _TO_LIGHTNING[precision]
-        if precision in ("int8", "auto"):
+        if precision == "int8":
             raise EmoctxError(
                 f"--precision {precision} needs an exported engine (--engine onnxruntime or openvino); the torch "
                 "engine takes Lightning's precisions (32-true, 16-mixed, bf16-mixed)"
