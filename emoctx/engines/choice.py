@@ -1,26 +1,31 @@
 """Which engine runs by default on this machine, and what the CPU offers.
 
-The rule (:func:`default_engine`):
+The rule (:func:`default_engine`), decided from ``emoctx predict`` measured end to end per engine:
 
-* a GPU: ``torch`` with AMP (bf16, or fp16 where the GPU has no bf16);
-* a CPU with native bf16 (AVX512-BF16 or AMX): ``torch`` in bf16 (bf16 weights, BN folded, conv+ReLU fused);
+* a GPU: ``torch`` with AMP (bf16, or fp16 where the GPU has no bf16); not measured against the exported
+  engines (they run on the CPU only);
+* a CPU with native bf16 (AVX512-BF16 or AMX): ``openvino`` in bf16 where OpenVINO is installed (the
+  ``openvino`` extra), else ``torch`` in bf16 (bf16 weights, BN folded, conv+ReLU fused);
 * a CPU without native bf16: ``onnxruntime`` in fp32.
 
-The figures it rests on, model floor of the ResNet-18 pair (body @128 + scene @224) at batch 32, measured side
-by side in one run (``scripts/bench.py``, alternating rounds):
+An explicit precision keeps the rule's engine where it can: ``fp32`` on a CPU is ``onnxruntime``, ``bf16``
+``openvino`` (else ``torch``), ``int8`` ``openvino`` (else ``onnxruntime``).
 
-* on an AMD EPYC without native bf16 (Zen 3, AVX2): ONNX Runtime fp32 1.59x PyTorch eager fp32, OpenVINO fp32
-  1.55x, outputs equal to 1.2e-7: on that class ONNX Runtime is the fastest, and it is a dependency of emoctx
-  (OpenVINO is an optional extra);
-* on the 2-core AMD EPYC with native bf16 (AVX-512, AVX512-BF16, VNNI), fp32 standing in for a CPU without
-  bf16: ONNX Runtime fp32 100.7 persons/s and OpenVINO fp32 101.5, PyTorch fp32 as ``emoctx predict`` runs it
-  78.4 (1.29x for both) and eager 47.2 (2.1x); in bf16, PyTorch as ``emoctx predict`` runs it 151.2 and
-  OpenVINO bf16 189.8 (1.26x). PyTorch stays the default there until the whole prediction (decoding, the
-  model's threads beside the main process) has been measured with OpenVINO; ``engine="openvino"`` asks for it.
+The figures it rests on (``scripts/bench.py``, the ResNet-18 pair: body @128 + scene @224; 200 EMOTIC-synth
+640x480 JPEGs with 546 persons, boxes given, median of 3 alternating rounds, all in one run on the 2-core
+AMD EPYC with AVX-512, AVX512-BF16 and VNNI, a shared machine at load average 5-6):
 
-int8 is never chosen by default: it changes the outputs (within :data:`emoctx.engines.base.TOLERANCES`) and needs
-calibration images; ask for it with ``precision="int8"`` (measured on that CPU: ONNX Runtime int8 316 persons/s,
-OpenVINO int8 387, against 78 for PyTorch fp32 and 151 for PyTorch bf16).
+* with native bf16: OpenVINO bf16 49.4 persons/s end to end, PyTorch bf16 27.6 (1.79x);
+* fp32 (standing in for a CPU without native bf16, which was not available to measure): ONNX Runtime 39.2
+  persons/s, OpenVINO 38.7, PyTorch 27.4 (1.43x and 1.41x). ONNX Runtime is a dependency of emoctx and
+  OpenVINO is no faster in fp32, so ONNX Runtime is the rule there. Earlier, on an AMD EPYC without native
+  bf16 (Zen 3, AVX2), the model floor at batch 32 gave ONNX Runtime fp32 1.59x PyTorch eager fp32 and
+  OpenVINO fp32 1.55x, outputs equal to 1.2e-7.
+
+int8 is never chosen by default: it changes the outputs (within :data:`emoctx.engines.base.TOLERANCES`; up to
+0.22 in one person's probability on EMOTIC-synth, with mAP unchanged) and needs calibration images; ask for it
+with ``precision="int8"`` (in the same run: ONNX Runtime int8 90.5 persons/s and OpenVINO int8 95.3 end to
+end, 3.3x and 3.5x PyTorch fp32).
 """
 
 from __future__ import annotations
