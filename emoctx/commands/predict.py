@@ -148,7 +148,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="image-decoding processes; 0 decodes in the main process between model calls. Default: the "
         "cores the model leaves free, at most 2 (on a GPU: 2; on a CPU, where the model's threads use every "
-        "core: 0, which scripts/bench.py measured faster than 2)",
+        "core: 0, which scripts/bench.py measured faster than 2 with PyTorch bf16; see the README's Performance "
+        "section for the engines)",
     )
     run_group.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     run_group.add_argument(

@@ -15,9 +15,10 @@ The figures it rests on (``scripts/bench.py``, the ResNet-18 pair: body @128 + s
 640x480 JPEGs with 546 persons, boxes given, median of 3 alternating rounds, all in one run on the 2-core
 AMD EPYC with AVX-512, AVX512-BF16 and VNNI, a shared machine at load average 5-6):
 
-* with native bf16: OpenVINO bf16 49.4 persons/s end to end, PyTorch bf16 27.6 (1.79x);
+* with native bf16: OpenVINO bf16 49.4 persons/s end to end, PyTorch bf16 27.6 (1.79x; 54.8 and 34.5, 1.59x,
+  in a second run);
 * fp32 (standing in for a CPU without native bf16, which was not available to measure): ONNX Runtime 39.2
-  persons/s, OpenVINO 38.7, PyTorch 27.4 (1.43x and 1.41x). ONNX Runtime is a dependency of emoctx and
+  persons/s, OpenVINO 38.7, PyTorch 27.4 (1.43x and 1.41x; 1.54x and 1.35x in the second run). ONNX Runtime is a dependency of emoctx and
   OpenVINO is no faster in fp32, so ONNX Runtime is the rule there. Earlier, on an AMD EPYC without native
   bf16 (Zen 3, AVX2), the model floor at batch 32 gave ONNX Runtime fp32 1.59x PyTorch eager fp32 and
   OpenVINO fp32 1.55x, outputs equal to 1.2e-7.
