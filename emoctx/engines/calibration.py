@@ -207,6 +207,31 @@ def records_calibration(
     )
 
 
+def calibration_from_records(
+    info: ModelInfo,
+    model: str | os.PathLike,
+    records: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    mask_subject: bool | None = None,
+) -> CalibrationSet:
+    """The int8 calibration set the commands use, a sample as :func:`records_calibration` makes it.
+
+    ``records`` (``--calibration-records``), by default the model's validation split
+    (:func:`default_calibration_records`); ``root`` by default :func:`default_calibration_root` (or the
+    split's own root).
+
+    Raises:
+        EmoctxError: a named records file that does not exist, or no validation split to fall back on.
+    """
+    if records is None:
+        records, split_root = default_calibration_records(info, model)
+        root = split_root if root is None else root
+    elif not Path(records).is_file():
+        raise EmoctxError(f"{records}: no such calibration records file (--calibration-records)")
+    root = default_calibration_root(records) if root is None else root
+    return records_calibration(info, records, root, mask_subject=mask_subject)
+
+
 def default_calibration_records(info: ModelInfo, model: str | os.PathLike = "model") -> tuple[Path, Path]:
     """The validation split the model was trained with, where its model file records it: ``(records, root)``.
 

@@ -158,10 +158,9 @@ def evaluate_model(
     the precision/recall/F1 figures. Also writes ``predictions.parquet`` (one row per evaluated person, with
     the 0-1 scores and the raw outputs), which :func:`evaluate_predictions` scores to the same figures.
 
-    By default the network computes exactly as loaded (PyTorch fp32, the reference every engine is checked
-    against): the figures are the model's. Another ``engine`` or ``precision`` (:mod:`emoctx.engines`) measures
-    what that engine changes; it is recorded in ``metrics.json`` (``source.engine``, with its largest
-    probability difference from PyTorch fp32 on the check batch).
+    By default the network as loaded (PyTorch fp32, the reference): the figures are the model's. Another
+    ``engine`` or ``precision`` (:mod:`emoctx.engines`) measures what it changes; ``metrics.json`` records it
+    (``source.engine``, with its largest probability difference from PyTorch fp32 on the check batch).
 
     Args:
         model_path: an emoctx model file.
@@ -195,18 +194,18 @@ def evaluate_model(
     records = read_records(records_path)
     net, info = load_model(model_path)
     built = None
-    if (engine, precision) != ("torch", "fp32"):
-        built = _engine(
-            model_path,
-            net,
-            info,
-            engine,
-            precision,
-            device,
-            calibration_records,
-            calibration_root,
-            engine_cache,
-        )
+    if (engine, precision) != ("torch", "fp32"):  # another engine or precision: what it changes
+        import copy
+
+        from emoctx.engines import build_engine
+        from emoctx.engines.calibration import calibration_from_records
+
+        calibration = None
+        if precision == "int8" and engine != "torch":
+            calibration = calibration_from_records(info, model_path, calibration_records, calibration_root)
+        # a copy: the torch engine prepares its network in place, and score_records reads net's streams
+        how = {"info": info, "calibration": calibration, "cache_dir": engine_cache}
+        built = build_engine(model_path, engine, precision, device or "auto", net=copy.deepcopy(net), **how)
     raw, vad, valid = score_records(
         net,
         info,
@@ -274,50 +273,6 @@ def evaluate_model(
         predictions_frame(records, scores, vad, valid, raw=raw).to_parquet(tmp, index=False)
     log.info("evaluation written to %s", out_dir)
     return Evaluation(doc, files)
-
-
-def _engine(
-    model: Path,
-    net: Any,
-    info: Any,
-    engine: str,
-    precision: str,
-    device: str | None,
-    calibration_records: str | os.PathLike | None,
-    calibration_root: str | os.PathLike | None,
-    cache_dir: str | os.PathLike | None,
-) -> Any:
-    """The engine :func:`evaluate_model` runs (int8 calibrated on the named records, else the validation split)."""
-    import copy
-
-    from emoctx.engines import build_engine
-    from emoctx.engines.calibration import (
-        default_calibration_records,
-        default_calibration_root,
-        records_calibration,
-    )
-
-    calibration = None
-    if precision == "int8" and engine != "torch":
-        if calibration_records is None:
-            records, root = default_calibration_records(info, model)
-        else:
-            records = Path(calibration_records)
-            if not records.is_file():
-                raise EmoctxError(f"{records}: no such calibration records file (--calibration-records)")
-            root = default_calibration_root(records)
-        calibration = records_calibration(info, records, calibration_root or root)
-    return build_engine(
-        model,
-        engine,
-        precision,
-        device or "auto",
-        # the torch engine prepares its network in place; score_records reads net's streams
-        net=copy.deepcopy(net),
-        info=info,
-        calibration=calibration,
-        cache_dir=cache_dir,
-    )
 
 
 def load_thresholds(path: str | os.PathLike) -> tuple[np.ndarray, str]:

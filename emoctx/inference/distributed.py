@@ -92,22 +92,13 @@ class EngineSpec:
     def build(self, net: torch.nn.Module, info: ModelInfo) -> Any:
         """Build the engine (in the process that runs it)."""
         from emoctx.engines import build_engine
-        from emoctx.engines.calibration import (
-            default_calibration_records,
-            default_calibration_root,
-            records_calibration,
-        )
+        from emoctx.engines.calibration import calibration_from_records
 
         calibration = None
         if self.precision == "int8":
-            if self.calibration_records is None:
-                records, root = default_calibration_records(info, self.model)
-            else:
-                records = Path(self.calibration_records)
-                if not records.is_file():
-                    raise EmoctxError(f"{records}: no such calibration records file (--calibration-records)")
-                root = default_calibration_root(records)
-            calibration = records_calibration(info, records, self.calibration_root or root)
+            calibration = calibration_from_records(
+                info, self.model, self.calibration_records, self.calibration_root
+            )
         return build_engine(
             self.model,
             self.engine,

@@ -294,11 +294,7 @@ class Predictor:
     def _calibration(self, engine: str, precision: str, given: Any, root: str | os.PathLike | None) -> Any:
         """The int8 calibration set (``None`` unless int8 is asked for), prepared as this predictor's inputs."""
         from emoctx.engines import CalibrationSet
-        from emoctx.engines.calibration import (
-            default_calibration_records,
-            default_calibration_root,
-            records_calibration,
-        )
+        from emoctx.engines.calibration import calibration_from_records
 
         if precision != "int8" or engine == "torch":  # torch has no int8: build_engine says so
             if given is not None and precision != "int8":
@@ -306,18 +302,8 @@ class Predictor:
             return given if isinstance(given, CalibrationSet) else None
         if isinstance(given, CalibrationSet):
             return given
-        if given is None:
-            records, default_root = default_calibration_records(self.info, self.model_path)
-            root = root if root is not None else default_root
-        else:
-            records = Path(given)
-            if not records.is_file():
-                raise EmoctxError(f"{records}: no such calibration records file (--calibration-records)")
-        return records_calibration(
-            self.info,
-            records,
-            root if root is not None else default_calibration_root(records),
-            mask_subject=self.scene_mode == "masked",
+        return calibration_from_records(
+            self.info, self.model_path, given, root, mask_subject=self.scene_mode == "masked"
         )
 
     def _detector_engine(self, engine: str) -> str:
