@@ -28,7 +28,7 @@ test-annotate: $(STAMP)  ## the annotation round trip against a real Label Studi
 test-slow: $(STAMP)  ## heavier variants kept out of the default run
 	$(BIN)/python -m pytest -q -m slow --timeout 1800
 
-bench: $(STAMP)  ## speed, memory and accuracy-cost tables of this machine (about 8 min; runs/bench/bench.md)
+bench: $(STAMP)  ## speed, memory and accuracy-cost tables of this machine (about 25 min on 2 cores; runs/bench/bench.md)
 	YOLO_CONFIG_DIR="$(CURDIR)/runs/bench/ultralytics" $(BIN)/python scripts/bench.py --out runs/bench --profile
 
 lint: $(STAMP)

@@ -29,6 +29,15 @@ SMOOTHING = 0.5
 VIDEO_STRIDE = 1
 """Every n-th video frame is processed."""
 
+# -- inference engines (emoctx.engines) ---------------------------------------------------------------------
+ENGINE = "auto"
+"""The engine that computes the emotion model in ``emoctx predict`` (``auto``: the fastest measured for the
+machine's class, :func:`emoctx.engines.default_engine`)."""
+DETECTOR_ENGINE = "auto"
+"""The engine of the YOLO person detector (``auto``: :func:`emoctx.engines.default_detector_engine`)."""
+CALIBRATION_PERSONS = 300
+"""Persons int8 is calibrated on (a deterministic sample of the calibration records)."""
+
 # -- ONNX export (emoctx export) -----------------------------------------------------------------------------
 EXPORT_OPSET = 18
 """The ONNX opset written by default (the dynamo exporter's own default; onnxruntime >= 1.14 runs it)."""

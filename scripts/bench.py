@@ -73,21 +73,49 @@ def native_bf16() -> bool:
     return cpu_supports_bf16()
 
 
-def default_mode(native: bool) -> tuple[str, str]:
-    """(precision, scene mode) that `emoctx predict` runs by default on this CPU."""
-    return ("bf16" if native else "fp32", "shared")
+def default_mode(native: bool) -> tuple[str, str, str]:
+    """(engine, precision, scene mode) that `emoctx predict` runs by default on this CPU
+    (:func:`emoctx.engines.default_engine`, which reads the same detection as ``native``)."""
+    from emoctx.engines.choice import default_engine
+
+    engine, precision = default_engine("cpu")
+    if precision == "auto":
+        precision = "bf16" if native else "fp32"
+    return (engine, precision, "shared")
 
 
-def prediction_modes(native: bool) -> dict[str, tuple[str, str, tuple[str, ...]]]:
-    """Prediction runs: label -> (precision, scene mode, extra options); the default decoding workers unless
-    said. bf16 runs only where the CPU has native bf16 (elsewhere the default is fp32)."""
-    fast, _ = default_mode(native)
-    modes: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-    if native:
-        modes["fp32 shared"] = ("fp32", "shared", ())
-    modes[f"{fast} masked"] = (fast, "masked", ())
-    modes[f"{fast} shared (default)"] = (fast, "shared", ())
-    modes[f"{fast} shared, --workers 2 (decoding processes)"] = (fast, "shared", ("--workers", "2"))
+PREDICT_ENGINES: tuple[tuple[str, str], ...] = (
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("onnxruntime", "int8"),
+    ("openvino", "int8"),
+)
+"""The engines `emoctx predict` is measured with end to end: (engine, precision)."""
+
+
+def prediction_modes(
+    native: bool, openvino: bool | None = None
+) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
+    """Prediction runs: label -> (engine, precision, scene mode, extra options); the default decoding workers
+    unless said. Every engine with the shared scene (bf16 only where the CPU has native bf16, OpenVINO only
+    where installed); the default engine also with the masked scene and with 2 decoding processes."""
+    openvino = have_openvino() if openvino is None else openvino
+    engine, fast, _ = default_mode(native)
+    modes: dict[str, tuple[str, str, str, tuple[str, ...]]] = {}
+    for e, p in PREDICT_ENGINES:
+        if (native or p != "bf16") and (openvino or e != "openvino"):
+            default = " (default)" if (e, p) == (engine, fast) else ""
+            modes[f"{e} {p} shared{default}"] = (e, p, "shared", ())
+    modes[f"{engine} {fast} masked"] = (engine, fast, "masked", ())
+    modes[f"{engine} {fast} shared, --workers 2 (decoding processes)"] = (
+        engine,
+        fast,
+        "shared",
+        ("--workers", "2"),
+    )
     return modes
 
 
@@ -105,7 +133,9 @@ class Plan:
     predict_images: int  # 640x480 JPEGs predicted in each mode
     rounds: int  # repeats of each prediction mode (median reported)
     floor_batch: int
-    floor_reps: tuple[int, int]  # timed repeats at batch 1 and at floor_batch
+    floor_reps: tuple[int, int]  # timed repeats at batch 1 and at floor_batch, in each round
+    floor_rounds: int  # rounds over every floor variant in turn (median of the rounds reported)
+    calibration_persons: int  # persons int8 is calibrated on (the floor's and the accuracy section's)
     baseline_persons: int
     detector_images: int
     train_batch: int
@@ -124,7 +154,9 @@ FULL = Plan(
     predict_images=200,
     rounds=3,
     floor_batch=32,
-    floor_reps=(20, 3),
+    floor_reps=(10, 2),
+    floor_rounds=5,
+    calibration_persons=128,
     baseline_persons=80,
     detector_images=24,
     train_batch=32,
@@ -143,6 +175,8 @@ QUICK = Plan(
     rounds=1,
     floor_batch=4,
     floor_reps=(2, 2),
+    floor_rounds=1,
+    calibration_persons=8,
     baseline_persons=4,
     detector_images=2,
     train_batch=4,
@@ -207,11 +241,40 @@ def save_random_model(arch: str, path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------- the floor
 FLOOR_VARIANTS = ("fp32", "fp32 channels-last", "bf16 autocast, channels-last")
 PREDICT_NET = "as `emoctx predict` runs it: bf16 weights, BN folded, conv+ReLU fused, channels-last"
+TORCH_FP32 = (
+    "engine torch fp32: BN folded, conv+ReLU fused, channels-last (as `predict --precision fp32` runs it)"
+)
+ENGINE_ROWS: tuple[tuple[str, str, str], ...] = (
+    (TORCH_FP32, "torch", "fp32"),
+    ("engine onnxruntime fp32", "onnxruntime", "fp32"),
+    ("engine openvino fp32", "openvino", "fp32"),
+    ("engine openvino bf16", "openvino", "bf16"),
+    ("engine onnxruntime int8", "onnxruntime", "int8"),
+    ("engine openvino int8", "openvino", "int8"),
+)
+"""The engines measured beside PyTorch: (label, engine, precision)."""
+NO_OPENVINO = "openvino rows skipped: OpenVINO is not installed (pip install 'emoctx[openvino]')"
 
 
-def time_call(fn: Callable[[], Any], reps: int) -> float:
-    """Median seconds of ``fn`` over ``reps`` calls after one warm-up call."""
-    fn()
+def have_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def engine_rows(native: bool, openvino: bool) -> list[tuple[str, str, str]]:
+    """The engine rows this machine runs: bf16 only where native, OpenVINO only where installed."""
+    return [
+        (label, engine, precision)
+        for label, engine, precision in ENGINE_ROWS
+        if (native or precision != "bf16") and (openvino or engine != "openvino")
+    ]
+
+
+def time_call(fn: Callable[[], Any], reps: int, warmup: bool = True) -> float:
+    """Median seconds of ``fn`` over ``reps`` calls (after one warm-up call unless ``warmup`` is False)."""
+    if warmup:
+        fn()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -220,11 +283,131 @@ def time_call(fn: Callable[[], Any], reps: int) -> float:
     return median(times)
 
 
-def measure_floor(plan: Plan, model: Path) -> dict[str, Any]:
+# ----------------------------------------------------------------------------------------- model inputs
+def person_dataset(info: Any, root: Path, df: Any) -> Any:
+    """The persons of ``df`` as the model takes them: its preprocessing (sizes, resize rules, normalisation, the
+    subject masked in the scene where the model was trained so), no augmentation."""
+    from emoctx.data.dataset import EmotionDataset
+    from emoctx.evaluation.scoring import records_transform
+
+    return EmotionDataset(
+        df.reset_index(drop=True),
+        root,
+        transform=records_transform(info),
+        max_side=info.preprocessing.max_side,
+    )
+
+
+def person_batches(info: Any, root: Path, df: Any, batch: int = 32) -> Any:
+    """Batches ``{stream: [B, 3, H, W]}`` of the persons of ``df``, in order, with their rows."""
+    from torch.utils.data import DataLoader
+
+    from emoctx.data.dataset import collate
+
+    loader = DataLoader(person_dataset(info, root, df), batch_size=batch, num_workers=0, collate_fn=collate)
+    for b in loader:
+        if "index" in b:
+            yield {s: b[s] for s in info.preprocessing.streams}, b["index"].numpy()
+
+
+def records_calibration(info: Any, root: Path, df: Any, limit: int, what: str) -> Any:
+    """int8 calibration on the first ``limit`` persons of ``df`` (identified by image and box)."""
+    from emoctx.engines import CalibrationSet
+
+    df = df.head(limit).reset_index(drop=True)
+    items = [f"{r.image}#{r.x1:g},{r.y1:g},{r.x2:g},{r.y2:g}" for r in df.itertuples()]
+    return CalibrationSet.from_items(
+        items, lambda: (x for x, _ in person_batches(info, root, df)), name=f"{len(df)} persons of {what}"
+    )
+
+
+def engine_outputs(engine: Any, info: Any, root: Path, df: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and V/A/D (1-10) of every person of ``df`` (one scene per person) through ``engine``
+    (an engine, or a network: both have ``forward``)."""
+    import torch
+
+    from emoctx.engines.base import outputs_on_scales
+
+    probs = np.full((len(df), 26), np.nan)
+    vad = np.full((len(df), 3), np.nan)
+    with torch.inference_mode():
+        for x, rows in person_batches(info, root, df):
+            dtype = getattr(engine, "input_dtype", torch.float32)  # an engine, or the network itself
+            out = engine.forward({s: t.to(dtype) for s, t in x.items()})
+            probs[rows], vad[rows] = outputs_on_scales(out, info.score_activation)
+    return probs, vad
+
+
+# ----------------------------------------------------------------------------------------------- the floor
+def build_floor_engines(
+    plan: Plan, model: Path, root: Path, work: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each engine of :data:`ENGINE_ROWS` for ``model``, built twice: the first build exports (and calibrates)
+    into a fresh cache, the second loads from it. Also each engine's outputs against PyTorch fp32 on the first
+    persons of the test split (a random-weights model: how far the outputs move, not an accuracy).
+
+    Returns:
+        ``({label: engine}, {label: build facts})``.
+    """
+    import shutil
+    import tempfile
+
+    from emoctx.checkpoint import load_model
+    from emoctx.engines import build_engine
+
+    _, info = load_model(model)
+    native = native_bf16()
+    calibration = records_calibration(
+        info,
+        root,
+        records_of(root, "train"),
+        plan.calibration_persons,
+        "the EMOTIC-synth 640x480 train split",
+    )
+    test = records_of(root, "test").head(plan.calibration_persons)
+    want = engine_outputs(load_model(model)[0], info, root, test)  # the network in PyTorch fp32
+    cache = Path(tempfile.mkdtemp(prefix="engine-cache-", dir=work))
+    engines: dict[str, Any] = {}
+    builds: dict[str, Any] = {}
+    try:
+        for label, engine, precision in engine_rows(native, have_openvino()):
+            kwargs = {"calibration": calibration if precision == "int8" else None, "cache_dir": cache}
+            first = build_engine(model, engine, precision, **kwargs)
+            again = build_engine(model, engine, precision, **kwargs)
+            got = engine_outputs(again, info, root, test)
+            builds[label] = {
+                "engine": engine,
+                "precision": precision,
+                "first_s": first.info["seconds"],
+                "export_s": first.info.get("export_seconds"),
+                "quantize_s": first.info.get("quantize_seconds"),
+                "cached_s": again.info["seconds"],
+                "cached": again.info.get("cached"),
+                "check": again.check.to_dict(),
+                "test_persons": len(test),
+                "test_max_prob_diff": float(np.abs(got[0] - want[0]).max()),
+                "test_max_vad_diff": float(np.abs(got[1] - want[1]).max()),
+                "calibration": again.info.get("calibration"),
+                "threads": again.info.get("threads"),
+            }
+            engines[label] = again
+            say(
+                f"engine {label}: first build {first.info['seconds']:.1f} s, from the cache {again.info['seconds']:.1f} s"
+            )
+    finally:
+        # the engines hold their graphs in memory; the folder is this run's alone
+        shutil.rmtree(cache, ignore_errors=True)
+    return engines, builds
+
+
+def measure_floor(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, Any]:
     """Persons/s of the model alone on preprocessed tensors, per variant and batch; and each stream alone.
 
     The variants are the plain network in fp32, in fp32 channels-last and, where the CPU has native bf16, under
-    bf16 autocast (channels-last) and as the prediction pipeline prepares it from ``model``.
+    bf16 autocast (channels-last) and as the prediction pipeline prepares it from ``model``; then each engine
+    (:data:`ENGINE_ROWS`). The variants are measured in turn, ``plan.floor_rounds`` rounds (the order reversed
+    every other round), and the median of the rounds reported: a machine that slows down or speeds up during
+    the run moves every variant alike.
     """
     import torch
 
@@ -238,32 +421,71 @@ def measure_floor(plan: Plan, model: Path) -> dict[str, Any]:
     variants["fp32 channels-last"] = (cl, torch.float32, torch.channels_last, False)
     if native_bf16():
         variants["bf16 autocast, channels-last"] = (cl, torch.float32, torch.channels_last, True)
-        prepared = Predictor(model, precision="bf16", num_workers=0).net
+        prepared = Predictor(model, engine="torch", precision="bf16", num_workers=0).engine
         variants[PREDICT_NET] = (prepared, torch.bfloat16, torch.channels_last, False)
-    out: dict[str, Any] = {"persons_per_s": {}, "stream_ms": {}}
-    for variant, (m, dtype, fmt, autocast) in variants.items():
+    engines, builds = build_floor_engines(plan, model, root, work)
+    for label, engine in engines.items():
+        fmt = torch.channels_last if engine.channels_last else torch.contiguous_format
+        variants[label] = (engine, engine.input_dtype, fmt, False)
 
-        def forward(x: dict[str, torch.Tensor], m: Any = m) -> Any:
-            return m.head({n: m.encode(n, x[n]).float() for n in sizes})
+    batches = (1, plan.floor_batch)
+    inputs = {
+        (variant, batch): {
+            n: torch.randn(batch, 3, s, s, generator=torch.Generator().manual_seed(batch))
+            .to(dtype)
+            .contiguous(memory_format=fmt)
+            for n, s in sizes.items()
+        }
+        for variant, (_, dtype, fmt, _) in variants.items()
+        for batch in batches
+    }
 
-        rates = {}
-        for batch, reps in zip((1, plan.floor_batch), plan.floor_reps, strict=True):
-            x = {
-                n: torch.randn(batch, 3, s, s).to(dtype).contiguous(memory_format=fmt)
-                for n, s in sizes.items()
-            }
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                seconds = time_call(lambda x=x, f=forward: f(x), reps)
-                rates[str(batch)] = batch / seconds
-                if batch == plan.floor_batch:
-                    # Each stream alone at the same batch: ms per item (the head costs next to nothing).
-                    out["stream_ms"][variant] = {
-                        n: 1000 * time_call(lambda n=n, m=m, x=x: m.encode(n, x[n]), reps) / batch
-                        for n in sizes
-                    }
-        out["persons_per_s"][variant] = rates
+    def forward(m: Any, x: dict[str, torch.Tensor]) -> Any:
+        return m.head({n: m.encode(n, x[n]).float() for n in sizes})
+
+    def measure(variant: str) -> dict[str, float]:
+        m, _, _, autocast = variants[variant]
+        out = {}
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for batch, reps in zip(batches, plan.floor_reps, strict=True):
+                x = inputs[variant, batch]
+                out[str(batch)] = time_call(lambda m=m, x=x: forward(m, x), reps, warmup=False)
+            x = inputs[variant, plan.floor_batch]
+            for n in sizes:  # each stream alone at the same batch (the head costs next to nothing)
+                out[n] = time_call(lambda m=m, n=n, x=x: m.encode(n, x[n]), plan.floor_reps[1], warmup=False)
+        return out
+
+    for variant, (m, _, _, autocast) in variants.items():  # warm-up: first-call caches, kernel selection
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for batch in batches:
+                forward(m, inputs[variant, batch])
+    rounds: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    order = list(variants)
+    for r in range(plan.floor_rounds):
+        for variant in order if r % 2 == 0 else order[::-1]:
+            rounds[variant].append(measure(variant))
+        say(f"floor round {r + 1}/{plan.floor_rounds} done")
+    out: dict[str, Any] = {
+        "persons_per_s": {},
+        "stream_ms": {},
+        "rounds": plan.floor_rounds,
+        "engines": builds,
+    }
+    for variant, runs in rounds.items():
+        seconds = {k: median([run[k] for run in runs]) for k in runs[0]}
+        out["persons_per_s"][variant] = {str(b): b / seconds[str(b)] for b in batches}
+        out["stream_ms"][variant] = {n: 1000 * seconds[n] / plan.floor_batch for n in sizes}
+        rates = out["persons_per_s"][variant]
         say(f"floor {variant}: " + ", ".join(f"batch {b}: {r:.1f}/s" for b, r in rates.items()))
+    out["skipped"] = [] if have_openvino() else [NO_OPENVINO]
     return out
+
+
+def floor_variant(engine: str, precision: str) -> str:
+    """The model floor row of an engine and precision."""
+    if engine == "torch":
+        return PREDICT_NET if precision == "bf16" else TORCH_FP32
+    return f"engine {engine} {precision}"
 
 
 def shared_floor(stream_ms: dict[str, float], persons_per_image: float) -> float:
@@ -318,11 +540,13 @@ def run_predict(
     sources: Sequence[str],
     boxes: Path,
     out: Path,
+    engine: str,
     precision: str,
     scene_mode: str,
     extra: Sequence[str] = (),
+    calibration: Path | None = None,
 ) -> tuple[float, int, float | None]:
-    """``emoctx predict`` in this process.
+    """``emoctx predict`` in this process (int8: calibrated on the records ``calibration``).
 
     Returns:
         Wall seconds of the whole command (model loading to table written), persons predicted (rows without
@@ -332,7 +556,18 @@ def run_predict(
     from emoctx.inference import read_prediction_table
 
     argv = ["predict", *sources, "--model", str(model), "--boxes", str(boxes), "--out", str(out)]
-    argv += ["--precision", precision, "--scene-mode", scene_mode, "--no-progress", *extra]
+    argv += [
+        "--engine",
+        engine,
+        "--precision",
+        precision,
+        "--scene-mode",
+        scene_mode,
+        "--no-progress",
+        *extra,
+    ]
+    if precision == "int8":
+        argv += ["--calibration-records", str(calibration)]
     printed = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(printed):
@@ -355,15 +590,26 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     boxes = write_boxes(sub, work / "predict_boxes.csv")
     sources = [str(root / p) for p in images]
     out = work / "predictions.jsonl"
+    train = root / "annotations" / "train.parquet"  # int8 is calibrated on the train split's persons
     native = native_bf16()
     modes = prediction_modes(native)
-    run_predict(model, sources[:4], boxes, out, *default_mode(native))  # warm-up: imports, first-call caches
+    # warm-up: imports, first-call caches, and each engine's graphs exported (int8: calibrated) into the cache
+    # beside the model, as a user's first run does once
+    build: dict[str, float] = {}
+    for engine, precision in dict.fromkeys(m[:2] for m in modes.values()):
+        s, _, _ = run_predict(model, sources[:4], boxes, out, engine, precision, "shared", calibration=train)
+        build[f"{engine} {precision}"] = s
+        say(f"predict warm-up {engine} {precision}: {s:.1f} s")
     seconds: dict[str, list[float]] = {label: [] for label in modes}
     loop: dict[str, list[float]] = {label: [] for label in modes}
     persons = 0
-    for r in range(plan.rounds):
-        for label, (precision, mode, extra) in modes.items():
-            s, persons, inner = run_predict(model, sources, boxes, out, precision, mode, extra)
+    order = list(modes)
+    for r in range(plan.rounds):  # each mode in turn, the order reversed every other round
+        for label in order if r % 2 == 0 else order[::-1]:
+            engine, precision, mode, extra = modes[label]
+            s, persons, inner = run_predict(
+                model, sources, boxes, out, engine, precision, mode, extra, calibration=train
+            )
             seconds[label].append(s)
             loop[label].append(inner or s)
             say(f"predict round {r + 1}/{plan.rounds} {label}: {persons / s:.1f} persons/s")
@@ -375,7 +621,8 @@ def measure_predict(plan: Plan, model: Path, root: Path, work: Path) -> dict[str
     defaults = build_parser().parse_args(["predict", "x", "--model", "m"])
     workers = default_workers(torch.device("cpu")) if defaults.workers is None else defaults.workers
     return {
-        "modes": {label: list(mode[:2]) for label, mode in modes.items()},
+        "modes": {label: list(mode[:3]) for label, mode in modes.items()},
+        "first_run_seconds": build,
         "images": len(images),
         "persons": persons,
         "persons_per_image": persons / len(images),
@@ -459,29 +706,68 @@ def measure_baseline(plan: Plan, net: Any, root: Path) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------- detector
-def measure_detector(plan: Plan, root: Path) -> dict[str, Any]:
+def detector_engines(openvino: bool) -> tuple[str, ...]:
+    return ("torch", "onnxruntime", "openvino") if openvino else ("torch", "onnxruntime")
+
+
+def measure_detector(plan: Plan, root: Path, work: Path) -> dict[str, Any]:
+    """Images/s of the person detector in PyTorch and exported (ONNX Runtime, OpenVINO), in turn, median of
+    ``plan.rounds`` rounds. The exports are of the same random-weights model as the PyTorch one."""
     from emoctx.data.images import read_image
+    from emoctx.engines.detector import export_detector
     from emoctx.inference.detect import UltralyticsDetector
 
     images = [
         read_image(root / p).pixels for p in first_images(records_of(root, "test"), plan.detector_images)
     ]
-    detector = UltralyticsDetector("yolo11n.yaml", device="cpu")
-    detector.detect(images[:2])  # warm-up (model fusion, first-call caches)
-    start = time.perf_counter()
-    found = detector.detect(images)
-    seconds = time.perf_counter() - start
-    rate = len(images) / seconds
-    say(f"detector: {rate:.1f} images/s")
+    torch_detector = UltralyticsDetector("yolo11n.yaml", device="cpu")
+    detectors = {"torch": torch_detector}
+    export_s: dict[str, float] = {}
+    folder = work / "detector"
+    for engine in detector_engines(have_openvino())[1:]:
+        start = time.perf_counter()
+        exported = _export_same_weights(torch_detector, engine, folder / engine, export_detector)
+        export_s[engine] = time.perf_counter() - start
+        detectors[engine] = UltralyticsDetector(exported, device="cpu")
+    for d in detectors.values():
+        # warm-up at the measured batch size: model fusion, first-call caches, and the exported runtimes'
+        # preparation for each new input shape (OpenVINO compiles, ONNX Runtime sizes its memory)
+        d.detect(images)
+    runs: dict[str, list[float]] = {e: [] for e in detectors}
+    found: dict[str, int] = {}
+    for r in range(plan.rounds):
+        for engine, d in detectors.items():
+            start = time.perf_counter()
+            boxes = d.detect(images)
+            runs[engine].append(len(images) / (time.perf_counter() - start))
+            found[engine] = int(sum(len(f) for f in boxes))
+        say(
+            f"detector round {r + 1}/{plan.rounds}: "
+            + ", ".join(f"{e} {v[-1]:.1f}/s" for e, v in runs.items())
+        )
+    rates = {e: median(v) for e, v in runs.items()}
     return {
         "model": "yolo11n.yaml (random weights)",
-        "imgsz": detector.imgsz,
-        "batch": detector.batch_size,
+        "imgsz": torch_detector.imgsz,
+        "batch": torch_detector.batch_size,
         "images": len(images),
         "image_size": list(images[0].shape[1::-1]),
-        "boxes_found": int(sum(len(f) for f in found)),
-        "images_per_s": rate,
+        "boxes_found": found["torch"],
+        "images_per_s": rates["torch"],
+        "engines": {
+            e: {"images_per_s": rates[e], "export_s": export_s.get(e), "boxes_found": found[e]} for e in rates
+        },
+        "skipped": [] if have_openvino() else [NO_OPENVINO],
     }
+
+
+def _export_same_weights(detector: Any, engine: str, folder: Path, export: Callable[..., str]) -> str:
+    """Export the detector's own (random) weights: saved as a .pt first, so the export computes what the
+    PyTorch detector does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "yolo11n_random.pt"
+    detector.model.save(weights)
+    return export(weights, engine, imgsz=detector.imgsz)
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -791,13 +1077,73 @@ def _accuracy(plan: Plan, root: Path, work: Path, given: Path | None) -> dict[st
                 ),
             }
             say(f"accuracy {label}, {mode}: {rows[mode]}")
-        out["models"][label] = {"path": str(path), "modes": rows}
+        out["models"][label] = {
+            "path": str(path),
+            "modes": rows,
+            "int8": int8_accuracy(plan, path, root, work),
+        }
     return out
+
+
+INT8_ROWS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8"))
+
+
+def int8_accuracy(plan: Plan, model: Path, root: Path, work: Path) -> dict[str, Any]:
+    """mAP and V/A/D MAE on the test split through each engine of :data:`INT8_ROWS` beside the network in PyTorch
+    fp32, int8 calibrated on the first persons of the val split; every person with its own scene (the
+    subject masked where the model was trained so), the same inputs for every engine."""
+    import shutil
+    import tempfile
+
+    from emoctx.checkpoint import load_model
+    from emoctx.data.records import category_matrix, vad_matrix
+    from emoctx.engines import build_engine
+    from emoctx.metrics import mean_average_precision, vad_metrics
+
+    net, info = load_model(model)
+    test = records_of(root, "test")
+    targets, truth = category_matrix(test), vad_matrix(test)
+    calibration = records_calibration(
+        info, root, records_of(root, "val"), plan.calibration_persons, "the EMOTIC-synth val split"
+    )
+
+    def figures(probs: np.ndarray, vad: np.ndarray) -> dict[str, float]:
+        return {
+            "mAP": mean_average_precision(probs, targets)["mAP"],
+            "vad_mae": vad_metrics(vad, truth)["vad_mae"],
+        }
+
+    want = engine_outputs(net, info, root, test)
+    rows: dict[str, Any] = {"PyTorch fp32": {**figures(*want), "max_prob_diff": 0.0, "max_vad_diff": 0.0}}
+    cache = Path(tempfile.mkdtemp(prefix="engine-cache-", dir=work))
+    try:
+        for engine, precision in INT8_ROWS:
+            if engine == "openvino" and not have_openvino():
+                continue
+            built = build_engine(
+                model,
+                engine,
+                precision,
+                calibration=calibration if precision == "int8" else None,
+                cache_dir=cache,
+            )
+            got = engine_outputs(built, info, root, test)
+            rows[f"{engine} {precision}"] = {
+                **figures(*got),
+                "max_prob_diff": float(np.abs(got[0] - want[0]).max()),
+                "max_vad_diff": float(np.abs(got[1] - want[1]).max()),
+            }
+            say(f"int8 accuracy {model.name}, {engine} {precision}: {rows[f'{engine} {precision}']}")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"calibration": calibration.describe(), "persons": len(test), "rows": rows}
 
 
 # -------------------------------------------------------------------------------------------- the table
 def machine() -> dict[str, Any]:
     import torch
+
+    from emoctx.engines import cpu_flags
 
     cpu = platform.processor() or "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -808,6 +1154,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "native_bf16": native_bf16(),
+        "cpu_flags": cpu_flags(),
         "python": platform.python_version(),
     }
 
@@ -832,9 +1179,73 @@ def _f(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _ratio(x: float | None, y: float | None) -> str:
+    return f"{x / y:.2f}" if x and y else "-"
+
+
+def render_floor(res: dict[str, Any], add: Callable[[str], None]) -> None:
+    """The model floor table, the engines' build table and what the floor's rounds were."""
+    plan, floor = res["plan"], res["floor"]
+    b = str(plan["floor_batch"])
+    rates_all = floor["persons_per_s"]
+    fp32_ref = rates_all.get(TORCH_FP32, {}).get(b)
+    bf16_ref = rates_all.get(PREDICT_NET, {}).get(b)
+    builds = floor.get("engines", {})
+    add("")
+    add(
+        f"**Model floor** ({ARCH_NAMES[plan['arch']]}; preprocessed tensors, `torch.inference_mode`; each row "
+        f"measured in turn after a warm-up of every row, {floor.get('rounds', 1)} round(s), the order reversed "
+        f"every other round; median of the rounds, each the median of {plan['floor_reps'][0]} repeats at batch 1 "
+        f"and {plan['floor_reps'][1]} at batch {b}. x fp32 / x bf16: batch-{b} rate over that of the network as "
+        "`emoctx predict` runs it in "
+        "fp32 (the default on CPUs without native bf16) / in bf16 (the default with it), in this run)"
+    )
+    add("")
+    add(
+        f"| precision, layout / engine | batch 1 persons/s | batch {b} persons/s | body ms/person | scene ms/image "
+        f"| x fp32 | x bf16 | largest prob. difference |"
+    )
+    add("|---|--:|--:|--:|--:|--:|--:|--:|")
+    for variant, rates in rates_all.items():
+        ms = floor["stream_ms"][variant]
+        diff = builds.get(variant, {}).get("test_max_prob_diff")
+        add(
+            f"| {variant} | {_f(rates['1'])} | {_f(rates[b])} | {_f(ms['body'], 2)} | {_f(ms['scene'], 2)} | "
+            f"{_ratio(rates[b], fp32_ref)} | {_ratio(rates[b], bf16_ref)} | {_f(diff, 4) if diff is not None else '-'} |"
+        )
+    for note in floor.get("skipped", []):
+        add(f"Note: {note}.")
+    if builds:
+        persons = next(iter(builds.values()))["test_persons"]
+        calibrated = next((v["calibration"] for v in builds.values() if v.get("calibration")), None)
+        add("")
+        add(
+            f"Largest prob. difference: of a category probability from the network in PyTorch fp32, on {persons} "
+            "persons of the EMOTIC-synth 640x480 test split (random weights: how far the outputs move, not an "
+            "accuracy; that is in the accuracy table)."
+            + (f" int8 calibrated on {calibrated['name']}." if calibrated else "")
+        )
+        add("")
+        add(
+            "**Engines: building** (first build: into an empty cache, in the order of the rows: the fp32 graphs "
+            "are exported by the first exported engine and shared by the others, the int8 graphs calibrated and "
+            "quantised by the first int8 engine; again: the same engine from the cache; each includes loading "
+            "the model file and the check against PyTorch fp32)"
+        )
+        add("")
+        add(
+            "| engine, precision | first build s | of which export s | quantisation s | again, from the cache s |"
+        )
+        add("|---|--:|--:|--:|--:|")
+        for e in builds.values():
+            add(
+                f"| {e['engine']} {e['precision']} | {_f(e['first_s'], 2)} | {_f(e['export_s'], 2)} | "
+                f"{_f(e['quantize_s'], 2)} | {_f(e['cached_s'], 2)} |"
+            )
+
+
 def render(res: dict[str, Any]) -> str:
     plan = res["plan"]
-    b = str(plan["floor_batch"])
     lines: list[str] = []
     add = lines.append
     m = res["machine"]
@@ -845,6 +1256,9 @@ def render(res: dict[str, Any]) -> str:
         f"({', '.join(f'{k} {v:.0f} s' for k, v in res['section_seconds'].items())})."
     )
     add(f"Command: `{res['command']}`")
+    if m.get("cpu_flags"):
+        flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["cpu_flags"].items())
+        add(f"CPU flags: {flags}; compute threads of every engine: {m['torch_threads']}.")
     if not m["native_bf16"]:
         add(f"Note: {NO_BF16}.")
     if res.get("roofline_start"):
@@ -861,21 +1275,7 @@ def render(res: dict[str, Any]) -> str:
         )
     floor = res.get("floor")
     if floor:
-        add("")
-        add(
-            f"**Model floor** ({ARCH_NAMES[plan['arch']]}; preprocessed tensors, `torch.inference_mode`, "
-            f"median of {plan['floor_reps'][1]}-{plan['floor_reps'][0]} repeats after a warm-up)"
-        )
-        add("")
-        add(
-            f"| precision, layout | batch 1 persons/s | batch {b} persons/s | body ms/person | scene ms/image |"
-        )
-        add("|---|--:|--:|--:|--:|")
-        for variant, rates in floor["persons_per_s"].items():
-            ms = floor["stream_ms"][variant]
-            add(
-                f"| {variant} | {_f(rates['1'])} | {_f(rates[b])} | {_f(ms['body'], 2)} | {_f(ms['scene'], 2)} |"
-            )
+        render_floor(res, add)
     pred = res.get("predict")
     if pred:
         ppi = pred["persons_per_image"]
@@ -888,52 +1288,79 @@ def render(res: dict[str, Any]) -> str:
         )
         add("")
         add(
-            f"| mode | persons/s | / bf16 floor b{b} | / fp32 floor b{b} | / model floor of the mode | x baseline "
-            "| persons/s after start-up |"
+            "| engine, precision, scene | persons/s | / own floor | / best floor | x baseline | x torch fp32 "
+            "| persons/s after start-up | first run s (export, calibration) |"
         )
-        add("|---|--:|--:|--:|--:|--:|--:|")
+        add("|---|--:|--:|--:|--:|--:|--:|--:|")
         base = res.get("baseline", {}).get("persons_per_s")
-        ff = floor["persons_per_s"] if floor else None
-        bf = ff["bf16 autocast, channels-last"][b] if ff and "bf16 autocast, channels-last" in ff else None
-        fp = ff["fp32"][b] if ff else None
+        ff = floor["persons_per_s"] if floor else {}
+        floors = {  # each floor variant's rate doing the shared-scene work of this image mix
+            v: shared_floor(floor["stream_ms"][v], ppi)
+            for v in ff
+            if v == PREDICT_NET or v.startswith("engine ")
+        }
+        best = max(floors, key=floors.__getitem__) if floors else None
         modes = pred["modes"]
+        ref = next(
+            (
+                rate
+                for label, rate in pred["persons_per_s"].items()
+                if modes[label][:3] == ["torch", "fp32", "shared"]
+            ),
+            None,
+        )
         if base:
             add(
-                f"| baseline reference: 1 person at a time, image re-read per person, fp32 | {_f(base)} | "
-                f"{_f(base / bf, 2) if bf else '-'} | {_f(base / fp, 2) if fp else '-'} | - | 1.0 | - |"
+                "| baseline reference: 1 person at a time, image re-read per person, fp32 | "
+                f"{_f(base)} | - | {_ratio(base, floors.get(best))} | 1.0 | {_ratio(base, ref)} | - | - |"
             )
         for label, rate in pred["persons_per_s"].items():
-            precision, mode = modes[label]
+            engine, precision, mode = modes[label][:3]
             own = None
-            if floor:
-                variant = "fp32 channels-last"
-                if precision == "bf16":
-                    variant = PREDICT_NET if PREDICT_NET in ff else "bf16 autocast, channels-last"
+            variant = floor_variant(engine, precision)
+            if floor and variant in ff:
                 ms = floor["stream_ms"][variant]
-                own = ff[variant][b] if mode == "masked" else shared_floor(ms, ppi)
+                own = 1000.0 / (ms["body"] + ms["scene"]) if mode == "masked" else shared_floor(ms, ppi)
+            first = pred.get("first_run_seconds", {}).get(f"{engine} {precision}")
             add(
-                f"| {label} | {_f(rate)} | {_f(rate / bf, 2) if bf else '-'} | {_f(rate / fp, 2) if fp else '-'} | "
-                f"{_f(rate / own, 2) if own else '-'} | {_f(rate / base, 1) if base else '-'} | "
-                f"{_f(pred['loop_persons_per_s'][label])} |"
+                f"| {label} | {_f(rate)} | {_ratio(rate, own)} | {_ratio(rate, floors.get(best))} | "
+                f"{_ratio(rate, base)} | {_ratio(rate, ref)} | {_f(pred['loop_persons_per_s'][label])} | "
+                f"{_f(first)} |"
             )
         if floor:
             add("")
             add(
-                "The model floor of a mode is the model alone doing that mode's work: one body and one scene per "
-                "person (masked), or one body per person and one scene per image (shared), from the per-stream "
-                "times above (fp32 channels-last for fp32 runs; for bf16 runs the network as `emoctx predict` "
-                "prepares it). Persons/s after start-up: the rate the command itself "
-                "reports, from its first image to its table (model loading and worker start-up left out)."
+                "Own floor: the model alone in that engine and precision doing the mode's work (one body and one "
+                "scene per person when masked; one body per person and one scene per image when shared), from "
+                "the per-stream times of the model floor table (torch fp32: the engine row; torch bf16: the "
+                f"network as `emoctx predict` prepares it). Best floor: the fastest of those floors for the shared "
+                f"scene, {best} ({_f(floors.get(best))} persons/s). x torch fp32: over `--engine torch --precision "
+                "fp32` end to end in this run (the default before the engines on CPUs without native bf16). "
+                "Persons/s after start-up: the rate the command itself reports, from its first image to its table "
+                "(model loading, engine building and worker start-up left out). First run: the command on 4 images "
+                "with an empty engine cache (exporting the graphs, int8 also calibrating on the train split), "
+                "paid once per model file."
             )
     det = res.get("detector")
     if det:
         add("")
         add(
             f"**Detector**: ultralytics `{det['model']}`, imgsz {det['imgsz']}, batch {det['batch']}, "
-            f"{det['images']} images of {det['image_size'][0]}x{det['image_size'][1]}: "
-            f"**{_f(det['images_per_s'])} images/s** (random weights: a forward costs what the trained model's "
-            f"does; NMS time depends on the candidates, {det['boxes_found']} person boxes found here)"
+            f"{det['images']} images of {det['image_size'][0]}x{det['image_size'][1]}, median of "
+            f"{plan['rounds']} round(s) (random weights: a forward costs what the trained model's does; NMS time "
+            f"depends on the candidates, {det['boxes_found']} person boxes found here); exported by "
+            "`emoctx.engines.detector.export_detector`, run by ultralytics' own backends"
         )
+        add("")
+        add("| engine | images/s | x PyTorch | export s |")
+        add("|---|--:|--:|--:|")
+        for engine, e in det.get("engines", {"torch": {"images_per_s": det["images_per_s"]}}).items():
+            add(
+                f"| {engine} | {_f(e['images_per_s'])} | {_ratio(e['images_per_s'], det['images_per_s'])} | "
+                f"{_f(e.get('export_s'), 1)} |"
+            )
+        for note in det.get("skipped", []):
+            add(f"Note: {note}.")
     tr = res.get("training")
     if tr:
         add("")
@@ -1003,6 +1430,29 @@ def render(res: dict[str, Any]) -> str:
                     f"| {label} | {mode} | {100 * r['mAP_fp32']:.2f} | {100 * r['mAP_bf16']:.2f} | "
                     f"{100 * (r['mAP_bf16'] - r['mAP_fp32']):+.2f} | {r['max_abs_prob_diff']:.4f} |"
                 )
+        int8 = [(label, entry["int8"]) for label, entry in acc["models"].items() if entry.get("int8")]
+        if int8:
+            first = int8[0][1]
+            add("")
+            add(
+                f"**int8 accuracy cost** (the same {first['persons']} test persons, each with its own scene, the "
+                "subject masked where the model was trained so; the same inputs through every engine; int8 "
+                f"calibrated on {first['calibration']['name']}; mAP in percent, V/A/D MAE on 1-10)"
+            )
+            add("")
+            add(
+                "| model | engine, precision | mAP | - PyTorch fp32 (points) | V/A/D MAE | - PyTorch fp32 | "
+                "largest prob. difference | largest V/A/D difference |"
+            )
+            add("|---|---|--:|--:|--:|--:|--:|--:|")
+            for label, entry in int8:
+                ref = entry["rows"]["PyTorch fp32"]
+                for row, r in entry["rows"].items():
+                    add(
+                        f"| {label} | {row} | {100 * r['mAP']:.2f} | {100 * (r['mAP'] - ref['mAP']):+.2f} | "
+                        f"{r['vad_mae']:.4f} | {r['vad_mae'] - ref['vad_mae']:+.4f} | {r['max_prob_diff']:.4f} | "
+                        f"{r['max_vad_diff']:.4f} |"
+                    )
     lines += render_faces(res)
     return "\n".join(lines) + "\n"
 
@@ -1179,12 +1629,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             res[name] = fn()
             res["section_seconds"][name] = time.perf_counter() - start
 
-    section("floor", lambda: measure_floor(plan, model))
+    section("floor", lambda: measure_floor(plan, model, data, work))
     section("baseline", lambda: measure_baseline(plan, build_net(plan.arch), data))
     section("predict", lambda: measure_predict(plan, model, data, work))
     if args.profile and "predict" in sections:
         say("profile:\n" + profile_predict(plan, model, data, work, out / "profile.txt"))
-    section("detector", lambda: measure_detector(plan, data))
+    section("detector", lambda: measure_detector(plan, data, work))
     section("training", lambda: measure_training(plan, data))
     section("memory", lambda: measure_memory(plan, model, data, work, threads))
     section(

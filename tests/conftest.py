@@ -34,6 +34,43 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwi
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _torch_unless_named():
+    """Tests that name no engine run the emotion model and the detector in PyTorch (module fixtures too).
+
+    The default rule (:func:`emoctx.engines.default_engine`) picks an exported engine on many CPUs, whose first
+    build exports the model's graphs (seconds per model file, and most tests write their own model files). The
+    rule itself is tested by monkeypatching the hardware, and each engine through the predictor and the
+    commands (``tests/test_engines.py``, ``tests/test_predict_engines.py``); tests marked ``default_engines``
+    run the real rule (:func:`_real_rule_where_marked`). A patcher of its own: a test's
+    ``monkeypatch.undo()`` leaves it in place.
+    """
+    from emoctx import engines
+    from emoctx.engines import build
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(build, "default_engine", lambda device="cpu", precision="auto": ("torch", precision))
+    patch.setattr(engines, "default_detector_engine", lambda device="cpu": "torch")
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _real_rule_where_marked(request, _torch_unless_named):
+    """The real default engines in tests marked ``default_engines``."""
+    if request.node.get_closest_marker("default_engines") is None:
+        yield
+        return
+    from emoctx import engines
+    from emoctx.engines import build, choice
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(build, "default_engine", choice.default_engine)
+    patch.setattr(engines, "default_detector_engine", choice.default_detector_engine)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _log_levels():
     """Each test starts with the logger levels of the one before it undone: code run in-process that quiets

@@ -62,22 +62,46 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf1
     assert res["machine"]["native_bf16"] is False and bench.NO_BF16 in table
 
     floor = res["floor"]["persons_per_s"]
-    assert set(floor) == {"fp32", "fp32 channels-last"}
+    engines = [label for label, _, _ in bench.engine_rows(False, bench.have_openvino())]
+    assert set(floor) == {"fp32", "fp32 channels-last", *engines}
+    assert not any("bf16" in label for label in floor)
     assert all(_positive(rate) for rates in floor.values() for rate in rates.values())
     assert all(set(rates) == {"1", "4"} for rates in floor.values())
+    # Each engine built twice: exported (int8: calibrated) into an empty cache, then from the cache.
+    builds = res["floor"]["engines"]
+    assert set(builds) == set(engines)
+    for e in builds.values():
+        assert e["check"]["max_prob_diff"] <= e["check"]["tolerance"][0]
+        assert e["test_max_prob_diff"] <= e["check"]["tolerance"][0]
+        assert (e["cached"] is True) is (e["engine"] != "torch")
+        assert (e["calibration"] is not None) is (e["precision"] == "int8")
+    assert (
+        builds["engine onnxruntime fp32"]["export_s"] > 0
+        and builds["engine onnxruntime int8"]["quantize_s"] > 0
+    )
+    assert "**Engines: building**" in table and "engine onnxruntime int8" in table
+    assert "CPU flags: avx2" in table
 
     # Every prediction mode predicted every given box, in fp32; the baseline ran beside them.
     pred = res["predict"]
     assert set(pred["persons_per_s"]) == set(bench.prediction_modes(False)) == set(pred["modes"])
-    assert {precision for precision, _ in pred["modes"].values()} == {"fp32"}
+    assert {precision for _, precision, _ in pred["modes"].values()} == {"fp32", "int8"}
+    engines = {"torch", "onnxruntime", *(["openvino"] if bench.have_openvino() else [])}
+    assert {engine for engine, _, _ in pred["modes"].values()} == engines
+    assert set(pred["first_run_seconds"]) == {f"{e} {p}" for e, p, _ in pred["modes"].values()}
     test = bench.records_of(out / "work" / "synth640", "test")
     predicted_images = bench.first_images(test, pred["images"])
     assert pred["persons"] == int(test["image"].isin(predicted_images).sum()) > pred["images"]
     assert all(_positive(v) for v in pred["persons_per_s"].values())
     assert _positive(res["baseline"]["persons_per_s"])
-    assert "baseline reference" in table and "fp32 shared (default)" in table and "bf16 shared" not in table
+    assert "baseline reference" in table and "bf16 shared" not in table
+    assert "onnxruntime fp32 shared (default)" in table and "onnxruntime int8 shared" in table
 
     assert _positive(res["detector"]["images_per_s"]) and res["detector"]["imgsz"] == 640
+    detectors = res["detector"]["engines"]
+    assert set(detectors) == set(bench.detector_engines(bench.have_openvino()))
+    assert all(_positive(d["images_per_s"]) for d in detectors.values())
+    assert all(d["export_s"] > 0 for e, d in detectors.items() if e != "torch")
     for when in ("roofline_start", "roofline_end"):
         assert _positive(res[when]["fp32"]) and res[when]["bf16"] is None
     assert "Matrix multiply (128x128" in table and "bf16 not measured" in table
@@ -111,6 +135,14 @@ def test_quick_run_measures_every_section(bench, tmp_path, capsys, no_native_bf1
         for r in entry["modes"].values():
             assert 0 < r["mAP_fp32"] <= 1
             assert r["mAP_bf16"] is None and r["max_abs_prob_diff"] is None
+        # int8 beside fp32 on the same inputs; the fp32 engine reproduces PyTorch
+        rows = entry["int8"]["rows"]
+        assert {"PyTorch fp32", "onnxruntime fp32", "onnxruntime int8"} <= set(rows)
+        assert rows["onnxruntime fp32"]["max_prob_diff"] < 1e-5
+        assert rows["onnxruntime fp32"]["mAP"] == pytest.approx(rows["PyTorch fp32"]["mAP"])
+        assert 0 < rows["onnxruntime int8"]["mAP"] <= 1 and rows["onnxruntime int8"]["max_prob_diff"] <= 0.15
+        assert entry["int8"]["calibration"]["count"] == bench.QUICK.calibration_persons
+    assert "**int8 accuracy cost**" in table
     assert res["accuracy"]["persons"] > 0
 
 
@@ -149,17 +181,25 @@ def test_given_model_and_selected_sections(bench, tmp_path, capsys):
 def test_bf16_is_measured_only_where_native(bench, monkeypatch):
     """The machine's matrix multiply, the prediction modes and the training precision follow the detection."""
     import emoctx.hardware as hardware
+    from emoctx.engines import choice
 
     for native in (True, False):
         monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda native=native: native)
         speed = bench.roofline(32, reps=1)
         assert _positive(speed["fp32"]) and (speed["bf16"] is not None) is native
+        for openvino in (True, False):
+            monkeypatch.setattr(choice, "have_openvino", lambda openvino=openvino: openvino)
+            modes = bench.prediction_modes(native, openvino)
+            assert ({p for _, p, _, _ in modes.values()} == {"fp32", "bf16", "int8"}) is native
+            assert ({e for e, _, _, _ in modes.values()} == {"torch", "onnxruntime", "openvino"}) is openvino
+            assert [m for label, m in modes.items() if "(default)" in label] == [
+                (*bench.default_mode(native), ())
+            ]
         modes = bench.prediction_modes(native)
-        assert ({p for p, _, _ in modes.values()} == {"fp32", "bf16"}) is native
-        assert {p for p, _, _ in modes.values()} >= {"fp32" if not native else "bf16"}
         assert [m for label, m in modes.items() if "(default)" in label] == [
             (*bench.default_mode(native), ())
         ]
+        assert bench.default_mode(native)[:2] == choice.default_engine("cpu")
         assert bench.training_precision(native) == ("bf16-mixed" if native else "32-true")
 
 
@@ -183,7 +223,8 @@ def test_memory_section_runs_fresh_processes_in_the_default_precision(bench, tmp
         result = bench.measure_memory(bench.QUICK, model, root, work, threads=1)
         sizes = [str(n) for n in bench.QUICK.memory_images]
         assert sorted(kind for kind, _ in jobs) == ["predict"] * len(sizes) + ["train"] * len(sizes)
-        want = (["bf16", "shared"], "bf16-mixed") if native else (["fp32", "shared"], "32-true")
+        want = (list(bench.default_mode(native)), "bf16-mixed" if native else "32-true")
+        assert want[0][1:] == ["bf16" if native else "fp32", "shared"]
         assert all((spec["mode"], spec["precision"]) == want for _, spec in jobs)
         assert (result["predict_mode"], result["training_precision"]) == want
         assert set(result["predict"]) == set(result["training"]) == set(sizes)

@@ -371,6 +371,9 @@ def test_face_models_are_fed_everywhere_but_the_onnx_export(tmp_path):
     assert info.preprocessing.unfed_streams == []
     assert records_transform(info).face_streams == ("face",)
     predictor = Predictor(path, num_workers=0)
+    assert predictor.engine.name == "torch"  # the default engine for a face model, whatever the machine
+    with pytest.raises(EmoctxError, match="face stream runs in the torch engine only"):
+        Predictor(path, num_workers=0, engine="onnxruntime")
     image = np.full((120, 160, 3), 128, dtype=np.uint8)
     result = predictor.predict_images([image], boxes=[[[10, 10, 80, 110]]])[0]
     person = result.persons[0]

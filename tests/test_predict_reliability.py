@@ -405,7 +405,7 @@ def test_a_full_disk_is_a_clear_error_with_the_resume_command(
     # the final table cannot be written: the previous table is unchanged, the sidecar kept
     import emoctx.inference.runner as runner
 
-    def no_room(rows, path, fmt=None):
+    def no_room(rows, path, fmt=None, metadata=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(runner, "write_predictions", no_room)

@@ -16,6 +16,10 @@ Two forms:
       are listed, with the --root that would pair them), and so are records without a prediction unless
       --allow-missing. Rows with an 'error', and rows of images without a person, are left out.
 
+With --model, the network computes exactly as loaded (PyTorch fp32) unless --engine or --precision says
+otherwise (e.g. --engine openvino --precision int8 measures what int8 costs); metrics.json records the engine
+and its largest probability difference from PyTorch fp32.
+
 Outputs in OUTDIR: metrics.json (every figure, the AP variant, the identity of the model or predictions
 file and of the records, counts), report.md, ap_per_category.png, pr_curves.png, vad_scatter.png.
 Precision/recall/F1 use the model's calibrated thresholds (emoctx calibrate) or --thresholds. Where the
@@ -37,7 +41,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emoctx.commands.options import add_device_option, add_records_run_options
+from emoctx.commands.options import add_device_option, add_engine_options, add_records_run_options
 
 HELP = "evaluate a model or a predictions file on annotated records (metrics.json, report.md, plots)"
 
@@ -98,6 +102,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_records_run_options(parser, "--model: persons per batch", "--model: data-loading processes")
     add_device_option(parser, "--model: ")
+    add_engine_options(
+        parser,
+        "torch",
+        "with --precision fp32, the network exactly as loaded, the reference every engine is checked against "
+        "(the figures are the model's); name another engine or precision to measure what it changes",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "int8"),
+        default="fp32",
+        help="--model: the arithmetic of the engine (default fp32; int8: onnxruntime or openvino, calibrated on "
+        "--calibration-records)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write metrics.json and report.md only")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -142,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             thresholds=args.thresholds,
             plots=not args.no_plots,
+            engine=args.engine,
+            precision=args.precision,
+            calibration_records=args.calibration_records,
+            calibration_root=args.calibration_root,
+            engine_cache=args.engine_cache,
         )
     else:
         result = evaluate_predictions(

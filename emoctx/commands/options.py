@@ -77,3 +77,43 @@ def add_device_option(group: argparse._ActionsContainer, applies: str = "") -> N
         metavar="DEVICE",
         help=f"{applies}where the model runs: {defaults.DEVICE_HELP} (default {defaults.DEVICE})",
     )
+
+
+ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
+"""The values of ``--engine`` (:data:`emoctx.engines.ENGINES` and ``auto``; the command line reads it without
+importing the engines)."""
+
+
+def add_engine_options(group: argparse._ActionsContainer, default: str, what: str) -> None:
+    """``--engine`` (its ``default`` and what that default does, ``what``), and the int8 and cache options."""
+    group.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default=default,
+        help="what computes the emotion model: torch (PyTorch), onnxruntime, openvino (pip install "
+        f"'emoctx[openvino]') or auto. Default {default}: {what}. "
+        "Each engine is checked against PyTorch fp32 when it is built; exported graphs are cached beside the model",
+    )
+    add_calibration_options(group)
+
+
+def add_calibration_options(group: argparse._ActionsContainer) -> None:
+    """``--calibration-records``, ``--calibration-root`` (int8) and ``--engine-cache``."""
+    group.add_argument(
+        "--calibration-records",
+        metavar="FILE",
+        help="--precision int8: records (.parquet/.jsonl) to calibrate on, a deterministic sample of "
+        f"{defaults.CALIBRATION_PERSONS} persons (default: the model's validation split, where its model file "
+        "records it)",
+    )
+    group.add_argument(
+        "--calibration-root",
+        metavar="DIR",
+        help="the folder the calibration records' image paths are relative to (default: the folder above a "
+        "records file in 'annotations/', else the records file's folder)",
+    )
+    group.add_argument(
+        "--engine-cache",
+        metavar="DIR",
+        help="keep exported engine graphs in DIR instead of beside the model (and detector weights) file",
+    )

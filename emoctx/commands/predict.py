@@ -21,6 +21,12 @@ locked while a run writes it (OUT.lock): a second run on the same OUT is refused
 input (not even with --overwrite), and an existing file that is not a prediction table is replaced only with
 --overwrite. File names that are not valid UTF-8 are written with \xNN for each such byte.
 
+The model runs in an inference engine (--engine): PyTorch, ONNX Runtime or OpenVINO, the default being the
+fastest measured for the machine's class; each is checked against PyTorch fp32 when it is built, and the largest
+probability difference goes to the log and to the table's metadata (Parquet: in the file; JSONL/CSV:
+OUT.meta.json). --precision int8 quantises the model, calibrated on --calibration-records (default: the model's
+validation split). Exported graphs are cached beside the model file.
+
 Examples:
   emoctx predict photos/ --model runs/demo/train/model.safetensors --out photos.jsonl \
       --annotate photos_annotated/ --summary photos_summary/
@@ -28,6 +34,8 @@ Examples:
       --boxes runs/demo/synth/annotations/test.parquet --out runs/demo/test_scenes.csv
   emoctx predict "shots/**/*.jpg" --model model.safetensors --boxes boxes.csv --out shots.parquet
   emoctx predict clip.mp4 --model model.safetensors --detector-weights yolo11n.pt --video-stride 2 --smooth 0.3
+  emoctx predict photos/ --model model.safetensors --engine openvino --precision int8 \
+      --calibration-records data/emotic/annotations/val.parquet --out photos.parquet
 """
 
 from __future__ import annotations
@@ -37,7 +45,13 @@ import logging
 import os
 
 from emoctx import defaults
-from emoctx.commands.options import add_detector_options, add_device_option, add_face_options
+from emoctx.commands.options import (
+    ENGINE_CHOICES,
+    add_detector_options,
+    add_device_option,
+    add_engine_options,
+    add_face_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +117,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_detector_options(det)
     det.add_argument(
+        "--detector-engine",
+        choices=ENGINE_CHOICES,
+        default=defaults.DETECTOR_ENGINE,
+        help="what runs the YOLO detector: torch (ultralytics' PyTorch), onnxruntime or openvino (exported once, "
+        "checked against PyTorch, cached beside the weights file); auto (default): on a GPU torch, on a CPU "
+        "openvino where installed, else onnxruntime (an architecture .yaml runs in torch)",
+    )
+    det.add_argument(
         "--min-box",
         type=float,
         default=defaults.MIN_BOX,
@@ -148,16 +170,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="image-decoding processes; 0 decodes in the main process between model calls. Default: the "
         "cores the model leaves free, at most 2 (on a GPU: 2; on a CPU, where the model's threads use every "
-        "core: 0, which scripts/bench.py measured faster than 2)",
+        "core: 0, which scripts/bench.py measured faster than 2 with PyTorch bf16; see the README's Performance "
+        "section for the engines)",
     )
     add_device_option(run_group)
     run_group.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp32"),
+        choices=("auto", "bf16", "fp32", "int8"),
         default="auto",
-        help="auto (default): bfloat16 where the CPU/GPU supports it natively, else fp32",
+        help="auto (default): bfloat16 where the CPU/GPU supports it natively, else fp32; int8: static "
+        "quantisation (onnxruntime or openvino), calibrated on --calibration-records",
     )
     run_group.add_argument("--fp32", action="store_true", help="same as --precision fp32")
+    add_engine_options(
+        run_group,
+        defaults.ENGINE,
+        "the fastest measured for the machine's class (see the README's Performance section)",
+    )
     run_group.add_argument(
         "--scene-mode",
         choices=("auto", "shared", "masked"),
@@ -240,7 +269,11 @@ def run(args: argparse.Namespace) -> int:
     for _, reason in missing:  # the others are predicted; these get an error row each
         log.warning("%s; it gets an error row, the other sources are predicted", reason)
     check_output(
-        args.out, args.format, args.overwrite, [args.model, args.boxes, args.detector_weights], args.sources
+        args.out,
+        args.format,
+        args.overwrite,
+        [args.model, args.boxes, args.detector_weights, args.calibration_records],
+        args.sources,
     )
     resolve_device(args.device)  # a missing GPU is reported before any work
     if args.summary:
@@ -254,6 +287,11 @@ def run(args: argparse.Namespace) -> int:
         detector=detector,
         batch_size=args.batch_size,
         precision="fp32" if args.fp32 else args.precision,
+        engine=args.engine,
+        calibration=args.calibration_records,
+        calibration_root=args.calibration_root,
+        engine_cache=args.engine_cache,
+        detector_engine=args.detector_engine,
         scene_mode=args.scene_mode,
         device=args.device,
         num_workers=args.workers,
@@ -303,6 +341,11 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{summary.persons} person(s) in {summary.seconds:.1f} s ({summary.persons_per_second:.1f} persons/s); "
         f"{summary.images_without_persons} image(s)/frame(s) without a person"
+    )
+    check = predictor.engine.check
+    print(
+        f"engine {predictor.engine.name} {predictor.precision}"
+        + (f" (largest probability difference from PyTorch fp32: {check.max_prob_diff:.2g})" if check else "")
     )
     if summary.error_rows:
         print(f"{summary.error_rows} error row(s) (see the 'error' column), for example:")

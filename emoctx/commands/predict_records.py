@@ -8,6 +8,8 @@ row per record in records order, every record exactly once) and removes the shar
 the records file), then those of 'emoctx predict' (source = the records' image path, frame = -1, person, box,
 det_score = 1, p_<category>, categories, valence/arousal/dominance, model, error, width, height). A person whose
 image cannot be read gets a row with 'error' set. The inputs are made as the model file's preprocessing says.
+--engine onnxruntime/openvino runs the model's exported graphs on the CPU (--precision fp32, bf16 or int8),
+checked against PyTorch fp32; the engine and its largest probability difference are in OUT's Parquet metadata.
 
 Examples:
   emoctx predict-records --model runs/demo/train/model.safetensors \
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 
-from emoctx.commands.options import add_device_option, add_records_run_options
+from emoctx.commands.options import add_device_option, add_engine_options, add_records_run_options
 
 HELP = "predict every person of a records file with Lightning (DDP, one shard per process, merged Parquet)"
 
@@ -49,7 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
     parser.add_argument("--num-nodes", type=int, default=1, help="machines taking part (default 1)")
     parser.add_argument(
-        "--precision", default="32-true", help="32-true, 16-mixed or bf16-mixed (default 32-true)"
+        "--precision",
+        default="32-true",
+        help="--engine torch: Lightning's 32-true, 16-mixed or bf16-mixed (fp32 and bf16 also name them); the "
+        "exported engines: fp32, bf16 or int8 (32-true is fp32 there); auto: bf16 where the hardware computes it "
+        "natively, else fp32 (fp16 on a GPU without bf16). Default 32-true",
+    )
+    add_engine_options(
+        parser,
+        "torch",
+        "the network in Lightning, on any accelerator; onnxruntime and openvino run on the CPU, one engine per "
+        "process",
     )
     add_records_run_options(parser, "people per batch and process", "data-loading processes per process")
     parser.add_argument(
@@ -97,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         max_side="model" if args.max_side is None else (args.max_side or None),
         progress=not args.no_progress,
+        engine=args.engine,
+        calibration_records=args.calibration_records,
+        calibration_root=args.calibration_root,
+        engine_cache=args.engine_cache,
     )
     if result is not None:
         print(

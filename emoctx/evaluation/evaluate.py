@@ -144,6 +144,11 @@ def evaluate_model(
     progress: bool = True,
     thresholds: str | os.PathLike | None = None,
     plots: bool = True,
+    engine: str = "torch",
+    precision: str = "fp32",
+    calibration_records: str | os.PathLike | None = None,
+    calibration_root: str | os.PathLike | None = None,
+    engine_cache: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Run a model on records (ground-truth boxes), score it and write every output into ``out_dir``.
 
@@ -152,6 +157,10 @@ def evaluate_model(
     which a clamp ties); the model's calibrated thresholds, if it has any, apply to its 0-1 scores and give
     the precision/recall/F1 figures. Also writes ``predictions.parquet`` (one row per evaluated person, with
     the 0-1 scores and the raw outputs), which :func:`evaluate_predictions` scores to the same figures.
+
+    By default the network as loaded (PyTorch fp32, the reference): the figures are the model's. Another
+    ``engine`` or ``precision`` (:mod:`emoctx.engines`) measures what it changes; ``metrics.json`` records it
+    (``source.engine``, with its largest probability difference from PyTorch fp32 on the check batch).
 
     Args:
         model_path: an emoctx model file.
@@ -167,6 +176,11 @@ def evaluate_model(
         thresholds: a model or JSON file whose thresholds replace the model's own (see
             :func:`load_thresholds`).
         plots: write the PNG plots.
+        engine: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (:func:`emoctx.engines.build_engine`).
+        precision: ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"auto"``.
+        calibration_records: int8: records to calibrate on (default: the model's validation split).
+        calibration_root: the folder their image paths are relative to.
+        engine_cache: keep exported graphs there instead of beside the model.
 
     Raises:
         EmoctxError: unusable model or records, images mostly not under ``root`` (checked before the model is
@@ -183,6 +197,19 @@ def evaluate_model(
     check_images(records, root, "--root", records_path)  # a wrong root fails here, before the model is loaded
     net, info = load_model(model_path)
     face_outputs: dict[str, np.ndarray] = {}
+    built = None
+    if (engine, precision) != ("torch", "fp32"):  # another engine or precision: what it changes
+        import copy
+
+        from emoctx.engines import build_engine
+        from emoctx.engines.calibration import calibration_from_records
+
+        calibration = None
+        if precision == "int8" and engine != "torch":
+            calibration = calibration_from_records(info, model_path, calibration_records, calibration_root)
+        # a copy: the torch engine prepares its network in place, and score_records reads net's streams
+        how = {"info": info, "calibration": calibration, "cache_dir": engine_cache}
+        built = build_engine(model_path, engine, precision, device or "auto", net=copy.deepcopy(net), **how)
     raw, vad, valid = score_records(
         net,
         info,
@@ -194,6 +221,7 @@ def evaluate_model(
         progress=progress,
         raw=True,
         outputs=face_outputs,
+        engine=built,
     )
     scores = scores_from_raw(raw, info.score_activation)
     if not valid.any():
@@ -223,6 +251,11 @@ def evaluate_model(
         "network": info.network,
         "streams": info.streams,
         "training": _settings(info.training),
+        "engine": (
+            built.describe()
+            if built is not None
+            else {"engine": "torch", "precision": "fp32", "note": "the network as loaded (the reference)"}
+        ),
     }
     kept = records[valid].reset_index(drop=True)
     doc = evaluation_document(

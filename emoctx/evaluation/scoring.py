@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from emoctx.checkpoint import ModelInfo
     from emoctx.data.transforms import StreamTransform
+    from emoctx.engines import Engine
     from emoctx.models.network import EmotionNet
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def score_records(
     progress: bool = True,
     raw: bool = False,
     outputs: dict[str, np.ndarray] | None = None,
+    engine: Engine | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a model on every person of ``records`` with its ground-truth box.
 
@@ -95,6 +97,8 @@ def score_records(
             ``face_present`` (N,) bool for a face stream, ``expression`` (N, E) probabilities for a model with
             expressions, ``face_va`` (N, 2) on 1-10 for a model with the face-derived head (a face-only model:
             its own V/A).
+        engine: run this engine (:mod:`emoctx.engines`, built for ``net``) instead of ``net`` itself (every
+            person with its own scene: its ``forward``; models without a face stream).
 
     Returns:
         ``(scores, vad, valid)``: ``scores`` (N, C) float64 in 0-1 (the model's score activation; with
@@ -127,8 +131,11 @@ def score_records(
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )
-    device = resolve_device(device)
-    net = net.to(device).eval()
+    if engine is not None:
+        device = engine.device
+    else:
+        device = resolve_device(device)
+        net = net.to(device).eval()
     has_face = "face" in net.stream_names
     extra: dict[str, np.ndarray] = {}
     if outputs is not None and has_face:
@@ -142,7 +149,10 @@ def score_records(
             if "index" not in batch:  # every image of the batch was unreadable
                 continue
             rows = batch["index"].numpy()
-            out = net(network_inputs(net, batch, device))
+            if engine is not None:
+                out = engine.forward({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
+            else:
+                out = net(network_inputs(net, batch, device))
             logits = out["logits"].float()
             scores[rows] = (
                 (logits if raw else scores_from_logits(logits, info.score_activation)).cpu().numpy()

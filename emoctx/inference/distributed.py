@@ -20,6 +20,14 @@ where the model saw it, with the model's face-derived valence/arousal and expres
 Preprocessing (each stream's region, input size, resize rule, normalisation and mask, and the decoding size
 limit) comes from the model file, as in ``emoctx predict`` and ``emoctx evaluate``.
 
+Engines (:mod:`emoctx.engines`): ``engine="torch"`` (default) runs the network in Lightning, in Lightning's
+``precision`` (on any accelerator); ``"onnxruntime"`` and ``"openvino"`` run their graphs on the CPU (fp32, bf16
+or int8; Lightning's ``32-true`` means fp32 and ``bf16-mixed`` bf16 there), each process building its engine for
+itself (from the graph cache beside the model: exported once), with as many threads as Lightning gives the
+process; ``"auto"`` takes the machine's default (:func:`emoctx.engines.default_engine`). Every person has its
+own scene here (the records are persons, not images). The merged table's Parquet metadata (key ``emoctx``)
+records the engine, its precision and its largest probability difference from PyTorch fp32.
+
 Example (4 GPUs; ``--accelerator cpu --devices 2`` runs two CPU processes)::
 
     emoctx predict_records --model model.safetensors --records people.parquet --root /data/images \
@@ -28,6 +36,7 @@ Example (4 GPUs; ``--accelerator cpu --devices 2`` runs two CPU processes)::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -43,15 +52,15 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from emoctx import defaults, labels
+from emoctx import __version__, defaults, labels
 from emoctx.checkpoint import ModelInfo, load_model, model_identity
 from emoctx.data.datamodule import EmotionDataModule
 from emoctx.data.images import ImageError, read_image
 from emoctx.errors import EmoctxError
 from emoctx.inference.results import PROB_COLUMNS
-from emoctx.inference.writers import table_schema
-from emoctx.io import atomic_path
-from emoctx.models.outputs import ScoringNet
+from emoctx.inference.writers import METADATA_KEY, table_schema
+from emoctx.io import atomic_path, jsonable
+from emoctx.models.outputs import ScoringNet, scores_from_logits, vad_ratings
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +78,77 @@ _SHARD_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True)
+class EngineSpec:
+    """An exported engine to build in each process (see :func:`emoctx.engines.build_engine`).
+
+    Attributes:
+        model: the model file.
+        engine: ``"onnxruntime"`` or ``"openvino"``.
+        precision: ``"fp32"``, ``"bf16"``, ``"int8"`` or ``"auto"``.
+        calibration_records: int8: the records to calibrate on (``None``: the model's validation split).
+        calibration_root: the folder their image paths are relative to.
+        cache_dir: where the graphs are cached (``None``: beside the model).
+    """
+
+    model: str
+    engine: str
+    precision: str
+    calibration_records: str | None = None
+    calibration_root: str | None = None
+    cache_dir: str | None = None
+
+    def build(self, net: torch.nn.Module, info: ModelInfo) -> Any:
+        """Build the engine (in the process that runs it)."""
+        from emoctx.engines import build_engine
+        from emoctx.engines.calibration import calibration_from_records
+
+        calibration = None
+        if self.precision == "int8":
+            calibration = calibration_from_records(
+                info, self.model, self.calibration_records, self.calibration_root
+            )
+        return build_engine(
+            self.model,
+            self.engine,
+            self.precision,
+            "cpu",
+            net=net,
+            info=info,
+            calibration=calibration,
+            cache_dir=self.cache_dir,
+        )
+
+
 class PredictionModule(pl.LightningModule):
     """A thin inference wrapper: batches of body/scene crops in, 0-1 scores and 1-10 V/A/D out.
 
     Args:
         net: the emotion network (weights loaded).
         score_activation: the model's score activation (``ModelInfo.score_activation``).
+        engine: an exported engine to run instead of the network in Lightning, built in :meth:`setup` (in the
+            process that runs it, after Lightning has set its threads).
+        info: the model's description (with ``engine``).
     """
 
-    def __init__(self, net: torch.nn.Module, score_activation: str = "sigmoid") -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        score_activation: str = "sigmoid",
+        engine: EngineSpec | None = None,
+        info: ModelInfo | None = None,
+    ) -> None:
         super().__init__()
         self.scoring = ScoringNet(net, score_activation)
+        self.engine_spec = engine
+        self.info = info
+        self.engine: Any = None
+
+    def setup(self, stage: str) -> None:
+        """Build the exported engine, if one is asked for."""
+        if self.engine_spec is not None and self.engine is None:
+            assert self.info is not None
+            self.engine = self.engine_spec.build(self.scoring.net, self.info)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         """``{"index", "scores", "vad"}`` for the readable people of the batch (none when none is readable).
@@ -94,11 +163,17 @@ class PredictionModule(pl.LightningModule):
                 "vad": torch.zeros(0, labels.NUM_VAD),
             }
         net = self.scoring.net
+        if (
+            self.engine is not None
+        ):  # an exported engine (body and scene models; face models are not exported)
+            out = self.engine.forward({name: batch[name] for name in self.scoring.stream_names})
+            scores = scores_from_logits(out["logits"], self.scoring.score_activation)
+            vad = vad_ratings(out["vad"])
+            return {"index": batch["index"], "scores": scores.float(), "vad": vad.float()}
         if "face" not in net.stream_names:
             scores, vad = self.scoring(*(batch[name] for name in self.scoring.stream_names))
             return {"index": batch["index"], "scores": scores.float(), "vad": vad.float()}
         from emoctx.evaluation.scoring import network_inputs
-        from emoctx.models.outputs import scores_from_logits, vad_ratings
 
         out = net(network_inputs(net, batch, self.device))
         pred = {
@@ -304,6 +379,10 @@ def predict_records(
     num_workers: int = defaults.RECORDS_WORKERS,
     max_side: int | str | None = "model",
     progress: bool = True,
+    engine: str = "torch",
+    calibration_records: str | os.PathLike | None = None,
+    calibration_root: str | os.PathLike | None = None,
+    engine_cache: str | os.PathLike | None = None,
 ) -> RecordsPrediction | None:
     """Predict every person of a records file with ``Trainer.predict`` and write one merged Parquet table.
 
@@ -319,12 +398,18 @@ def predict_records(
         devices: devices (processes) per node.
         strategy: Lightning strategy (``ddp`` for several devices; ``auto`` picks it).
         num_nodes: machines taking part.
-        precision: Lightning precision (``32-true``, ``16-mixed``, ``bf16-mixed``).
+        precision: Lightning precision (``32-true``, ``16-mixed``, ``bf16-mixed``); with an exported engine
+            ``fp32``, ``bf16``, ``int8`` or ``auto`` (``32-true`` is fp32 there, ``bf16-mixed`` bf16).
         batch_size: people per batch and process.
         num_workers: data-loading processes per process.
         max_side: decode images with their longest side at most this many pixels (faster for large JPEGs;
             ``None``: full size); default (``"model"``) what the model was trained with.
         progress: show Lightning's progress bar.
+        engine: ``"torch"`` (the network in Lightning), ``"onnxruntime"``, ``"openvino"`` (on the CPU) or
+            ``"auto"`` (see the module docstring).
+        calibration_records: int8: records to calibrate on (default: the model's validation split).
+        calibration_root: the folder their image paths are relative to.
+        engine_cache: keep exported graphs there instead of beside the model.
 
     Returns:
         The summary in rank 0, ``None`` in the other processes.
@@ -343,6 +428,9 @@ def predict_records(
 
     check_accelerator(accelerator)
     check_images(read_records(records), root, "--root", records)  # a wrong root fails before any model work
+    spec, precision = engine_spec(
+        model, engine, precision, accelerator, calibration_records, calibration_root, engine_cache
+    )
     net, info = load_model(model)
     dm = datamodule_for(
         info,
@@ -368,7 +456,8 @@ def predict_records(
     )
     try:
         start = time.perf_counter()
-        trainer.predict(PredictionModule(net, info.score_activation), datamodule=dm, return_predictions=False)
+        module = PredictionModule(net, info.score_activation, engine=spec, info=info)
+        trainer.predict(module, datamodule=dm, return_predictions=False)
         trainer.strategy.barrier("emoctx-shards-written")
         seconds = time.perf_counter() - start
         if not trainer.is_global_zero:
@@ -376,6 +465,13 @@ def predict_records(
         df = dm.records("predict")
         assert df is not None  # predict_records is given explicitly
         table, duplicates = merge_shards(out, trainer.world_size, df, Path(root), info, model_identity(model))
+        described = (
+            module.engine.describe()
+            if module.engine is not None
+            else {"engine": "torch", "precision": str(trainer.precision), "runner": "Lightning"}
+        )
+        metadata = {"emoctx_version": __version__, "engine": described, "world_size": trainer.world_size}
+        table = table.replace_schema_metadata({METADATA_KEY: json.dumps(jsonable(metadata))})
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
         remove_shards(out)
@@ -394,6 +490,70 @@ def predict_records(
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # else the process aborts at exit
+
+
+_FROM_LIGHTNING = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16", "bf16-true": "bf16"}
+_TO_LIGHTNING = {"fp32": "32-true", "bf16": "bf16-mixed"}
+
+
+def engine_spec(
+    model: str | os.PathLike,
+    engine: str,
+    precision: str,
+    accelerator: str,
+    calibration_records: str | os.PathLike | None = None,
+    calibration_root: str | os.PathLike | None = None,
+    engine_cache: str | os.PathLike | None = None,
+) -> tuple[EngineSpec | None, str]:
+    """The exported engine to run (``None``: the network in Lightning) and Lightning's precision.
+
+    Raises:
+        EmoctxError: an unknown engine, an exported engine on another accelerator than the CPU, or a
+            precision the chosen path does not take.
+    """
+    from emoctx.engines import ENGINES, default_engine
+
+    if engine != "auto" and engine not in ENGINES:
+        raise EmoctxError(f"unknown engine '{engine}'; choose one of auto, {', '.join(ENGINES)}")
+    if engine == "auto":
+        device = "cpu" if accelerator == "cpu" else "auto"
+        wanted = _FROM_LIGHTNING.get(precision, precision)
+        engine, chosen = default_engine(device, wanted if wanted in ("fp32", "bf16", "int8") else "auto")
+        if engine == "torch":
+            precision = _TO_LIGHTNING.get(chosen, precision)
+    if engine == "torch":
+        if precision == "auto":  # bf16 where the hardware computes it natively (a GPU: bf16, else fp16)
+            from emoctx.hardware import cpu_supports_bf16
+
+            on_gpu = accelerator not in ("cpu",) and torch.cuda.is_available()
+            if on_gpu:
+                precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+            else:
+                precision = "bf16-mixed" if cpu_supports_bf16() else "32-true"
+        if precision in ("fp32", "bf16"):
+            precision = _TO_LIGHTNING[precision]
+        if precision == "int8":
+            raise EmoctxError(
+                f"--precision {precision} needs an exported engine (--engine onnxruntime or openvino); the torch "
+                "engine takes Lightning's precisions (32-true, 16-mixed, bf16-mixed)"
+            )
+        return None, precision
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        raise EmoctxError(f"the {engine} engine runs on the CPU; use --accelerator cpu, or --engine torch")
+    wanted = _FROM_LIGHTNING.get(precision, precision)
+    if wanted not in ("fp32", "bf16", "int8", "auto"):
+        raise EmoctxError(
+            f"--precision {precision}: the {engine} engine computes in fp32, bf16 or int8 (or auto)"
+        )
+    spec = EngineSpec(
+        str(model),
+        engine,
+        wanted,
+        None if calibration_records is None else str(calibration_records),
+        None if calibration_root is None else str(calibration_root),
+        None if engine_cache is None else str(engine_cache),
+    )
+    return spec, "32-true"
 
 
 def remove_shards(out: str | os.PathLike) -> None:

@@ -130,7 +130,7 @@ class ExportReport:
 
 
 @contextlib.contextmanager
-def _quiet_exporter_logs() -> Iterator[None]:
+def quiet_exporter_logs() -> Iterator[None]:
     """Silence the exporter's optimisation passes, which log every rewrite at INFO level."""
     loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
     levels = [lg.level for lg in loggers]
@@ -141,6 +141,53 @@ def _quiet_exporter_logs() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def export_graph(
+    module: nn.Module,
+    example: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    opset: int = DEFAULT_OPSET,
+    what: str = "model",
+) -> Any:
+    """Export ``module`` (``forward(*inputs)``) with torch's dynamo exporter, batch dimension dynamic.
+
+    Every input's first dimension is the one batch dimension.
+
+    Args:
+        module: the module, in eval mode.
+        example: one example tensor per input, with a batch of at least 2 (a batch of 1 would let the exporter
+            specialise the dimension to a constant).
+        input_names: names of the graph's inputs.
+        output_names: names of the graph's outputs.
+        opset: the ONNX opset version.
+        what: what is exported, for the error message.
+
+    Returns:
+        The ``onnx.ModelProto``.
+
+    Raises:
+        EmoctxError: the export failed.
+    """
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with warnings.catch_warnings(), quiet_exporter_logs():
+            # Every input shares the one batch dimension; the exporter warns that it names it only once.
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints.*")
+            program = torch.onnx.export(
+                module,
+                tuple(example),
+                dynamo=True,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_shapes=(tuple({0: batch} for _ in input_names),),
+                opset_version=opset,
+                verbose=False,
+            )
+    except Exception as e:  # the exporter raises many internal error types; report them as one
+        raise EmoctxError(f"{what}: ONNX export failed ({type(e).__name__}: {e})") from e
+    return program.model_proto
 
 
 def onnx_metadata(info: ModelInfo) -> dict[str, str]:
@@ -216,27 +263,10 @@ def export_onnx(
         )
     out = Path(out)
     wrapper = ScoringNet(net, info.score_activation).eval()
-    batch = torch.export.Dim("batch", min=1)
     # Batch 2 for tracing: a batch of 1 would let the exporter specialise the dimension to a constant.
     example = sample_inputs(info, batch=2)
     log.info("exporting %s (streams %s) to ONNX opset %d", model, ", ".join(net.stream_names), opset)
-    try:
-        with warnings.catch_warnings(), _quiet_exporter_logs():
-            # Every input shares the one batch dimension; the exporter warns that it names it only once.
-            warnings.filterwarnings("ignore", message=".*shares the same shape constraints.*")
-            program = torch.onnx.export(
-                wrapper,
-                example,
-                dynamo=True,
-                input_names=list(net.stream_names),
-                output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=(tuple({0: batch} for _ in net.stream_names),),
-                opset_version=opset,
-                verbose=False,
-            )
-    except Exception as e:  # the exporter raises many internal error types; report them as one
-        raise EmoctxError(f"{model}: ONNX export failed ({type(e).__name__}: {e})") from e
-    proto = program.model_proto
+    proto = export_graph(wrapper, example, list(net.stream_names), list(OUTPUT_NAMES), opset, str(model))
     proto.doc_string = (
         f"emoctx emotion model from {Path(model).name}: inputs {list(net.stream_names)} "
         f"(NCHW float32, normalised), outputs scores [batch, {labels.NUM_CATEGORIES}] and vad [batch, 3] on "

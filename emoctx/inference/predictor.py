@@ -26,11 +26,17 @@ How it runs, and why it is fast:
   person's box in the scene with the mean colour, as training with ``mask_subject`` did, and so encodes one
   scene per person. ``"auto"`` (default) picks ``masked`` when the model's preprocessing masks the subject,
   else ``shared``: each model sees what it saw in training.
-* **Fast arithmetic.** ``torch.inference_mode``, batch norms folded into the convolutions, on CPU each
-  convolution and its ReLU (and residual sum) run as one oneDNN call (:mod:`emoctx.inference.optimize`), channels-last
-  tensors, and bfloat16 where the hardware has it
-  (``precision="auto"``): on CPUs with native bfloat16 instructions (AVX512-BF16 / AMX) the backbones run with
-  bfloat16 weights (fusion and heads stay in float32); on GPUs under autocast. ``precision="fp32"`` turns it off.
+* **Fast arithmetic.** The network runs in an inference engine (:mod:`emoctx.engines`): PyTorch, ONNX Runtime or
+  OpenVINO, in fp32, bf16 or int8, each checked against the network in PyTorch fp32 when it is built (the
+  largest probability difference goes to the log and to :meth:`Predictor.metadata`). ``engine="auto"`` (default)
+  takes the fastest measured for the machine's class (:func:`emoctx.engines.default_engine`), ``precision="auto"``
+  bfloat16 where the hardware computes it natively. PyTorch runs as :mod:`emoctx.inference.optimize` prepares it
+  (batch norms folded, convolution + ReLU as one oneDNN call, channels-last, bfloat16 backbone weights on CPUs
+  with native bfloat16, autocast on GPUs); the exported engines run graphs cached beside the model file. int8 is
+  calibrated on annotated persons (``calibration``; default the model's validation split where its model file
+  records it).
+* **Detector engine.** The default YOLO detector runs exported to ONNX Runtime or OpenVINO where that serves it
+  best (``detector_engine="auto"``, :func:`emoctx.engines.default_detector_engine`), or in PyTorch.
 
 Inputs are made as the model's preprocessing says (``ModelInfo.preprocessing``), with the steps of the training
 transform built from it without augmentation (:func:`emoctx.data.transforms.build_transform`): each stream's
@@ -58,7 +64,6 @@ each video alone. Batches never span two groups, and a group is processed the sa
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections import deque
@@ -77,9 +82,10 @@ from emoctx.checkpoint import load_model, model_identity
 from emoctx.data.boxes import clip_box
 from emoctx.data.images import DecodedImage, ImageError
 from emoctx.data.transforms import build_transform
+from emoctx.engines import build_engine
 from emoctx.errors import EmoctxError
 from emoctx.faces import DEFAULT_KEYPOINT_CONF, DEFAULT_MIN_FACE, Face, to_network_landmarks
-from emoctx.hardware import default_workers, resolve_device, resolve_precision
+from emoctx.hardware import default_workers, resolve_device
 from emoctx.inference.decode import (
     DecodeDataset,
     decode_image,
@@ -89,11 +95,10 @@ from emoctx.inference.decode import (
     worker_init,
 )
 from emoctx.inference.detect import BoxSource, Detection, PersonDetector, UltralyticsDetector
-from emoctx.inference.optimize import optimize_for_inference
 from emoctx.inference.results import ImageResult, PersonResult
 from emoctx.inference.sources import Source, expand_sources
 from emoctx.inference.video import IoUTracker, TrackSmoother, VideoError, decode_frames
-from emoctx.inference.yolo_weights import DEFAULT_WEIGHTS, describe_weights, restore_pil_open
+from emoctx.inference.yolo_weights import DEFAULT_WEIGHTS, describe_weights, resolve_weights, restore_pil_open
 from emoctx.models.outputs import scores_from_logits, vad_ratings
 
 log = logging.getLogger(__name__)
@@ -145,7 +150,19 @@ class Predictor:
             :class:`~emoctx.inference.box_file.BoxFileDetector`. ``None``: an
             :class:`~emoctx.inference.detect.UltralyticsDetector` with ``detector_weights``, built on first use.
         batch_size: persons per emotion-model forward.
-        precision: ``"auto"`` (bf16 autocast where the hardware supports it), ``"bf16"`` or ``"fp32"``.
+        precision: ``"auto"`` (bf16 where the hardware computes it natively, else fp32), ``"bf16"``, ``"fp32"`` or
+            ``"int8"`` (an exported engine, calibrated on ``calibration``).
+        engine: ``"auto"`` (the fastest measured for the machine's class), ``"torch"``, ``"onnxruntime"`` or
+            ``"openvino"`` (see :mod:`emoctx.engines`).
+        calibration: what int8 is calibrated on: a :class:`~emoctx.engines.CalibrationSet`, or a records file
+            (a deterministic sample of :data:`~emoctx.defaults.CALIBRATION_PERSONS` persons, with
+            ``calibration_root``); default the model's validation split where its model file records it.
+        calibration_root: the folder the calibration records' image paths are relative to (default: see
+            :func:`~emoctx.engines.calibration.default_calibration_root`).
+        engine_cache: keep exported graphs (emotion model and detector) in this folder instead of beside the
+            model and weights files.
+        detector_engine: the default detector's engine: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or
+            ``"openvino"`` (exported once, cached beside its weights file).
         scene_mode: ``"shared"``, ``"masked"`` or ``"auto"`` (see the module docstring).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         num_workers: processes decoding image files (0: decode in this process; ``None``: see
@@ -174,6 +191,11 @@ class Predictor:
         *,
         batch_size: int = defaults.PREDICT_BATCH_SIZE,
         precision: str = "auto",
+        engine: str = defaults.ENGINE,
+        calibration: Any = None,
+        calibration_root: str | os.PathLike | None = None,
+        engine_cache: str | os.PathLike | None = None,
+        detector_engine: str = defaults.DETECTOR_ENGINE,
         scene_mode: str = "auto",
         device: str | torch.device | None = "auto",
         num_workers: int | None = None,
@@ -216,15 +238,25 @@ class Predictor:
         self.device = resolve_device(device)
         net, self.info = load_model(self.model_path, map_location=self.device)
         assert self.info.preprocessing is not None
-        self.amp_dtype = resolve_precision(precision, self.device)
-        self.net = optimize_for_inference(net, self.device, self.amp_dtype)
-        self.model_id = model_identity(self.model_path)
-        self.precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
-        # On CPU the backbones hold low-precision weights (optimize_for_inference); on GPUs, autocast.
-        self._low_precision_backbones = self.amp_dtype is not None and self.device.type == "cpu"
         if scene_mode == "auto":
             scene_mode = "masked" if self.info.trained_with_mask else "shared"
         self.scene_mode = scene_mode
+        self.model_id = model_identity(self.model_path)
+        self.engine_cache = engine_cache
+        self._detector = detector
+        self.detector_weights = detector_weights
+        self.detector_engine = self._detector_engine(detector_engine)
+        self.engine = build_engine(
+            self.model_path,
+            engine,
+            precision,
+            self.device,
+            net=net,
+            info=self.info,
+            calibration=self._calibration(engine, precision, calibration, calibration_root),
+            cache_dir=engine_cache,
+        )
+        self.precision = self.engine.precision
         self.batch_size = int(batch_size)
         self.num_workers = default_workers(self.device) if num_workers is None else int(num_workers)
         if max_side == "model":
@@ -233,7 +265,6 @@ class Predictor:
         self.max_side: int | None = max_side  # type: ignore[assignment]
         self.conf = float(conf)
         self.min_box = float(min_box)
-        self.detector_weights = detector_weights
         self.detector_batch = max(1, int(detector_batch))
         self.imgsz = int(imgsz)
         self.track = bool(track)
@@ -242,7 +273,6 @@ class Predictor:
         self.keep_images = bool(keep_images)
         self.keypoint_conf = float(keypoint_conf)
         self.min_face = float(min_face)
-        self._detector = detector
         self.thresholds = np.nan_to_num(self.info.threshold_vector().numpy().astype(np.float64), nan=0.5)
 
         self.streams = tuple(net.stream_names)
@@ -274,21 +304,60 @@ class Predictor:
         self._track_source: Any = object()
         self._smooth_source: Any = object()
         log.info(
-            "model %s on %s: precision %s, scene mode %s, batch %d",
+            "model %s on %s: engine %s, precision %s, scene mode %s, batch %d",
             self.model_id,
             self.device,
+            self.engine.name,
             self.precision,
             self.scene_mode,
             self.batch_size,
         )
+
+    def _calibration(self, engine: str, precision: str, given: Any, root: str | os.PathLike | None) -> Any:
+        """The int8 calibration set (``None`` unless int8 is asked for), prepared as this predictor's inputs."""
+        from emoctx.engines import CalibrationSet
+        from emoctx.engines.calibration import calibration_from_records
+
+        if precision != "int8" or engine == "torch":  # torch has no int8: build_engine says so
+            if given is not None and precision != "int8":
+                log.warning("calibration records are used by --precision int8 only; ignored in %s", precision)
+            return given if isinstance(given, CalibrationSet) else None
+        if isinstance(given, CalibrationSet):
+            return given
+        return calibration_from_records(
+            self.info, self.model_path, given, root, mask_subject=self.scene_mode == "masked"
+        )
+
+    def _detector_engine(self, engine: str) -> str:
+        """The engine of the default detector (``"auto"`` resolved; PyTorch for an architecture without weights)."""
+        from emoctx.engines import default_detector_engine
+        from emoctx.engines.detector import DETECTOR_ENGINES
+
+        if engine != "auto" and engine not in DETECTOR_ENGINES:
+            raise EmoctxError(
+                f"unknown detector engine '{engine}'; choose one of auto, {', '.join(DETECTOR_ENGINES)}"
+            )
+        if engine != "auto" or self._detector is not None:
+            return engine if self._detector is None else "given"
+        weights = str(self.detector_weights or DEFAULT_WEIGHTS)
+        if weights.lower().endswith((".yaml", ".yml")) or Path(weights).is_dir():
+            return "torch"  # an architecture (no weights file to key an export by) or an export already
+        return default_detector_engine(self.device)
 
     # ------------------------------------------------------------------------------------------ properties
     @property
     def detector(self) -> PersonDetector | BoxSource:
         """The person detector (the default YOLO detector is built on first use)."""
         if self._detector is None:
+            weights = self.detector_weights
+            if self.detector_engine not in ("torch", "given"):
+                from emoctx.engines.detector import export_detector
+
+                weights = export_detector(
+                    resolve_weights(weights), self.detector_engine, self.imgsz, cache_dir=self.engine_cache
+                )
             self._detector = UltralyticsDetector(
-                weights=self.detector_weights,
+                weights=weights,
                 conf=self.conf,
                 min_box=0.0,
                 imgsz=self.imgsz,
@@ -311,9 +380,12 @@ class Predictor:
             described = describe_weights(self.detector_weights or DEFAULT_WEIGHTS)
         else:
             described = det.describe() if hasattr(det, "describe") else type(det).__name__
+        calibration = self.engine.info.get("calibration") or {}
         return {
             "model": self.model_id,
+            "engine": self.engine.name,
             "precision": self.precision,
+            "calibration": calibration.get("digest"),
             "device": self.device.type,
             # fp32 results on the CPU depend on the number of threads in the last bits; bf16 ones did not here
             "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
@@ -321,6 +393,7 @@ class Predictor:
             "detector_batch": self.detector_batch,
             "scene_mode": self.scene_mode,
             "detector": described,
+            "detector_engine": self.detector_engine,
             "conf": self.conf,
             "min_box": self.min_box,
             "keypoint_conf": self.keypoint_conf,
@@ -331,6 +404,17 @@ class Predictor:
             "smoothing": self.smoothing,
             "video_stride": self.video_stride,
         }
+
+    def metadata(self) -> dict[str, Any]:
+        """What made a table's rows (:func:`emoctx.inference.writers.write_predictions` stores it with the table).
+
+        ``engine`` says which engine computed the model, in which precision, and how closely it reproduced the
+        network in PyTorch fp32 when it was built (``engine.check.max_prob_diff``: the largest probability
+        difference on the check batch); ``settings`` are :meth:`settings`.
+        """
+        from emoctx import __version__
+
+        return {"emoctx_version": __version__, "engine": self.engine.describe(), "settings": self.settings()}
 
     # ----------------------------------------------------------------------------------------- public API
     def predict_images(
@@ -651,15 +735,16 @@ class Predictor:
         fr.expressions = np.full((n, max(len(self.expressions), 1)), np.nan)
 
     def _normalise(self, name: str, batch: np.ndarray) -> torch.Tensor:
-        """``[B, H, W, 3]`` uint8 -> normalised ``[B, 3, H, W]`` in channels-last memory layout (backbone dtype)."""
+        """``[B, H, W, 3]`` uint8 -> normalised ``[B, 3, H, W]`` as the engine takes it.
+
+        In the engine's input dtype; channels-last memory layout (the pixels' own) where the engine takes it
+        (PyTorch), else contiguous NCHW (what the exported engines read without a copy).
+        """
         x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         x = x.sub_(self._mean[name]).mul_(self._scale[name])
-        return x.to(self.amp_dtype) if self._low_precision_backbones else x
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None or self._low_precision_backbones:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        if not self.engine.channels_last:
+            x = x.contiguous()
+        return x.to(self.engine.input_dtype)
 
     # -------------------------------------------------------------------------------------------- model
     def _infer(self, frames: Iterator[_Frame]) -> Iterator[_Frame]:
@@ -684,34 +769,35 @@ class Predictor:
     def _forward(self, persons: list[tuple[_Frame, int]]) -> None:
         """One batched forward for ``persons`` (frame, person index); stores their outputs in the frames.
 
-        The one place the pipeline calls the network: ``encode(stream, images)`` per stream, then
-        ``head(features)``. A box stream is encoded per person; an unmasked whole-image stream once per image,
+        The one place the pipeline calls the network, through its engine: ``encode(stream, images)`` per
+        stream, then ``head(features)``. A box stream is encoded per person; an unmasked whole-image stream once per image,
         its features shared by the image's persons; a masked one per person, its view with that person masked.
         """
         features: dict[str, torch.Tensor] = {}
         present: dict[str, torch.Tensor] = {}
-        with self._autocast():
-            for name in self.streams:
-                if name in self._face_streams:
-                    features[name], present[name] = self._encode_faces(name, persons)
-                elif name in self._box_streams:
-                    batch = np.stack([fr.crops[name][k] for fr, k in persons])  # type: ignore[misc]
-                    features[name] = self.net.encode(name, self._normalise(name, batch)).float()
-                elif name in self._masked_streams:
-                    x = self._normalise(name, np.stack([fr.views[name] for fr, _ in persons]))
-                    for j, (fr, k) in enumerate(persons):
-                        x1, y1, x2, y2 = fr.masks[name][k]  # type: ignore[misc]
-                        x[j, :, y1:y2, x1:x2] = 0.0  # the mean colour, as the transform masks it
-                    features[name] = self.net.encode(name, x).float()
-                else:
-                    new = list({id(fr): fr for fr, _ in persons if name not in fr.shared}.values())
-                    if new:
-                        views = np.stack([fr.views[name] for fr in new])
-                        encoded = self.net.encode(name, self._normalise(name, views)).float()
-                        for j, fr in enumerate(new):
-                            fr.shared[name] = encoded[j]
-                    features[name] = torch.stack([fr.shared[name] for fr, _ in persons])
-            out = self.net.head(features, present or None)
+        engine = self.engine
+        for name in self.streams:
+            if name in self._face_streams:
+                features[name], present[name] = self._encode_faces(name, persons)
+            elif name in self._box_streams:
+                batch = np.stack([fr.crops[name][k] for fr, k in persons])  # type: ignore[misc]
+                features[name] = engine.encode(name, self._normalise(name, batch))
+            elif name in self._masked_streams:
+                x = self._normalise(name, np.stack([fr.views[name] for fr, _ in persons]))
+                for j, (fr, k) in enumerate(persons):
+                    x1, y1, x2, y2 = fr.masks[name][k]  # type: ignore[misc]
+                    x[j, :, y1:y2, x1:x2] = 0.0  # the mean colour, as the transform masks it
+                features[name] = engine.encode(name, x)
+            else:
+                new = list({id(fr): fr for fr, _ in persons if name not in fr.shared}.values())
+                if new:
+                    views = np.stack([fr.views[name] for fr in new])
+                    encoded = engine.encode(name, self._normalise(name, views))
+                    for j, fr in enumerate(new):
+                        fr.shared[name] = encoded[j]
+                features[name] = torch.stack([fr.shared[name] for fr, _ in persons])
+        # A face stream runs in the torch engine only (build_engine), whose head takes who shows a face.
+        out = engine.head(features, present) if present else engine.head(features)
         probs = scores_from_logits(out["logits"].float(), self.info.score_activation).cpu().numpy()
         vad = vad_ratings(out["vad"].float()).cpu().numpy()
         if present:  # whose face the face stream read
@@ -745,7 +831,7 @@ class Predictor:
         """
         crops = [fr.crops[name][k] for fr, k in persons]
         present = torch.tensor([c is not None for c in crops], dtype=torch.bool, device=self.device)
-        width = int(self.net.missing[name].shape[0])
+        width = int(self.engine.net.missing[name].shape[0])
         features = torch.zeros((len(persons), width), dtype=torch.float32, device=self.device)
         index = [j for j, c in enumerate(crops) if c is not None]
         if index:
@@ -753,7 +839,7 @@ class Predictor:
             points = torch.from_numpy(
                 np.stack([persons[j][0].face_points[name][persons[j][1]] for j in index]).astype(np.float32)
             ).to(self.device)
-            encoded = self.net.encode(name, x, points).float()
+            encoded = self.engine.encode(name, x, points)
             features[torch.tensor(index, device=self.device)] = encoded
         return features, present
 

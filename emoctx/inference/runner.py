@@ -14,8 +14,11 @@ What holds:
   table (the same columns) or an empty file, or with ``overwrite``. The same holds for the sidecar.
 * **Complete tables.** The table is written only if the sidecar holds every source of the run as finished.
 * **Resume.** The sidecar's first line records every setting that changes the values (model and detector
-  weights with their SHA-256, box file with its SHA-256, precision, device, CPU threads, batch sizes, ...); a
-  resumed run with other settings is refused. Sources are resumed by whole groups (see
+  weights with their SHA-256, box file with its SHA-256, engine, precision and int8 calibration set, detector
+  engine, device, CPU threads, batch sizes, ...); a resumed run with other settings is refused.
+* **Metadata.** The table carries what made it (:meth:`Predictor.metadata`: the engine, its precision and its
+  largest probability difference from PyTorch fp32, the settings): in a Parquet file, else in
+  ``<output>.meta.json`` (:mod:`emoctx.inference.writers`). Sources are resumed by whole groups (see
   :meth:`Predictor.groups`): an unfinished group is done again, so every batch is the one an uninterrupted run
   computes and the resumed table is byte-identical to the uninterrupted one (same sources, same machine).
 """
@@ -41,7 +44,10 @@ from emoctx.inference.video import VideoError, VideoWriter, video_info
 from emoctx.inference.writers import (
     DECIMALS,
     PartialLog,
+    format_for,
+    is_metadata_file,
     is_prediction_table,
+    metadata_path,
     output_format,
     write_predictions,
 )
@@ -156,6 +162,16 @@ def check_output(
             f"{out}: exists and is not a prediction table; it is not replaced. Choose another --out, or pass "
             "--overwrite to replace it"
         )
+    side = metadata_path(out)
+    if format_for(out, fmt) != "parquet":
+        check_output_file(side, [i for i in inputs if i is not None])
+        if side.is_file() and kind_of(side) is not None and reaches(sources, side):
+            raise EmoctxError(f"{side} (the table's metadata) is one of the inputs; choose another --out")
+        if side.exists() and not overwrite and not is_metadata_file(side):
+            raise EmoctxError(
+                f"{side}: exists and is not the metadata of a prediction table (emoctx writes a table's metadata "
+                "there); it is not replaced. Choose another --out, or pass --overwrite to replace it"
+            )
     return out
 
 
@@ -356,7 +372,7 @@ def _predict_locked(
             "--resume to predict them again"
         )
     rows = sidecar.rows({key: i for i, key in enumerate(keys)})
-    write_predictions(rows, out, fmt)
+    write_predictions(rows, out, fmt, metadata=predictor.metadata())
     sidecar.remove()
     summary.rows = len(rows)
     summary.error_rows = sum(r.get("error") is not None for r in rows)

@@ -9,6 +9,12 @@ The table has the columns of :data:`emoctx.inference.results.COLUMNS`, one row p
   fields.
 * **Parquet**: typed columns (``categories`` is a list of strings; integer columns are nullable int64).
 
+**Metadata** (what made the rows: the engine, its precision and how closely it reproduced the network in PyTorch
+fp32, the run's settings; :meth:`emoctx.inference.predictor.Predictor.metadata`): in a Parquet table, the file's
+key-value metadata under the key ``emoctx`` (JSON); JSONL and CSV have no place for it inside the file (a header
+line would break every reader of one row per line), so it is written beside the table, in
+``<table>.meta.json``. :func:`read_table_metadata` reads either.
+
 Every output appears whole or not at all: :func:`write_predictions` writes a temporary file and renames it.
 During a run, finished sources are appended to a sidecar ``<output>.partial`` (:class:`PartialLog`); the
 final table is built from it in source order, then the sidecar is removed. An interrupted run leaves the
@@ -55,6 +61,10 @@ SUFFIXES: dict[str, str] = {
     ".pq": "parquet",
 }
 """File suffixes of prediction tables and their formats."""
+METADATA_KEY = "emoctx"
+"""The key of the table's metadata in a Parquet file's key-value metadata."""
+METADATA_MARK = "emoctx_table_metadata"
+"""The first key of a ``<table>.meta.json`` file (a file without it is not emoctx's, and never written over)."""
 CATEGORY_SEPARATOR = ";"
 """Joins the ``categories`` list in CSV files."""
 
@@ -130,21 +140,46 @@ def table_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
+def metadata_path(path: str | os.PathLike) -> Path:
+    """Where the metadata of a JSONL or CSV table is kept: ``<table>.meta.json`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def is_metadata_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a metadata file :func:`write_predictions` wrote (its first key says so)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.loads(f.read(1 << 22))
+    except (OSError, ValueError):
+        return False
+    return isinstance(value, dict) and METADATA_MARK in value
+
+
 def write_predictions(
-    rows: Iterable[Mapping[str, Any]] | pd.DataFrame, path: str | os.PathLike, fmt: str | None = None
+    rows: Iterable[Mapping[str, Any]] | pd.DataFrame,
+    path: str | os.PathLike,
+    fmt: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the prediction table atomically.
+    """Write the prediction table atomically, with its metadata (see the module docstring).
 
     Args:
         rows: row dicts with the :data:`~emoctx.inference.results.COLUMNS` keys, or a table of them.
         path: output file.
         fmt: ``jsonl``, ``csv`` or ``parquet``; ``None`` picks it from the suffix (JSONL otherwise).
+        metadata: what made the rows (JSON-ready); Parquet: in the file, JSONL/CSV: in
+            :func:`metadata_path`. A JSONL/CSV table written without metadata leaves no metadata file (one an
+            earlier run wrote is removed).
 
     Returns:
         The path written.
     """
     path = Path(path)
     fmt = format_for(path, fmt)
+    side = metadata_path(path)
+    if fmt != "parquet" and side.exists() and is_metadata_file(side):
+        side.unlink()  # an earlier table's: never left beside this one
     if isinstance(rows, pd.DataFrame):
         records = rows.to_dict(orient="records")
     else:
@@ -162,8 +197,32 @@ def write_predictions(
             df.to_csv(tmp, index=False, na_rep="")
         else:
             table = pa.Table.from_pylist(records, schema=table_schema())
+            if metadata is not None:
+                table = table.replace_schema_metadata({METADATA_KEY: json.dumps(jsonable(dict(metadata)))})
             pq.write_table(table, tmp)
+    if fmt != "parquet" and metadata is not None:
+        text = json.dumps({METADATA_MARK: 1, "table": path.name, **jsonable(dict(metadata))}, indent=2)
+        with atomic_path(side) as tmp:
+            tmp.write_text(text + "\n", encoding="utf-8")
     return path
+
+
+def read_table_metadata(path: str | os.PathLike, fmt: str | None = None) -> dict[str, Any] | None:
+    """The metadata :func:`write_predictions` stored with a table (``None`` when it has none).
+
+    Parquet: the file's ``emoctx`` key-value metadata; JSONL and CSV: :func:`metadata_path`.
+    """
+    path = Path(path)
+    if format_for(path, fmt) == "parquet":
+        meta = pq.read_schema(path).metadata or {}
+        raw = meta.get(METADATA_KEY.encode())
+        return None if raw is None else json.loads(raw)
+    side = metadata_path(path)
+    if not is_metadata_file(side):
+        return None
+    value = json.loads(side.read_text(encoding="utf-8"))
+    value.pop(METADATA_MARK, None)
+    return value
 
 
 COLUMNS_BEFORE_FACES: tuple[str, ...] = tuple(c for c in COLUMNS if c not in FACE_COLUMNS)
