@@ -33,6 +33,7 @@ ONE_IDEA = {
     "inference/video.py": "video prediction: frames, tracks, per-track smoothing (the face's V/A too), output",
     "training/module.py": "the LightningModule: steps, the tasks' losses and metrics, parameter groups, face_init",
     "evaluation/report.py": "report.md: one section per part of the metrics document (faces included), and the printed summary",
+    "inference/writers.py": "the prediction table on disk: formats, metadata, reading back, and the sidecar it is built from",
     "evaluation/predictions.py": "the predictions table: written, read from any system, paired with the records",
     "annotate/tasks.py": "Label Studio tasks: the photos found, pre-annotated by the model, written as tasks",
 }

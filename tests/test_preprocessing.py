@@ -43,10 +43,10 @@ class SceneInputs:
         original = EmotionNet.encode
         original_check = build.check_engine
 
-        def encode(net, name, x):
+        def encode(net, name, x, landmarks=None):
             if name == "scene" and not self.checking:
                 self.rects.extend(_zero_rect(item) for item in x.detach().float().cpu())
-            return original(net, name, x)
+            return original(net, name, x, landmarks)
 
         def check_engine(*args, **kwargs):
             self.checking = True
