@@ -146,6 +146,19 @@ def tiny_face_model_path(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("m") / "faces.safetensors", net, describe(net))
 
 
+@pytest.fixture(scope="module")
+def yolo_weights(tmp_path_factory):
+    """A detector weights file (.pt) of yolo11n.yaml with random weights, as ultralytics saves one."""
+    from emoctx.inference.yolo_weights import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics import YOLO
+
+    path = tmp_path_factory.mktemp("yolo") / "det.pt"
+    YOLO("yolo11n.yaml").save(path)
+    return path
+
+
 @pytest.fixture
 def fresh_log_handlers(monkeypatch):
     """Logging handlers are set up once per process, on the stderr of the moment (the command line's, and

@@ -482,18 +482,6 @@ def test_one_openvino_core_for_the_process(model, tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------- detector
-@pytest.fixture(scope="module")
-def yolo_weights(tmp_path_factory):
-    from emoctx.inference.yolo_weights import import_ultralytics
-
-    import_ultralytics()
-    from ultralytics import YOLO
-
-    path = tmp_path_factory.mktemp("yolo") / "det.pt"
-    YOLO("yolo11n.yaml").save(path)
-    return path
-
-
 def test_detector_export_is_cached_beside_its_weights_and_loads_safely(yolo_weights, monkeypatch):
     from emoctx.engines import detector as detector_module
     from emoctx.inference.detect import UltralyticsDetector

@@ -227,18 +227,6 @@ def test_evaluate_with_an_engine(setup, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ detector
-@pytest.fixture(scope="module")
-def yolo_weights(tmp_path_factory):
-    from emoctx.inference.yolo_weights import import_ultralytics
-
-    import_ultralytics()
-    from ultralytics import YOLO
-
-    path = tmp_path_factory.mktemp("yolo") / "det.pt"
-    YOLO("yolo11n.yaml").save(path)
-    return path
-
-
 @pytest.mark.default_engines
 def test_detector_engine_choice(setup, yolo_weights, monkeypatch):
     from emoctx.engines import choice
