@@ -437,7 +437,10 @@ def test_faces_command_writes_the_pose_models_faces_into_the_records(tmp_path, m
         dict(base, person=i, **dict(zip(["x1", "y1", "x2", "y2"], d.box))) for i, d in enumerate(with_face)
     ]
     rows.append(dict(base, person=2, x1=1, y1=1, x2=9, y2=9))  # far smaller than any detection: unmatched
-    rows.append(dict(base, image="images/broken.jpg", person=0, x1=10, y1=10, x2=90, y2=200))
+    # an unreadable image whose person had a face: kept as it was (never erased by a failed read)
+    kept = dict(face_x1=20.0, face_y1=20.0, face_x2=40.0, face_y2=40.0, face_score=0.9,
+                face_landmarks=[[30.0, 30.0, 1.0]] * 5, face_landmark_convention="coco5")  # fmt: skip
+    rows.append(dict(base, image="images/broken.jpg", person=0, x1=10, y1=10, x2=90, y2=200, **kept))
     source = write_records(records_frame(rows), tmp_path / "annotations" / "test.parquet")
     # the command builds its detector from --detector-weights: here the rigged pose model stands in for one
     monkeypatch.setattr(detect_module, "UltralyticsDetector", lambda *a, **k: pose)
@@ -449,7 +452,8 @@ def test_faces_command_writes_the_pose_models_faces_into_the_records(tmp_path, m
         main(["faces", str(source), "--detector-weights", "pose.pt", "--out", str(out), "--no-progress"]) == 0
     )
     printed = capsys.readouterr().out
-    assert "matched, with a face:    2" in printed and "unmatched:               2" in printed
+    assert "matched, with a face:    2" in printed and "unmatched:               1" in printed
+    assert "in unreadable images:    1" in printed
     assert "broken.jpg" in printed
     records = read_records(out)
     assert len(records) == 4 and list(records["person"]) == [0, 1, 2, 0]
@@ -462,11 +466,19 @@ def test_faces_command_writes_the_pose_models_faces_into_the_records(tmp_path, m
             records.loc[i, "face_landmark_convention"] == "coco5"
             and len(records.loc[i, "face_landmarks"]) == 5
         )
-    assert (
-        records.loc[2:, "face_x1"].isna().all() and records.loc[2:, "face_landmark_convention"].isna().all()
-    )
+    assert pd.isna(records.loc[2, "face_x1"]) and pd.isna(records.loc[2, "face_landmark_convention"])
+    assert records.loc[3, ["face_x1", "face_y1", "face_x2", "face_y2"]].astype(float).tolist() == [
+        20,
+        20,
+        40,
+        40,
+    ]
+    assert records.loc[3, "face_landmark_convention"] == "coco5" and records.loc[
+        3, "face_score"
+    ] == pytest.approx(0.9)
     report = json.loads((tmp_path / "faces.parquet.faces.json").read_text())
-    assert report["with_face"] == 2 and report["unmatched"] == 2 and report["persons"] == 4
+    assert report["with_face"] == 2 and report["unmatched"] == 1 and report["persons"] == 4
+    assert report["unreadable_persons"] == 1
     assert report["unreadable"][0]["image"].endswith("broken.jpg")
     # a detection model gives no faces: refused, nothing written
     plain = person_happy_yolo(conf=0.25, imgsz=160)

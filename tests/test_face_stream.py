@@ -380,3 +380,33 @@ def test_face_models_are_fed_everywhere_but_the_onnx_export(tmp_path):
     # given as a plain box: no face, the no-face path; the model still predicts
     assert person.error is None and person.face is None and person.face_va is None
     assert person.probabilities.shape == (26,) and np.isfinite(person.vad).all()
+
+
+def test_the_torch_engine_reads_who_shows_a_face_as_the_network_does():
+    """evaluate and predict-records run a face model through the torch engine's forward: faces absent take the
+    no-face path there too (not their crops through the backbone)."""
+    import copy
+
+    from emoctx.engines.torch_engine import TorchEngine
+
+    net = three_streams().eval()
+    inputs = batch()
+    with torch.no_grad():
+        want = net(inputs)
+    engine = TorchEngine(copy.deepcopy(net), "fp32")
+    got = engine.forward(inputs)
+    assert got["face_present"].tolist() == [True, False, True, False]
+    for key in ("logits", "vad", "expression"):
+        assert torch.allclose(got[key], want[key], atol=1e-5), key
+    everyone = engine.forward({k: v for k, v in inputs.items() if k != "face_present"})
+    assert not torch.allclose(everyone["logits"], want["logits"], atol=1e-3)  # the flags matter
+
+
+def test_face_models_take_the_torch_engine_in_predict_records(tmp_path):
+    from emoctx.inference.distributed import engine_spec
+
+    assert engine_spec("m.safetensors", "auto", "32-true", "cpu", face=True) == (None, "32-true")
+    with pytest.raises(EmoctxError, match="face stream runs in the torch engine only"):
+        engine_spec("m.safetensors", "onnxruntime", "fp32", "cpu", face=True)
+    with pytest.raises(EmoctxError, match="torch engine only, which has no int8"):
+        engine_spec("m.safetensors", "auto", "int8", "cpu", face=True)

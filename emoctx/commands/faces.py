@@ -73,13 +73,13 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
+    from emoctx.data.dataset import check_images
     from emoctx.data.records import read_records, write_records
     from emoctx.errors import EmoctxError
     from emoctx.inference.detect import UltralyticsDetector
     from emoctx.inference.record_faces import add_faces, check_pose_detector
     from emoctx.io import OutputLock, atomic_write_text, check_output_file, same_path
+    from emoctx.progress import progress
 
     source = Path(args.records)
     if not source.is_file():
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else source
     if out.suffix not in (".parquet", ".jsonl"):
         raise EmoctxError(f"--out {out}: records are written as .parquet or .jsonl")
-    if same_path(out, source) if out.exists() else False:
+    if out.exists() and same_path(out, source):
         if not args.overwrite:
             raise EmoctxError(
                 f"{source}: the input records are never written over without --overwrite; pass --out FILE to "
@@ -96,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     elif out.exists() and not args.overwrite:
         raise EmoctxError(f"--out {out}: exists; it is replaced only with --overwrite")
     check_output_file(out, [args.detector_weights])
+    report_path = out.with_name(out.name + ".faces.json")
+    if report_path.exists() and not args.overwrite:
+        raise EmoctxError(
+            f"{report_path}: exists (the report written beside --out); replaced only with --overwrite"
+        )
     if not 0.0 < args.min_iou <= 1.0:
         raise EmoctxError(f"--min-iou must be in (0, 1], got {args.min_iou}")
     if args.root is not None:
@@ -103,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         root = source.parent.parent if source.parent.name == "annotations" else source.parent
     records = read_records(source)
+    check_images(records, root, "--root", source)  # a wrong root fails here, before the detector is loaded
     detector = UltralyticsDetector(
         args.detector_weights,
         conf=args.conf,
@@ -119,10 +125,9 @@ def run(args: argparse.Namespace) -> int:
             detector,
             min_iou=args.min_iou,
             max_side=args.max_side or None,
-            progress=lambda items: tqdm(items, desc="faces", unit="img", disable=args.no_progress),
+            progress=lambda items: progress(items, desc="faces", unit="img", disable=args.no_progress),
         )
         write_records(frame, out)
-        report_path = out.with_name(out.name + ".faces.json")
         atomic_write_text(
             report_path,
             json.dumps(

@@ -20,6 +20,7 @@ from emoctx.engines.graphs import QUANTIZATION, export_graphs, quantize_encoders
 from emoctx.engines.runtimes import OnnxRuntimeEngine, OpenVinoEngine, import_runtime, runtime_version
 from emoctx.engines.torch_engine import TorchEngine
 from emoctx.errors import EmoctxError
+from emoctx.models.network import FACE_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,24 @@ def _versions(*extra: str) -> dict[str, str | None]:
 def _matches(versions: dict[str, Any], opset: int) -> Any:
     """Whether a cached entry's manifest was written by these library versions at this opset."""
     return lambda manifest: manifest.get("versions") == versions and manifest.get("opset") == opset
+
+
+def refuse_face_model(model: str | os.PathLike, engine: str, precision: str) -> None:
+    """Refuse what a model with a face stream cannot run: an exported engine, or int8.
+
+    A face stream takes who shows a face and the landmarks, chosen per person from the data: the exported graphs
+    do not carry that path (``emoctx export`` refuses it too), so face models run in PyTorch, which has no int8.
+    """
+    if engine != "torch":
+        raise EmoctxError(
+            f"{model}: a model with a face stream runs in the torch engine only (its face path, per person, "
+            f"is not in the exported graphs); use --engine torch, not {engine}"
+        )
+    if precision == "int8":
+        raise EmoctxError(
+            f"{model}: a model with a face stream runs in the torch engine only, which has no int8; use "
+            "--precision auto, bf16 or fp32"
+        )
 
 
 def build_engine(
@@ -106,16 +125,11 @@ def build_engine(
         net, info = load_model(model)
     elif info is None:
         raise EmoctxError("build_engine: pass the model's info with its net")
-    has_face = "face" in net.stream_names
+    has_face = FACE_STREAM in net.stream_names
     if engine == "auto":
-        # A face stream takes who shows a face and the landmarks, chosen per person from the data: the
-        # exported graphs do not carry that path (emoctx export refuses it too), so face models run in PyTorch.
         engine, precision = ("torch", precision) if has_face else default_engine(device, precision)
-    if has_face and engine != "torch":
-        raise EmoctxError(
-            f"{model}: a model with a face stream runs in the torch engine only (its face path, per person, "
-            f"is not in the exported graphs); use --engine torch, not {engine}"
-        )
+    if has_face:
+        refuse_face_model(model, engine, precision)
     if engine not in ENGINES:
         raise EmoctxError(f"unknown engine '{engine}'; choose one of auto, {', '.join(ENGINES)}")
     if precision not in PRECISIONS:

@@ -14,7 +14,7 @@ import torch
 
 from emoctx.engines.base import Engine
 from emoctx.errors import EmoctxError
-from emoctx.models.network import EmotionNet
+from emoctx.models.network import FACE_STREAM, EmotionNet
 
 _NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -63,6 +63,30 @@ class TorchEngine(Engine):
         x = x.to(self.device, self.input_dtype, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             return self.net.encode(stream, x, landmarks).float()
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """See :meth:`Engine.forward`; a face stream also reads ``face_present`` and ``face_landmarks``.
+
+        As :meth:`EmotionNet.forward` computes it: only the faces present go through the face backbone (with
+        their landmarks), the others take the network's no-face path in :meth:`head`.
+        """
+        if FACE_STREAM not in self.streams:
+            return super().forward(inputs)
+        features = {n: self.encode(n, inputs[n]) for n in self.streams if n != FACE_STREAM}
+        faces = inputs[FACE_STREAM]
+        present = inputs.get("face_present")
+        if present is None:
+            present = torch.ones(faces.shape[0], dtype=torch.bool)
+        present = present.to(self.device, torch.bool)
+        landmarks = inputs.get("face_landmarks")
+        width = int(self.net.missing[FACE_STREAM].shape[0])
+        encoded = torch.zeros((faces.shape[0], width), dtype=torch.float32, device=self.device)
+        rows = present.nonzero().flatten()
+        if rows.numel():
+            points = None if landmarks is None else landmarks.to(self.device)[rows].float()
+            encoded[rows] = self.encode(FACE_STREAM, faces.to(self.device)[rows], points)
+        features[FACE_STREAM] = encoded
+        return self.head(features, {FACE_STREAM: present})
 
     def head(
         self, features: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None

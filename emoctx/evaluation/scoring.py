@@ -98,7 +98,7 @@ def score_records(
             expressions, ``face_va`` (N, 2) on 1-10 for a model with the face-derived head (a face-only model:
             its own V/A).
         engine: run this engine (:mod:`emoctx.engines`, built for ``net``) instead of ``net`` itself (every
-            person with its own scene: its ``forward``; models without a face stream).
+            person with its own scene: its ``forward``, which for a face model reads who shows a face).
 
     Returns:
         ``(scores, vad, valid)``: ``scores`` (N, C) float64 in 0-1 (the model's score activation; with
@@ -149,10 +149,7 @@ def score_records(
             if "index" not in batch:  # every image of the batch was unreadable
                 continue
             rows = batch["index"].numpy()
-            if engine is not None:
-                out = engine.forward({s: batch[s].to(device, non_blocking=True) for s in net.stream_names})
-            else:
-                out = net(network_inputs(net, batch, device))
+            out = (engine.forward if engine is not None else net)(network_inputs(net, batch, device))
             logits = out["logits"].float()
             scores[rows] = (
                 (logits if raw else scores_from_logits(logits, info.score_activation)).cpu().numpy()

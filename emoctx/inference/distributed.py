@@ -60,6 +60,7 @@ from emoctx.errors import EmoctxError
 from emoctx.inference.results import PROB_COLUMNS
 from emoctx.inference.writers import METADATA_KEY, table_schema
 from emoctx.io import atomic_path, jsonable
+from emoctx.models.network import FACE_STREAM
 from emoctx.models.outputs import ScoringNet, scores_from_logits, vad_ratings
 
 log = logging.getLogger(__name__)
@@ -428,10 +429,17 @@ def predict_records(
 
     check_accelerator(accelerator)
     check_images(read_records(records), root, "--root", records)  # a wrong root fails before any model work
-    spec, precision = engine_spec(
-        model, engine, precision, accelerator, calibration_records, calibration_root, engine_cache
-    )
     net, info = load_model(model)
+    spec, precision = engine_spec(
+        model,
+        engine,
+        precision,
+        accelerator,
+        calibration_records,
+        calibration_root,
+        engine_cache,
+        face=FACE_STREAM in net.stream_names,
+    )
     dm = datamodule_for(
         info,
         root,
@@ -504,17 +512,25 @@ def engine_spec(
     calibration_records: str | os.PathLike | None = None,
     calibration_root: str | os.PathLike | None = None,
     engine_cache: str | os.PathLike | None = None,
+    face: bool = False,
 ) -> tuple[EngineSpec | None, str]:
     """The exported engine to run (``None``: the network in Lightning) and Lightning's precision.
 
+    ``face``: the model has a face stream; it runs in Lightning (``auto`` picks it), as
+    :func:`emoctx.engines.build_engine` rules for face models.
+
     Raises:
-        EmoctxError: an unknown engine, an exported engine on another accelerator than the CPU, or a
-            precision the chosen path does not take.
+        EmoctxError: an unknown engine, an exported engine on another accelerator than the CPU or for a face
+            model, or a precision the chosen path does not take.
     """
     from emoctx.engines import ENGINES, default_engine
+    from emoctx.engines.build import refuse_face_model
 
     if engine != "auto" and engine not in ENGINES:
         raise EmoctxError(f"unknown engine '{engine}'; choose one of auto, {', '.join(ENGINES)}")
+    if face:
+        engine = "torch" if engine == "auto" else engine
+        refuse_face_model(model, engine, _FROM_LIGHTNING.get(precision, precision))
     if engine == "auto":
         device = "cpu" if accelerator == "cpu" else "auto"
         wanted = _FROM_LIGHTNING.get(precision, precision)

@@ -42,8 +42,9 @@ class FacesReport:
         with_face: persons matched to a detection that shows a face (they have a face now).
         without_face: persons matched to a detection that shows no face (a back view, a tiny or cut face).
         unmatched: persons no detection overlaps enough (``min_iou``).
-        had_faces: persons that had a face box before (replaced).
-        unreadable: ``(image, reason)`` for each image that could not be read (its persons have no face).
+        had_faces: persons that had a face box before (replaced where their image was read).
+        unreadable_persons: persons of images that could not be read (their face columns are kept as they were).
+        unreadable: ``(image, reason)`` for each image that could not be read.
         unmatched_examples: a few ``(image, person)`` without a matching detection.
     """
 
@@ -53,6 +54,7 @@ class FacesReport:
     without_face: int = 0
     unmatched: int = 0
     had_faces: int = 0
+    unreadable_persons: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     unmatched_examples: list[tuple[str, int]] = field(default_factory=list)
 
@@ -65,6 +67,7 @@ class FacesReport:
             "without_face": self.without_face,
             "unmatched": self.unmatched,
             "had_faces": self.had_faces,
+            "unreadable_persons": self.unreadable_persons,
             "unreadable": [{"image": i, "reason": r} for i, r in self.unreadable],
             "unmatched_examples": [{"image": i, "person": p} for i, p in self.unmatched_examples],
         }
@@ -80,8 +83,13 @@ class FacesReport:
             f"  unmatched:               {self.unmatched} ({self.unmatched * pct:.1f}%) (no detected person "
             "overlaps the annotated box enough)",
         ]
+        if self.unreadable_persons:
+            out.append(
+                f"  in unreadable images:    {self.unreadable_persons} ({self.unreadable_persons * pct:.1f}%) "
+                "(their face columns kept as they were)"
+            )
         if self.had_faces:
-            out.append(f"  {self.had_faces} person(s) had a face before: replaced")
+            out.append(f"  {self.had_faces} person(s) had a face before: replaced where their image was read")
         for image, reason in self.unreadable[:10]:
             out.append(f"  unreadable: {image}: {reason}")
         if len(self.unreadable) > 10:
@@ -136,7 +144,11 @@ def add_faces(
         report.had_faces = int(
             np.isfinite(df[list(FACE_BOX_COLUMNS)].to_numpy(dtype=np.float64)).all(1).sum()
         )
-    values: list[dict[str, Any]] = [_face_values(None) for _ in range(len(df))]
+    columns = list(_face_values(None))
+    if set(columns) <= set(df.columns):  # what the records hold stays where an image cannot be read
+        values = [{c: df.at[i, c] for c in columns} for i in range(len(df))]
+    else:
+        values = [_face_values(None) for _ in range(len(df))]
     groups = list(df.groupby("image", sort=False).indices.items())
     for image, rows in progress(groups) if progress is not None else groups:
         path = root / image
@@ -144,9 +156,11 @@ def add_faces(
             decoded = read_image(path, max_side=max_side)
         except ImageError as e:
             report.unreadable.append((str(image), e.reason))
-            report.unmatched += len(rows)
-            log.warning("%s: %s", path, e.reason)
+            report.unreadable_persons += len(rows)
+            log.warning("%s: %s; its persons' face columns are kept as they were", path, e.reason)
             continue
+        for row in rows:  # read: its persons' faces are what the detector finds now
+            values[row] = _face_values(None)
         w, h = decoded.original_size
         sizes = df.loc[rows, ["width", "height"]].to_numpy(dtype=np.float64)
         # The records' boxes in the pixels of the file as decoded (a records size that differs is scaled).
