@@ -32,7 +32,8 @@ def parse_device(device: str | torch.device | None, option: str = "--device") ->
     """``device`` as a :class:`torch.device` (``gpu`` is ``cuda``), ``None`` for ``auto``; not yet checked.
 
     Raises:
-        EmoctxError: a name torch does not know, naming ``option`` and the values it takes.
+        EmoctxError: a name that is not a CPU, a CUDA GPU or Apple's MPS (torch knows more, e.g. ``meta`` or
+            ``xpu``, which emoctx does not run on), naming ``option`` and the values it takes.
     """
     if device is None or isinstance(device, torch.device):
         return device
@@ -42,9 +43,12 @@ def parse_device(device: str | torch.device | None, option: str = "--device") ->
     if text == "gpu" or text.startswith("gpu:"):
         text = "cuda" + text[3:]
     try:
-        return torch.device(text)
+        parsed = torch.device(text)
     except (RuntimeError, ValueError):
-        raise EmoctxError(f"{option} {device}: not a device; use {DEVICE_HELP}") from None
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise EmoctxError(f"{option} {device}: not a device emoctx runs on; use {DEVICE_HELP}")
+    return parsed
 
 
 def resolve_device(device: str | torch.device | None, option: str = "--device") -> torch.device:

@@ -92,6 +92,17 @@ def main() -> None:
     if not (data / "annotations" / "train.parquet").exists():
         extra = {} if args.train_images is None else {"n_train": args.train_images}
         generate(data, seed=0, faces=faces, workers=2, **extra)
+    else:  # data made before: it must be what was asked for, or the table would describe other data
+        made = json.loads((data / "synth.json").read_text()) if (data / "synth.json").is_file() else {}
+        if bool(made.get("faces")) != faces:
+            ap.error(
+                f"--data {data}: made {'with' if made.get('faces') else 'without'} faces; pass another --data"
+            )
+        trained = made.get("images", {}).get("train")
+        if args.train_images is not None and trained != args.train_images:
+            ap.error(
+                f"--data {data}: has {trained} training images, not {args.train_images}; pass another --data"
+            )
     base = yaml.safe_load(Path(config_path).read_text())
     groups = category_groups(faces)
     variants = FACE_VARIANTS if faces else VARIANTS

@@ -49,7 +49,9 @@ def _torch_unless_named():
     from emoctx.engines import build
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(build, "default_engine", lambda device="cpu", precision="auto": ("torch", precision))
+    torch_rule = lambda device="cpu", precision="auto": ("torch", precision)  # noqa: E731
+    patch.setattr(build, "default_engine", torch_rule)
+    patch.setattr(engines, "default_engine", torch_rule)  # predict-records reads it from the package
     patch.setattr(engines, "default_detector_engine", lambda device="cpu": "torch")
     yield
     patch.undo()
@@ -66,6 +68,7 @@ def _real_rule_where_marked(request, _torch_unless_named):
 
     patch = pytest.MonkeyPatch()
     patch.setattr(build, "default_engine", choice.default_engine)
+    patch.setattr(engines, "default_engine", choice.default_engine)
     patch.setattr(engines, "default_detector_engine", choice.default_detector_engine)
     yield
     patch.undo()

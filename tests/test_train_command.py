@@ -5,6 +5,7 @@ import logging
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -131,6 +132,11 @@ def test_device_is_translated_for_lightning_and_a_missing_gpu_is_one_line(capsys
         assert "Traceback" not in err
     with pytest.raises(EmoctxError, match="not a device"):
         translate_device(["--device", "tpu9"])
+    # names torch knows but emoctx does not run on, and an accelerator Lightning does not know: one line each
+    for typed in (["--device", "meta"], ["--device", "xpu"], ["--trainer.accelerator", "foo"]):
+        code, out, err = _train_cli(capsys, "--config", TINY, "--data.root", str(tmp_path), *typed)
+        assert code == 2 and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and ("not a device emoctx runs on" in err or "foo" in err)
 
 
 def test_a_wrong_data_root_is_reported_before_any_logger_starts(synth_root, tmp_path, monkeypatch):
@@ -193,3 +199,11 @@ def test_logs_go_into_the_run_folder_and_each_epoch_has_a_line(synth_root, tmp_p
         re.match(r"epoch 1/2: \d+/\d+ batches \((25|33|50)%\), \d+ s, loss=", line) for line in lines
     ), lines
     assert not any("\r" in line for line in lines)
+
+
+def test_the_root_check_counts_a_name_the_system_refuses_as_missing(tmp_path):
+    from emoctx.data.dataset import check_images
+
+    records = pd.DataFrame({"image": ["x" * 5000 + ".jpg"]})  # too long a name for the file system: OSError
+    with pytest.raises(EmoctxError, match="1 of the 1 images of r.parquet are not there"):
+        check_images(records, tmp_path, "--root", "r.parquet")

@@ -11,9 +11,10 @@ Every key of the config can be set on the command line as --KEY VALUE (--model.l
 later options win over earlier ones and over the config.
 
 The run folder (--trainer.default_root_dir) receives config.yaml (the resolved config), checkpoints/{best,last}.ckpt,
-the logs (wandb offline in the configs) and model.safetensors: the weights of the epoch with the best val/mAP,
-with decision thresholds calibrated on the validation split. Each epoch ends with one line: the training loss,
-val/mAP, the best val/mAP so far and the epoch's time.
+the logs (wandb offline in the configs) and model.safetensors: the weights of the epoch with the best val/mAP
+(val/vad_ccc for a face-only model, configs/face_va.yaml), with decision thresholds calibrated on the validation
+split. Each epoch ends with one line: the training loss, that validation figure, the best so far and the epoch's
+time.
 """
 
 from __future__ import annotations

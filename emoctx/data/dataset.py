@@ -225,6 +225,14 @@ MOSTLY_MISSING = 0.5
 """:func:`check_images` refuses records of which more than this share of the images cannot be found."""
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a name the system refuses (too long, no permission) counts as missing."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def check_images(
     records: pd.DataFrame,
     root: str | os.PathLike,
@@ -261,7 +269,7 @@ def check_images(
             f"{option} {root}: no such folder; it must be the folder the image paths{where} are relative to "
             f"(e.g. {images[0]}){_root_hint(root, images[0], option)}"
         )
-    missing = [p for p in images if not (root / p).is_file()]
+    missing = [p for p in images if not _is_file(root / p)]
     if len(missing) > MOSTLY_MISSING * len(images):
         raise EmoctxError(
             f"{option} {root}: {len(missing)} of the {len(images)} images{where} are not there (e.g. "
@@ -293,6 +301,6 @@ def _root_hint(root: Path, image: str, option: str) -> str:
             except OSError:
                 continue
     for folder in candidates:
-        if (folder / image).is_file() and folder.resolve() != root.resolve():
+        if _is_file(folder / image) and folder.resolve() != root.resolve():
             return f"; did you mean {option} {folder}?"
     return ""

@@ -58,6 +58,7 @@ DEFAULT_REGIONS: dict[str, str] = {"body": "person", "scene": "image", "context"
 """The region of a stream known by its name (a stream of another name states its region)."""
 
 Size = int | tuple[int, int]
+"""An image size: one int for a square, or ``(height, width)``."""
 
 
 def face_square(box: Sequence[float]) -> tuple[float, float, float, float]:
@@ -66,9 +67,6 @@ def face_square(box: Sequence[float]) -> tuple[float, float, float, float]:
     side = max(x2 - x1, y2 - y1)
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
     return cx - side / 2.0, cy - side / 2.0, cx + side / 2.0, cy + side / 2.0
-
-
-"""An image size: one int for a square, or ``(height, width)``."""
 
 
 class PreprocessError(EmoctxError, ValueError):

@@ -22,7 +22,7 @@ from emoctx.data.datamodule import EmotionDataModule
 from emoctx.errors import EmoctxError
 from emoctx.training.callbacks import ReplicaCheck
 from emoctx.training.module import EmotionModule
-from emoctx.training.progress import EpochLog
+from emoctx.training.progress import MONITOR, EpochLog, figure_text
 from emoctx.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,6 @@ def _stream_specs(model: EmotionModule) -> dict[str, dict[str, Any]]:
         for name, spec in model.net.stream_specs().items()
     }
 
-
-MONITOR = "val/mAP"
-"""The default figure that picks the saved epoch (a model may choose another: ``EmotionModule.monitor``)."""
 
 PROG = "emoctx train"
 
@@ -179,7 +176,7 @@ def make_cli(args: list[str] | None) -> EmoctxCLI:
             load_from_checkpoint_support=False,
             trainer_defaults={
                 "callbacks": [
-                    # best.ckpt: the best val/mAP so far. last.ckpt: every completed epoch (Lightning's own
+                    # best.ckpt: the best val/mAP so far (fit switches to the model's own figure). last.ckpt: every completed epoch (Lightning's own
                     # save_last refreshes only when the metric improves). Both are written when the epoch is
                     # complete, so that resuming continues with the next epoch.
                     ModelCheckpoint(
@@ -193,7 +190,12 @@ def make_cli(args: list[str] | None) -> EmoctxCLI:
                 ],
             },
         )
-    except MisconfigurationException as e:  # e.g. more devices than the machine has
+    except EmoctxError:
+        raise
+    except (
+        MisconfigurationException,
+        ValueError,
+    ) as e:  # more devices than there are, an unknown accelerator
         raise EmoctxError(f"{e} (run: {PROG} --help)") from None
 
 
@@ -222,12 +224,14 @@ def full_help() -> str:
 
 
 def _best_checkpoint(trainer: Any) -> ModelCheckpoint | None:
-    """The callback that keeps the best ``val/mAP`` checkpoint."""
+    """The callback that keeps the best checkpoint (``best.ckpt``, by the model's monitored figure)."""
     return next((cb for cb in trainer.checkpoint_callbacks if cb.filename == "best"), None)
 
 
 def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
-    """Give ``model`` the weights of its best ``val/mAP`` epoch, on every process; say what was selected.
+    """Give ``model`` the weights of its best epoch (``val/mAP``, or the model's own figure), on every process.
+
+    Says what was selected.
 
     Lightning's ``ModelCheckpoint`` (``best.ckpt``) names the best epoch; its weights are read back with
     ``torch.load(weights_only=True)``. Without a validation split (or before any validation) there is
@@ -246,7 +250,7 @@ def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
     log.info(
         "the model holds the weights of epoch %d, the best by %s (%s)",
         int(ckpt["epoch"]) + 1,  # counted from 1, as the epoch lines count them
-        monitor + ("" if score is None else _score_text(monitor, float(score))),
+        monitor + ("" if score is None else " " + figure_text(monitor, float(score))),
         best,
     )
     return {
@@ -257,11 +261,6 @@ def select_best(trainer: Any, model: EmotionModule) -> dict[str, Any]:
         "score": None if score is None else float(score),
         "checkpoint": Path(best).name,
     }
-
-
-def _score_text(monitor: str, score: float) -> str:
-    """`` 94.59%`` for mAP, `` 0.6123`` for a correlation such as ``val/vad_ccc``."""
-    return f" {100 * score:.2f}%" if monitor.endswith("mAP") else f" {score:.4f}"
 
 
 def fit(args: list[str] | None = None) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """What a training run shows while it runs: a bar with the loss and ``val/mAP``, and one line per epoch.
 
+The epoch line shows the figure that picks the saved epoch (``val/mAP``, or the model's own: ``val/vad_ccc``
+for a face-only model).
+
 * :class:`EpochLog` (always on in ``emoctx train``) writes one line at the end of every epoch: the epoch, the
   training loss, ``val/mAP``, the best ``val/mAP`` so far (and its epoch) and the epoch's time. It goes
   beside the bar in a terminal and into the log elsewhere, so a run on a slow CPU or in a batch job says how
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LOSS = "train/loss"
 MONITOR = "val/mAP"
+"""The default figure that picks the saved epoch (a model may choose another: ``EmotionModule.monitor``)."""
 
 
 def _value(metrics: dict[str, Any], *names: str) -> float | None:
@@ -129,8 +133,12 @@ class EpochLog(pl.Callback):
         return f"epoch {_epochs(trainer)}: " + ", ".join(parts)
 
     def _figure(self, value: float) -> str:
-        """The figure as the line shows it: mAP in percent, others (a correlation) as they are."""
-        return f"{100 * value:.2f}%" if self.monitor.endswith("mAP") else f"{value:.4f}"
+        return figure_text(self.monitor, value)
+
+
+def figure_text(monitor: str, value: float) -> str:
+    """A validation figure as the lines show it: mAP in percent (``94.59%``), others (a correlation) as they are."""
+    return f"{100 * value:.2f}%" if monitor.endswith("mAP") else f"{value:.4f}"
 
 
 def write_line(trainer: pl.Trainer, text: str) -> None:
