@@ -8,18 +8,19 @@ Everything is measured in one run, side by side, so that the ratios hold even on
   emulated, orders of magnitude slower than fp32, and nothing here would run it by default (``predict`` and
   ``precision: auto`` pick fp32 there): every bf16 row is skipped, and the tables say so;
 * **model floor**: the emotion model alone on preprocessed tensors (persons/s, batch 1 and 32) in fp32,
-  channels-last fp32 and bf16 autocast (channels-last), under ``torch.inference_mode``; warm-up excluded,
-  median of several repeats. Also each stream alone, which gives the floor of the shared-scene computation
-  (body per person + scene per image);
+  channels-last fp32 and bf16 autocast (channels-last), under ``torch.inference_mode``, and in every inference
+  engine and precision (:mod:`emoctx.engines`: torch, onnxruntime, openvino; fp32, bf16, int8); warm-up
+  excluded, median of several alternating rounds. Also each stream alone, which gives the floor of the
+  shared-scene computation (body per person + scene per image); and what building each engine costs (first
+  build, from the cache);
 * **prediction**: ``emoctx predict`` end to end (the command, in this process) on a generated folder of
-  640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given: the defaults (``--precision auto``: bf16
-  where native, else fp32; shared scene), the masked scene, fp32 with the shared scene (where the default is
-  bf16), and with 2 decoding processes; its ratio to the model
-  floor, and to the common EMOTIC baseline's inference path (one person at a time, the image re-decoded per
-  person, fp32) measured here too;
-* **detector**: ultralytics person detection, images/s at its default size (640), with ``yolo11n.yaml``
-  (random weights: the compute of a forward is that of the trained model; the number of candidate boxes,
-  and so the NMS time, can differ);
+  640x480 JPEGs with 1-4 people each (EMOTIC-synth), boxes given, in every engine and precision (int8
+  calibrated on the train split), the masked scene and 2 decoding processes; each row's ratio to its own
+  floor, to the best engine's floor, to ``--engine torch --precision fp32`` and to the common EMOTIC
+  baseline's inference path (one person at a time, the image re-decoded per person, fp32) measured here too;
+* **detector**: ultralytics person detection, images/s at its default size (640) in PyTorch and in each
+  exported engine, with ``yolo11n.yaml`` (random weights: the compute of a forward is that of the trained
+  model; the number of candidate boxes, and so the NMS time, can differ);
 * **training**: samples/s of a full training step (forward, loss, backward, optimiser step; ``precision: auto``)
   fed by the data module from JPEGs with ``light`` augmentation and 2 workers, against the same step fed by
   batches already in memory;
@@ -27,7 +28,9 @@ Everything is measured in one run, side by side, so that the ratios hold even on
   sizes, and the memory prediction still holds at the end (neither should grow with the dataset);
 * **accuracy cost**: on EMOTIC-synth test (320x240), mAP of a small trained model (``configs/synth_tiny.yaml``
   trained here with and without ``mask_subject``, or ``--model``) with shared vs masked scene and bf16 vs
-  fp32, and the largest probability difference between bf16 and fp32.
+  fp32, and the largest probability difference between bf16 and fp32; int8 against PyTorch fp32 per engine;
+* **faces**: the face stream's cost per face, and ``emoctx predict`` end to end with and without a face
+  stream on EMOTIC-synth with faces.
 
     .venv/bin/python scripts/bench.py [--quick] [--out runs/bench] [--model FILE] [--profile]
 

@@ -167,8 +167,9 @@ def test_a_missing_gpu_is_one_line_in_every_command(tiny_model_path, tmp_path, m
     assert any("--accelerator is deprecated: use --device" in r.getMessage() for r in caplog.records)
     # an unknown name lists the values --device takes
     assert main([*commands[0], "--device", "tpu"]) == 2
-    assert "--device tpu: not a device; use auto (a GPU when there is one, else the CPU), cpu" in (
-        capsys.readouterr().err
+    assert (
+        "--device tpu: not a device emoctx runs on; use auto (a GPU when there is one, else the CPU), cpu"
+        in (capsys.readouterr().err)
     )
 
 
