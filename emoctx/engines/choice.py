@@ -12,21 +12,23 @@ An explicit precision keeps the rule's engine where it can: ``fp32`` on a CPU is
 ``openvino`` (else ``torch``), ``int8`` ``openvino`` (else ``onnxruntime``).
 
 The figures it rests on (``scripts/bench.py``, the ResNet-18 pair: body @128 + scene @224; 200 EMOTIC-synth
-640x480 JPEGs with 546 persons, boxes given, median of 3 alternating rounds, all in one run on the 2-core
-AMD EPYC with AVX-512, AVX512-BF16 and VNNI, load average 1.3-2.7):
+640x480 JPEGs with 546 persons, boxes given, median of 3 alternating rounds, each run on the 2-core AMD EPYC
+with AVX-512, AVX512-BF16 and VNNI; the README's Performance section has the tables):
 
-* with native bf16: OpenVINO bf16 99.6 persons/s end to end, PyTorch bf16 61.2 (1.63x; 1.79x and 1.59x in
-  two runs on the machine at load average 5-6);
-* fp32 (standing in for a CPU without native bf16, which was not available to measure): ONNX Runtime 67.0
-  persons/s, OpenVINO 55.2, PyTorch 36.9 (1.82x and 1.50x; 1.43x/1.41x and 1.54x/1.35x in the busier runs).
-  ONNX Runtime is a dependency of emoctx and the faster of the two in fp32, so it is the rule there. Earlier,
+* with native bf16: OpenVINO bf16 188.5 persons/s end to end, PyTorch bf16 197.8 on the quiet machine (equal
+  within the noise; OpenVINO's model floor 1.23x PyTorch's); 99.6 against 61.2 (1.63x) at load average
+  1.3-2.7, and 1.79x and 1.59x at load average 5-6: OpenVINO holds up under load;
+* fp32 (standing in for a CPU without native bf16, which was not available to measure): ONNX Runtime 135.5
+  persons/s, OpenVINO 129.8, PyTorch 121.1 on the quiet machine (1.12x and 1.07x); 67.0, 55.2 and 36.9 under
+  load (1.82x and 1.50x). ONNX Runtime is a dependency of emoctx and the faster of the two in fp32, so it is
+  the rule there. Earlier,
   on an AMD EPYC without native bf16 (Zen 3, AVX2), the model floor at batch 32 gave ONNX Runtime fp32 1.59x
   PyTorch eager fp32 and OpenVINO fp32 1.55x, outputs equal to 1.2e-7.
 
 int8 is never chosen by default: it changes the outputs (within :data:`emoctx.engines.base.TOLERANCES`; up to
 0.22 in one person's probability on EMOTIC-synth, with mAP unchanged) and needs calibration images; ask for it
-with ``precision="int8"`` (in the same run: ONNX Runtime int8 168.4 persons/s and OpenVINO int8 119.6 end
-to end, 4.6x and 3.2x PyTorch fp32).
+with ``precision="int8"`` (on the quiet machine: ONNX Runtime int8 277.8 persons/s and OpenVINO int8 268.5
+end to end, 2.29x and 2.22x PyTorch fp32).
 """
 
 from __future__ import annotations
