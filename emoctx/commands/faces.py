@@ -5,8 +5,9 @@ persons it finds with the annotated person boxes by IoU (one to one; --min-iou),
 into the records: the face box (face_x1 .. face_y2), face_score and the five facial keypoints (face_landmarks,
 convention coco5), the face box following from the nose, eyes and ears (see annotations/README.md). Persons
 without a matching detection, or whose detection shows no face (a back view, a tiny person), get empty face
-columns. Earlier face columns are replaced. Prints how many persons were matched with and without a face and
-how many were not matched; an image that cannot be read is named and its persons get no face.
+columns. Earlier face columns are replaced where the image is read. Prints how many persons were matched with
+and without a face and how many were not matched; an image that cannot be read is named and its persons keep
+the face columns they had. A --root under which most images are missing is an error before the model loads.
 
 RECORDS is never written over unless --overwrite is given (then --out may be left out, or be RECORDS itself);
 the output is written atomically and locked while it is written. A report (JSON) is written beside it.
