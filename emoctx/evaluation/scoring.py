@@ -111,7 +111,7 @@ def score_records(
 
     from emoctx.data.dataset import EmotionDataset, collate
     from emoctx.hardware import resolve_device
-    from emoctx.models.outputs import scores_from_logits, vad_ratings
+    from emoctx.models.outputs import face_outputs, scores_from_logits, vad_ratings
     from emoctx.progress import progress as progress_bar
 
     if batch_size < 1:
@@ -156,18 +156,14 @@ def score_records(
             )
             vad[rows] = vad_ratings(out["vad"].float()).cpu().numpy()
             valid[rows] = True
+            faces = face_outputs(out, net.stream_names)
             if "expression" in extra:
-                extra["expression"][rows] = torch.softmax(out["expression"].float(), dim=1).cpu().numpy()
+                extra["expression"][rows] = faces["expression"].cpu().numpy()
             if "face_present" in extra:
                 present = out["face_present"].cpu().numpy()
                 extra["face_present"][rows] = present
-                va = (
-                    out["face_va"]
-                    if "face_va" in out
-                    else (out["vad"][:, :2] if net.stream_names == ("face",) else None)
-                )
-                if va is not None:
-                    values = vad_ratings(va.float()).cpu().numpy()
+                if "face_va" in faces:
+                    values = faces["face_va"].cpu().numpy()
                     extra["face_va"][rows] = np.where(present[:, None], values, np.nan)
     if not valid.all():
         log.warning("%d of %d persons skipped: their images could not be used", int((~valid).sum()), n)

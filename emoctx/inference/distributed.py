@@ -61,7 +61,7 @@ from emoctx.inference.results import PROB_COLUMNS
 from emoctx.inference.writers import METADATA_KEY, table_schema
 from emoctx.io import atomic_path, jsonable
 from emoctx.models.network import FACE_STREAM
-from emoctx.models.outputs import ScoringNet, scores_from_logits, vad_ratings
+from emoctx.models.outputs import ScoringNet, face_outputs, scores_from_logits, vad_ratings
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +183,7 @@ class PredictionModule(pl.LightningModule):
             "vad": vad_ratings(out["vad"].float()),
             "face_present": out["face_present"],
         }
-        va = out.get("face_va")
-        if va is None and net.stream_names == ("face",):
-            va = out["vad"][:, :2]
-        if va is not None:
-            pred["face_va"] = vad_ratings(va.float())
-        if "expression" in out:
-            pred["expression"] = torch.softmax(out["expression"].float(), dim=1)
-        return pred
+        return {**pred, **face_outputs(out, net.stream_names)}
 
 
 class ShardWriter(BasePredictionWriter):

@@ -99,7 +99,7 @@ from emoctx.inference.results import ImageResult, PersonResult
 from emoctx.inference.sources import Source, expand_sources
 from emoctx.inference.video import IoUTracker, TrackSmoother, VideoError, decode_frames
 from emoctx.inference.yolo_weights import DEFAULT_WEIGHTS, describe_weights, resolve_weights, restore_pil_open
-from emoctx.models.outputs import scores_from_logits, vad_ratings
+from emoctx.models.outputs import face_outputs, scores_from_logits, vad_ratings
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +287,6 @@ class Predictor:
         self._image_streams = tuple(n for n in self.streams if prep.streams[n].region == "image")
         self._face_streams = tuple(n for n in self.streams if prep.streams[n].region == "face")
         self._box_streams = tuple(n for n in self.streams if prep.streams[n].region == "person")
-        # Face-derived V/A: the face head of a multi-stream model, or a face-only model's own V/A.
-        self._face_va = "head" if net.has_face_va else "own" if self.streams == self._face_streams else None
         self.expressions = tuple(net.expressions) if self._face_streams else ()
         self._masked_streams = tuple(n for n in self._image_streams if prep.streams[n].mask is not None)
         self._mean: dict[str, torch.Tensor] = {}
@@ -804,14 +802,9 @@ class Predictor:
             seen = next(iter(present.values())).cpu().numpy()
         else:
             seen = np.array([fr.faces[k] is not None for fr, k in persons])
-        face_va = None
-        if self._face_va == "head":
-            face_va = vad_ratings(out["face_va"].float()).cpu().numpy()
-        elif self._face_va == "own":
-            face_va = vad[:, :2]
-        expressions = None
-        if "expression" in out and self._face_streams:
-            expressions = torch.softmax(out["expression"].float(), dim=1).cpu().numpy()
+        faces = {k: v.cpu().numpy() for k, v in face_outputs(out, self.streams).items()}
+        face_va = faces.get("face_va")
+        expressions = faces.get("expression") if self._face_streams else None
         for j, (fr, k) in enumerate(persons):
             fr.probs[k] = probs[j]  # type: ignore[index]
             fr.vad[k] = vad[j]  # type: ignore[index]

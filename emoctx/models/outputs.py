@@ -18,7 +18,7 @@ from torch import nn
 
 from emoctx import labels
 from emoctx.errors import EmoctxError
-from emoctx.models.network import EmotionNet
+from emoctx.models.network import FACE_STREAM, EmotionNet
 
 SCORE_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "clamp")
 """How category outputs become 0-1 scores (a model file's ``score_activation``)."""
@@ -36,6 +36,28 @@ def scores_from_logits(logits: torch.Tensor, activation: str) -> torch.Tensor:
 def vad_ratings(vad: torch.Tensor) -> torch.Tensor:
     """V/A/D from the network's internal 0-1 scale to ratings on the 1-10 scale, clamped to it."""
     return labels.vad_from_model(vad).clamp(labels.VAD_MIN, labels.VAD_MAX)
+
+
+def face_outputs(out: dict[str, torch.Tensor], stream_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A network's face outputs on the scales the tables use (keys absent where the model has no such output).
+
+    * ``face_va`` ``[B, 2]``: valence and arousal from the face on 1-10: the face-derived head, or a face-only
+      model's own V/A;
+    * ``expression`` ``[B, E]``: the expression probabilities (softmax).
+
+    Args:
+        out: what :meth:`EmotionNet.forward` (or :meth:`EmotionNet.head`) returned.
+        stream_names: the network's streams.
+    """
+    found: dict[str, torch.Tensor] = {}
+    va = out.get("face_va")
+    if va is None and tuple(stream_names) == (FACE_STREAM,):
+        va = out["vad"][:, :2]
+    if va is not None:
+        found["face_va"] = vad_ratings(va.float())
+    if "expression" in out:
+        found["expression"] = torch.softmax(out["expression"].float(), dim=1)
+    return found
 
 
 class ScoringNet(nn.Module):
