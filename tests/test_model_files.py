@@ -481,3 +481,15 @@ def test_missing_model_file_says_how_to_get_one(tmp_path):
     )
     assert "emoctx import-baseline" in message and "'make demo'" in message
     assert "runs/demo/train/model.safetensors" in message
+
+
+def test_validator_knows_the_network_fields_and_face_values_the_code_reads():
+    """The validator keeps its own copies (it reads model files without importing the models): they are the code's."""
+    from emoctx import description
+    from emoctx.models import face, network
+
+    assert set(description._NETWORK_KEYS) == set(network._CONFIG_KEYS)
+    assert description.FACE_STREAM == face.FACE_STREAM
+    assert description.FACE_ATTENTIONS == face.ATTENTIONS
+    assert description.FACE_LANDMARKS == face.LANDMARKS
+    assert description.MAX_EXPRESSIONS == network.MAX_EXPRESSIONS

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from emoctx.errors import EmoctxError
+from emoctx.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,6 @@ _TAG_TEXT = (
 )
 _DIGEST_DIR = re.compile(r"^[0-9a-f]{12}$")
 _warned: set[str] = set()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's content (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def short_hash(value: Any, n: int = 8) -> str:

@@ -199,17 +199,16 @@ def evaluate_model(
     face_outputs: dict[str, np.ndarray] = {}
     built = None
     if (engine, precision) != ("torch", "fp32"):  # another engine or precision: what it changes
-        import copy
-
         from emoctx.engines import build_engine
         from emoctx.engines.calibration import calibration_from_records
 
         calibration = None
         if precision == "int8" and engine != "torch":
             calibration = calibration_from_records(info, model_path, calibration_records, calibration_root)
-        # a copy: the torch engine prepares its network in place, and score_records reads net's streams
+        # The torch engine prepares net in place (build_engine keeps its own fp32 copy for the check); from here
+        # on net is only asked its streams and expressions, which that leaves as they are.
         how = {"info": info, "calibration": calibration, "cache_dir": engine_cache}
-        built = build_engine(model_path, engine, precision, device or "auto", net=copy.deepcopy(net), **how)
+        built = build_engine(model_path, engine, precision, device or "auto", net=net, **how)
     raw, vad, valid = score_records(
         net,
         info,
